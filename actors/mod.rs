@@ -1,0 +1,8 @@
+//! Every actor of the gateway, one file each, with the messages it accepts
+//! defined beside it. Reading this folder shows the whole concurrent system.
+//!
+//! - [`agent::AgentActor`]: one per session or HTTP run; runs turns, owns history.
+//! - [`pool::ArbiterPool`]: the worker threads actors are spread over.
+
+pub mod agent;
+pub mod pool;

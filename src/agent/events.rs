@@ -1,0 +1,82 @@
+//! The typed events a turn emits to whoever listens (an SSE response, a
+//! stream preview, the terminal). They are independent of the listener:
+//! every front door consumes the same stream.
+
+use std::time::Duration;
+
+use crate::openai::{Message, Usage};
+
+/// How a turn ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TurnStatus {
+    /// The model gave its final answer.
+    Completed,
+    /// A limit was reached (max iterations, continuations): the answer is partial.
+    Incomplete,
+    /// The upstream failed; `error` says why.
+    Failed,
+    /// Interrupted (`Interrupt`, a client that left, a new chat message).
+    Cancelled,
+}
+
+impl TurnStatus {
+    /// Lower-case name, as logs and APIs spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Completed => "completed",
+            Self::Incomplete => "incomplete",
+            Self::Failed => "failed",
+            Self::Cancelled => "cancelled",
+        }
+    }
+}
+
+/// Everything about a finished turn.
+#[derive(Debug, Clone)]
+pub struct TurnOutcome {
+    pub status: TurnStatus,
+    /// The final answer text (on cancel or failure: what was produced so far).
+    pub text: String,
+    /// The turn's new messages after the user input: assistant tool calls,
+    /// tool results, the final answer. Always a valid conversation tail (every
+    /// tool call has its result).
+    pub messages: Vec<Message>,
+    /// Summed over every upstream call of the turn.
+    pub usage: Usage,
+    /// Why the turn failed, in words for the user (already redacted).
+    pub error: Option<String>,
+    /// Time spent waiting on the upstream model (for overhead metrics).
+    pub upstream_time: Duration,
+    /// Time spent running tools.
+    pub tool_time: Duration,
+}
+
+/// One event of a running turn.
+#[derive(Debug, Clone)]
+pub enum AgentEvent {
+    /// Answer text, as the upstream streamed it.
+    TextDelta(String),
+    /// Model reasoning, where the upstream sends it; never part of the answer.
+    ReasoningDelta(String),
+    /// A tool call begins.
+    ToolStarted {
+        call_id: String,
+        name: String,
+        arguments: String,
+        preview: String,
+    },
+    /// A tool call ended.
+    ToolFinished {
+        call_id: String,
+        name: String,
+        result: String,
+        ok: bool,
+        duration: Duration,
+    },
+    /// A tool batch begins: text after it is a new paragraph of the answer.
+    SegmentBreak,
+    /// Running token totals of the turn.
+    Usage(Usage),
+    /// The turn ended; exactly one per turn, always last.
+    Finished(Box<TurnOutcome>),
+}

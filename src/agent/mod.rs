@@ -1,0 +1,320 @@
+//! The agent's turn loop: one user input and everything the agent does until
+//! its final answer (see `agent.md`).
+//!
+//! [`run_turn`] is plain async code (no actors): it calls the upstream, runs
+//! tools concurrently, appends their results in the model's order, and asks
+//! again, emitting [`AgentEvent`]s as it goes. Cancellation is cooperative and
+//! immediate: every await point races the turn's [`CancellationToken`] and the
+//! listener going away, and losing the race drops the in-flight upstream
+//! request (closing its connection) and the running tool futures (killing
+//! their process groups). The `AgentActor` owns the loop's lifecycle and sends
+//! the single `Finished` event.
+
+pub mod events;
+pub mod prompt;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::future::join_all;
+use serde_json::Value;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+pub use events::{AgentEvent, TurnOutcome, TurnStatus};
+
+use crate::openai::{Message, ToolCall, Usage};
+use crate::secrets;
+use crate::tools::{SessionTools, ToolContext, ToolSettings, Toolbox};
+use crate::upstream::{ChatRequest, Delta, DeltaSink, UpstreamClient};
+
+/// Events buffered between a turn and a slow listener before the turn waits.
+pub const EVENT_CHANNEL_CAPACITY: usize = 256;
+/// Characters of a tool result carried in `ToolFinished` (the model gets all of it).
+const EVENT_RESULT_CHARS: usize = 4000;
+/// Characters of a tool call's preview in `ToolStarted`.
+const PREVIEW_CHARS: usize = 80;
+
+/// Sent after `finish_reason: length` to get the rest of the answer.
+const CONTINUE_PROMPT: &str = "Your answer was cut off by the output limit. Continue exactly where you stopped, without repeating anything.";
+/// Sent, without tools, when the iteration limit is reached.
+const SUMMARY_PROMPT: &str = "You have reached the maximum number of tool calls for this turn. \
+Do not call tools. Summarise what you did, what you found, and what is left to do.";
+/// Tool result recorded for calls that an interrupt stopped.
+const INTERRUPTED_RESULT: &str = "Interrupted by the user before this tool finished.";
+
+/// The sending half a turn emits events into.
+pub type EventSink = mpsc::Sender<AgentEvent>;
+
+/// Everything a turn needs that does not change between turns.
+#[derive(Debug, Clone)]
+pub struct AgentSettings {
+    pub upstream: UpstreamClient,
+    pub toolbox: Toolbox,
+    pub tools: Arc<ToolSettings>,
+    pub max_iterations: u32,
+    pub max_continuations: u32,
+    /// `cli`, `api_server`, `telegram`, ... (prompt hint and toolsets).
+    pub platform: String,
+    pub home: PathBuf,
+}
+
+/// One user input.
+#[derive(Debug, Clone)]
+pub struct TurnInput {
+    /// The user's message (text or content parts).
+    pub user: Message,
+    /// The caller's ephemeral system prompt, layered over the core prompt.
+    pub system: Option<String>,
+    /// Stream from the upstream (someone shows deltas as they arrive).
+    pub stream: bool,
+}
+
+/// What the turn has produced so far; survives the cancellation of any step.
+#[derive(Default)]
+struct TurnState {
+    usage: Usage,
+    /// Text of the current segment (since the last tool batch).
+    segment: String,
+    /// Text of earlier parts of an answer that was continued after `length`.
+    continued: String,
+    /// The turn's new messages (valid conversation tail at every step).
+    messages: Vec<Message>,
+    upstream_time: Duration,
+    tool_time: Duration,
+}
+
+impl TurnState {
+    fn outcome(self, status: TurnStatus, error: Option<String>) -> TurnOutcome {
+        let text = format!("{}{}", self.continued, self.segment);
+        let mut messages = self.messages;
+        if status != TurnStatus::Completed && status != TurnStatus::Incomplete && !text.is_empty() {
+            // Keep what the user saw so the next turn's history matches it.
+            messages.push(Message::assistant(text.clone()));
+        }
+        TurnOutcome {
+            status,
+            text,
+            messages,
+            usage: self.usage,
+            error: error.map(|e| secrets::redact(&e)),
+            upstream_time: self.upstream_time,
+            tool_time: self.tool_time,
+        }
+    }
+}
+
+/// Forwards upstream deltas as events and keeps the segment's text.
+struct Forward<'a> {
+    events: &'a EventSink,
+    text: &'a mut String,
+}
+
+impl DeltaSink for Forward<'_> {
+    async fn delta(&mut self, delta: Delta) {
+        let ev = match delta {
+            Delta::Text(t) => {
+                self.text.push_str(&t);
+                AgentEvent::TextDelta(t)
+            }
+            Delta::Reasoning(r) => AgentEvent::ReasoningDelta(r),
+        };
+        // A closed channel is noticed by `stopped()`; nothing to do here.
+        let _ = self.events.send(ev).await;
+    }
+}
+
+/// Resolves when the turn must stop: interrupted, or nobody listens any more.
+async fn stopped(cancel: &CancellationToken, events: &EventSink) {
+    tokio::select! {
+        _ = cancel.cancelled() => {}
+        _ = events.closed() => {}
+    }
+}
+
+/// Runs one turn over `history` and returns how it ended. Emits every event
+/// except `Finished`, which the caller sends once it has recorded the outcome.
+pub async fn run_turn(
+    settings: &AgentSettings,
+    history: &[Message],
+    input: TurnInput,
+    session: SessionTools,
+    events: &EventSink,
+    cancel: &CancellationToken,
+) -> TurnOutcome {
+    let with_memory = settings.toolbox.names().contains(&"memory");
+    let system = prompt::system_prompt(
+        &settings.platform,
+        &settings.home,
+        with_memory,
+        input.system.as_deref(),
+    );
+    let mut convo = Vec::with_capacity(history.len() + 8);
+    convo.push(Message::system(system));
+    convo.extend_from_slice(history);
+    convo.push(input.user);
+
+    let ctx = ToolContext {
+        settings: settings.tools.clone(),
+        session,
+    };
+    let mut st = TurnState::default();
+    let mut calls = 0;
+    let mut continuations = 0;
+    loop {
+        let summary = calls >= settings.max_iterations;
+        if summary {
+            convo.push(Message::user(SUMMARY_PROMPT));
+        }
+        calls += 1;
+        let tools: &[Value] = if summary {
+            &[]
+        } else {
+            settings.toolbox.schemas()
+        };
+        let req = ChatRequest {
+            messages: &convo,
+            tools,
+            stream: input.stream,
+        };
+        let started = Instant::now();
+        let result = {
+            let mut sink = Forward {
+                events,
+                text: &mut st.segment,
+            };
+            tokio::select! {
+                biased;
+                _ = stopped(cancel, events) => None,
+                r = settings.upstream.chat(&req, &mut sink) => Some(r),
+            }
+        };
+        st.upstream_time += started.elapsed();
+        let completion = match result {
+            None => return st.outcome(TurnStatus::Cancelled, None),
+            Some(Err(e)) => {
+                log::warn!("upstream call {calls} failed: {e}");
+                return st.outcome(TurnStatus::Failed, Some(format!("{e}{}", e.hint())));
+            }
+            Some(Ok(c)) => c,
+        };
+        if let Some(u) = &completion.usage {
+            st.usage.add(u);
+        }
+        let _ = events.send(AgentEvent::Usage(st.usage)).await;
+
+        if !completion.tool_calls.is_empty() && !summary {
+            let msg =
+                Message::assistant_tool_calls(&completion.content, completion.tool_calls.clone());
+            convo.push(msg.clone());
+            st.messages.push(msg);
+            st.segment.clear();
+            let _ = events.send(AgentEvent::SegmentBreak).await;
+            let started = Instant::now();
+            let results = tokio::select! {
+                biased;
+                _ = stopped(cancel, events) => None,
+                r = run_tools(&settings.toolbox, &completion.tool_calls, &ctx, events) => Some(r),
+            };
+            st.tool_time += started.elapsed();
+            let Some(results) = results else {
+                // Every call needs a result, or the history is unusable upstream.
+                for tc in &completion.tool_calls {
+                    st.messages
+                        .push(Message::tool_result(&tc.id, INTERRUPTED_RESULT));
+                }
+                return st.outcome(TurnStatus::Cancelled, None);
+            };
+            for (tc, text) in completion.tool_calls.iter().zip(results) {
+                let m = Message::tool_result(&tc.id, text);
+                convo.push(m.clone());
+                st.messages.push(m);
+            }
+            continue;
+        }
+
+        let cut_off = completion.finish_reason.as_deref() == Some("length");
+        if cut_off && continuations < settings.max_continuations && !summary {
+            continuations += 1;
+            convo.push(Message::assistant(completion.content.clone()));
+            convo.push(Message::user(CONTINUE_PROMPT));
+            st.continued.push_str(&st.segment);
+            st.segment.clear();
+            continue;
+        }
+        let status = if cut_off || summary {
+            TurnStatus::Incomplete
+        } else {
+            TurnStatus::Completed
+        };
+        // The final text is what the model said in this segment (think blocks
+        // already removed by the upstream client).
+        st.segment = completion.content;
+        let text = format!("{}{}", st.continued, st.segment);
+        st.messages.push(Message::assistant(text));
+        return st.outcome(status, None);
+    }
+}
+
+/// Runs a batch of tool calls concurrently; results in the model's order.
+async fn run_tools(
+    toolbox: &Toolbox,
+    calls: &[ToolCall],
+    ctx: &ToolContext,
+    events: &EventSink,
+) -> Vec<String> {
+    join_all(calls.iter().map(|tc| async move {
+        let name = tc.function.name.clone();
+        let _ = events
+            .send(AgentEvent::ToolStarted {
+                call_id: tc.id.clone(),
+                name: name.clone(),
+                arguments: tc.function.arguments.clone(),
+                preview: preview(&tc.function.arguments),
+            })
+            .await;
+        let started = Instant::now();
+        let out = toolbox.run(&name, &tc.function.arguments, ctx).await;
+        let _ = events
+            .send(AgentEvent::ToolFinished {
+                call_id: tc.id.clone(),
+                name,
+                result: out.text.chars().take(EVENT_RESULT_CHARS).collect(),
+                ok: out.ok,
+                duration: started.elapsed(),
+            })
+            .await;
+        out.text
+    }))
+    .await
+}
+
+/// A one-line summary of a call's arguments: its first string argument.
+pub fn preview(arguments: &str) -> String {
+    let v: Value = serde_json::from_str(arguments).unwrap_or(Value::Null);
+    let first = v
+        .as_object()
+        .and_then(|m| m.values().find_map(Value::as_str))
+        .map(str::to_string)
+        .unwrap_or_else(|| arguments.to_string());
+    let line = first.lines().next().unwrap_or("").to_string();
+    if line.chars().count() > PREVIEW_CHARS {
+        format!("{}…", line.chars().take(PREVIEW_CHARS).collect::<String>())
+    } else {
+        line
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn previews() {
+        assert_eq!(preview(r#"{"command":"ls -la\nmore"}"#), "ls -la");
+        assert_eq!(preview("not json"), "not json");
+        let long = format!(r#"{{"url":"{}"}}"#, "x".repeat(200));
+        assert_eq!(preview(&long).chars().count(), PREVIEW_CHARS + 1);
+    }
+}

@@ -1,0 +1,185 @@
+//! `hermes chat`: one agent turn from the terminal.
+//!
+//! Answer text goes to stdout the moment each delta arrives; tool activity
+//! goes to stderr, so `hermes chat "…" > answer.txt` captures only the answer.
+//! Ctrl-C interrupts the turn (the upstream request is dropped, tool processes
+//! killed) and exits 130.
+
+use std::io::{Read, Write};
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+
+use crate::actors::agent::{AgentActor, Interrupt, RunTurn};
+use crate::actors::pool::ArbiterPool;
+use crate::agent::{AgentEvent, AgentSettings, EVENT_CHANNEL_CAPACITY, TurnInput, TurnStatus};
+use crate::cli::{ChatArgs, EXIT_CONFIG, EXIT_FAILED, EXIT_INTERRUPTED};
+use crate::config::{self, Loaded};
+use crate::openai::Message;
+use crate::tools::{ToolSettings, Toolbox};
+use crate::upstream::{UpstreamClient, UpstreamSettings};
+
+/// The front-door name used for `platform_toolsets` and the prompt hint.
+const PLATFORM: &str = "cli";
+
+/// Builds the agent settings of a front door from configuration.
+pub fn agent_settings(
+    loaded: &Loaded,
+    platform: &str,
+    upstream: UpstreamSettings,
+    toolsets: &[String],
+) -> AgentSettings {
+    let c = &loaded.config;
+    AgentSettings {
+        upstream: UpstreamClient::new(upstream),
+        toolbox: Toolbox::new(toolsets),
+        tools: Arc::new(ToolSettings::from_config(
+            c,
+            &loaded.home,
+            loaded.env.get("HOME"),
+        )),
+        max_iterations: c.agent.max_iterations,
+        max_continuations: c.agent.max_continuations,
+        platform: platform.to_string(),
+        home: loaded.home.clone(),
+    }
+}
+
+/// Runs the command; returns the exit code.
+pub fn run(mut loaded: Loaded, args: &ChatArgs) -> i32 {
+    let c = &mut loaded.config;
+    if let Some(m) = &args.model {
+        c.model.default = Some(m.clone());
+    }
+    if let Some(n) = args.max_iterations {
+        if n == 0 {
+            eprintln!("hermes: --max-iterations must be at least 1");
+            return EXIT_CONFIG;
+        }
+        c.agent.max_iterations = n;
+    }
+    let toolsets = args
+        .toolsets
+        .clone()
+        .unwrap_or_else(|| c.toolsets_for(PLATFORM));
+    if let Some(bad) = toolsets
+        .iter()
+        .find(|t| !config::TOOLSETS.contains(&t.as_str()))
+    {
+        eprintln!(
+            "hermes: --toolsets: unknown toolset `{bad}`; expected some of {}",
+            config::TOOLSETS.join(", ")
+        );
+        return EXIT_CONFIG;
+    }
+    let upstream = match UpstreamSettings::from_config(c) {
+        Ok(u) => u,
+        Err(problem) => {
+            eprintln!("hermes: {problem}");
+            return EXIT_CONFIG;
+        }
+    };
+    let message = if args.message == "-" {
+        let mut s = String::new();
+        if let Err(e) = std::io::stdin().read_to_string(&mut s) {
+            eprintln!("hermes: cannot read the message from stdin: {e}");
+            return EXIT_CONFIG;
+        }
+        s
+    } else {
+        args.message.clone()
+    };
+    if message.trim().is_empty() {
+        eprintln!("hermes: the message is empty");
+        return EXIT_CONFIG;
+    }
+    let settings = Arc::new(agent_settings(&loaded, PLATFORM, upstream, &toolsets));
+    let system = actix::System::new();
+    system.block_on(drive(settings, message))
+}
+
+async fn drive(settings: Arc<AgentSettings>, message: String) -> i32 {
+    let pool = ArbiterPool::new(Some(1));
+    let agent = AgentActor::start_on(&pool, settings, Vec::new());
+    let (tx, mut rx) = mpsc::channel(EVENT_CHANNEL_CAPACITY);
+    let input = TurnInput {
+        user: Message::user(message),
+        system: None,
+        stream: true,
+    };
+    match agent.send(RunTurn { input, events: tx }).await {
+        Ok(Ok(())) => {}
+        _ => {
+            eprintln!("hermes: the agent could not start");
+            return EXIT_FAILED;
+        }
+    }
+    let mut stdout = std::io::stdout();
+    let mut ended_with_newline = true;
+    let mut interrupted = false;
+    let code = loop {
+        let ev = tokio::select! {
+            ev = rx.recv() => ev,
+            _ = tokio::signal::ctrl_c(), if !interrupted => {
+                interrupted = true;
+                agent.do_send(Interrupt);
+                continue;
+            }
+        };
+        let Some(ev) = ev else {
+            eprintln!("hermes: the agent stopped without an answer");
+            break EXIT_FAILED;
+        };
+        match ev {
+            AgentEvent::TextDelta(t) => {
+                let _ = stdout.write_all(t.as_bytes());
+                let _ = stdout.flush();
+                ended_with_newline = t.ends_with('\n');
+            }
+            AgentEvent::SegmentBreak => {
+                if !ended_with_newline {
+                    let _ = writeln!(stdout);
+                    ended_with_newline = true;
+                }
+            }
+            AgentEvent::ToolStarted { name, preview, .. } => eprintln!("⚙ {name}: {preview}"),
+            AgentEvent::ToolFinished {
+                name,
+                ok,
+                duration,
+                result,
+                ..
+            } => {
+                let mark = if ok { "✓" } else { "✗" };
+                let first = result.lines().next().unwrap_or("");
+                eprintln!("  {mark} {name} ({:.1} s) {first}", duration.as_secs_f64());
+            }
+            AgentEvent::ReasoningDelta(_) | AgentEvent::Usage(_) => {}
+            AgentEvent::Finished(outcome) => {
+                if !ended_with_newline {
+                    let _ = writeln!(stdout);
+                }
+                break match outcome.status {
+                    TurnStatus::Completed => 0,
+                    TurnStatus::Incomplete => {
+                        eprintln!("hermes: the answer is incomplete (a limit was reached)");
+                        0
+                    }
+                    TurnStatus::Cancelled => {
+                        eprintln!("hermes: interrupted");
+                        EXIT_INTERRUPTED
+                    }
+                    TurnStatus::Failed => {
+                        eprintln!(
+                            "hermes: {}",
+                            outcome.error.as_deref().unwrap_or("the turn failed")
+                        );
+                        EXIT_FAILED
+                    }
+                };
+            }
+        }
+    };
+    pool.stop();
+    code
+}

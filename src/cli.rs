@@ -1,0 +1,154 @@
+//! The command line (`hermes …`): argument parsing and dispatch.
+//!
+//! Exit codes: 0 success; 1 the command ran and failed (an upstream error);
+//! 2 bad usage or configuration; 130 interrupted by Ctrl-C.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::{self, Env, LoadOptions, Loaded};
+
+/// Exit code for configuration and usage errors.
+pub const EXIT_CONFIG: i32 = 2;
+/// Exit code of a failed run.
+pub const EXIT_FAILED: i32 = 1;
+/// Exit code after Ctrl-C.
+pub const EXIT_INTERRUPTED: i32 = 130;
+
+/// Hermes: a tool-using agent behind chat platforms and an OpenAI-compatible API.
+#[derive(Parser, Debug)]
+#[command(name = "hermes", version, about, propagate_version = true)]
+pub struct Cli {
+    /// Configuration file (default: $HERMES_HOME/config.yaml).
+    #[arg(long, global = true, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    /// Home directory for state, keys and memory (overrides HERMES_HOME; default ~/.hermes).
+    #[arg(long, global = true, value_name = "DIR")]
+    pub home: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the long-lived gateway (API server and chat platforms), or manage its service.
+    Gateway {
+        #[command(subcommand)]
+        action: Option<GatewayAction>,
+    },
+    /// One agent turn from the terminal; the answer streams to stdout.
+    Chat(ChatArgs),
+    /// Configuration commands.
+    Config {
+        #[command(subcommand)]
+        action: ConfigAction,
+    },
+    /// Print the version.
+    Version,
+}
+
+/// `hermes gateway …`
+#[derive(Subcommand, Debug)]
+pub enum GatewayAction {
+    /// Run the gateway until SIGTERM/SIGINT (the default).
+    Run,
+}
+
+/// `hermes config …`
+#[derive(Subcommand, Debug)]
+pub enum ConfigAction {
+    /// Load and validate the configuration; print the effective settings with secrets masked.
+    Check,
+}
+
+/// `hermes chat` arguments.
+#[derive(Args, Debug)]
+pub struct ChatArgs {
+    /// Model to use for this run (overrides HERMES_MODEL and config).
+    #[arg(short = 'm', long)]
+    pub model: Option<String>,
+    /// Comma-separated toolsets (file, terminal, web, memory, todo).
+    #[arg(long, value_delimiter = ',')]
+    pub toolsets: Option<Vec<String>>,
+    /// Upstream calls allowed in this turn.
+    #[arg(long)]
+    pub max_iterations: Option<u32>,
+    /// The message; `-` reads it from stdin.
+    pub message: String,
+}
+
+/// Loads configuration for a command, printing the error on failure.
+pub fn load(cli: &Cli) -> Result<Loaded, i32> {
+    let opts = LoadOptions {
+        home: cli.home.clone(),
+        config_path: cli.config.clone(),
+    };
+    config::load(&opts, Env::from_process()).map_err(|e| {
+        eprintln!("hermes: {e}");
+        EXIT_CONFIG
+    })
+}
+
+/// Sets up logging: `RUST_LOG` if set, else `default` (from config).
+pub fn init_logging(default: &str) {
+    let env = env_logger::Env::default().default_filter_or(default);
+    let _ = env_logger::Builder::from_env(env)
+        .format_timestamp_millis()
+        .try_init();
+}
+
+/// Runs the parsed command line and returns the exit code.
+pub fn run(cli: Cli) -> i32 {
+    match &cli.command {
+        Command::Version => {
+            println!("hermes {}", env!("CARGO_PKG_VERSION"));
+            0
+        }
+        Command::Config {
+            action: ConfigAction::Check,
+        } => match load(&cli) {
+            Ok(l) => {
+                println!("# HERMES_HOME: {}", l.home.display());
+                let source = if l.config_file_found {
+                    ""
+                } else {
+                    " (not found: built-in defaults)"
+                };
+                println!("# config file: {}{source}", l.config_path.display());
+                match l.config.upstream_problem() {
+                    None => println!(
+                        "# upstream: {} model {}",
+                        l.config.base_url(),
+                        l.config.model_name().unwrap_or_default()
+                    ),
+                    Some(p) => println!("# upstream: not ready: {p}"),
+                }
+                print!("{}", l.config.to_masked_yaml());
+                0
+            }
+            Err(code) => code,
+        },
+        Command::Chat(args) => match load(&cli) {
+            Ok(l) => {
+                init_logging(if l.env.get("RUST_LOG").is_some() {
+                    "info"
+                } else {
+                    "warn"
+                });
+                crate::chat::run(l, args)
+            }
+            Err(code) => code,
+        },
+        Command::Gateway {
+            action: None | Some(GatewayAction::Run),
+        } => match load(&cli) {
+            Ok(l) => {
+                init_logging(&l.config.logging.level);
+                crate::gateway::run(l)
+            }
+            Err(code) => code,
+        },
+    }
+}

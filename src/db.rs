@@ -1,0 +1,173 @@
+//! The embedded database `$HERMES_HOME/state.db` (SQLite in WAL mode, file
+//! mode 0600), owned by one dedicated thread.
+//!
+//! Async code never touches the connection: [`Db::call`] sends a closure to
+//! the database thread and awaits its answer over a oneshot channel, so no
+//! async worker ever blocks on disk. Schema changes are numbered migrations
+//! applied at open, tracked in `PRAGMA user_version`.
+
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc as std_mpsc;
+
+use rusqlite::Connection;
+use tokio::sync::oneshot;
+
+/// How long a writer waits for a lock held by another process before failing.
+const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Migrations, in order; entry `i` moves the schema from version `i` to `i + 1`.
+/// Never edit a shipped migration: add a new one.
+const MIGRATIONS: &[&str] = &[
+    // 1: chat sessions and their transcripts.
+    "CREATE TABLE sessions (
+        key TEXT PRIMARY KEY,
+        created_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL,
+        title TEXT,
+        prompt_tokens INTEGER NOT NULL DEFAULT 0,
+        completion_tokens INTEGER NOT NULL DEFAULT 0,
+        turns INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE TABLE messages (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        session_key TEXT NOT NULL REFERENCES sessions(key) ON DELETE CASCADE,
+        created_at INTEGER NOT NULL,
+        body TEXT NOT NULL
+    );
+    CREATE INDEX messages_by_session ON messages(session_key, id);",
+];
+
+/// Errors of the embedded store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database {path}: {source}")]
+    Open {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
+    #[error("cannot create {path}: {source}")]
+    Create {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("database error: {0}")]
+    Sql(#[from] rusqlite::Error),
+    #[error("the database thread has stopped")]
+    Gone,
+}
+
+type Job = Box<dyn FnOnce(&mut Connection) + Send>;
+
+/// A handle to the database thread; cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Db {
+    tx: std_mpsc::Sender<Job>,
+}
+
+impl Db {
+    /// Opens (creating with mode 0600) and migrates the database, then starts its thread.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        // Create the file ourselves so it never exists with a wider mode;
+        // SQLite gives its -wal and -shm files the same permissions.
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(path)
+            .map_err(|source| StoreError::Create {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        let mut conn = Connection::open(path).map_err(|source| StoreError::Open {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        conn.busy_timeout(BUSY_TIMEOUT)?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        migrate(&mut conn)?;
+        let (tx, rx) = std_mpsc::channel::<Job>();
+        std::thread::Builder::new()
+            .name("hermes-db".into())
+            .spawn(move || {
+                while let Ok(job) = rx.recv() {
+                    job(&mut conn);
+                }
+            })
+            .map_err(|source| StoreError::Create {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        Ok(Self { tx })
+    }
+
+    /// Runs `f` on the database thread and returns its result.
+    pub async fn call<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let (done, wait) = oneshot::channel();
+        let job: Job = Box::new(move |conn| {
+            let _ = done.send(f(conn));
+        });
+        self.tx.send(job).map_err(|_| StoreError::Gone)?;
+        wait.await.map_err(|_| StoreError::Gone)?
+    }
+}
+
+/// Applies the migrations the database has not seen yet, each in a transaction.
+fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    let current: usize =
+        conn.pragma_query_value(None, "user_version", |r| r.get::<_, i64>(0))? as usize;
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(current) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+        tx.commit()?;
+        log::info!("database migrated to version {}", i + 1);
+    }
+    Ok(())
+}
+
+/// The schema version this build writes.
+pub fn schema_version() -> usize {
+    MIGRATIONS.len()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn opens_migrates_and_is_private() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let path = dir.path().join("state.db");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap_or_else(|e| panic!("{e}"));
+        rt.block_on(async {
+            let db = Db::open(&path).unwrap_or_else(|e| panic!("{e}"));
+            let v: i64 = db
+                .call(|c| Ok(c.pragma_query_value(None, "user_version", |r| r.get(0))?))
+                .await
+                .unwrap_or_default();
+            assert_eq!(v as usize, schema_version());
+            let mode: String = db
+                .call(|c| Ok(c.pragma_query_value(None, "journal_mode", |r| r.get(0))?))
+                .await
+                .unwrap_or_default();
+            assert_eq!(mode, "wal");
+        });
+        let perms = std::fs::metadata(&path)
+            .map(|m| m.permissions().mode() & 0o777)
+            .unwrap_or(0);
+        assert_eq!(perms, 0o600);
+        // Reopening applies nothing twice.
+        assert!(Db::open(&path).is_ok());
+    }
+}

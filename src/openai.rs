@@ -1,0 +1,326 @@
+//! OpenAI Chat Completions wire types, as the upstream model server speaks them.
+//!
+//! Outgoing types ([`Message`], [`ToolCall`]) are exact; incoming ones
+//! (`*In`) accept anything a real server sends: every field optional,
+//! unknown fields ignored, so a server with extensions never breaks a turn.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// Who wrote a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    System,
+    User,
+    Assistant,
+    Tool,
+}
+
+/// A message's content: plain text, or content parts (text, images) kept as
+/// the client sent them so they reach the model unchanged.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Content {
+    Text(String),
+    Parts(Vec<Value>),
+}
+
+impl Content {
+    /// The visible text: the string, or the `text` parts joined with `\n`.
+    pub fn text(&self) -> String {
+        match self {
+            Content::Text(s) => s.clone(),
+            Content::Parts(parts) => parts
+                .iter()
+                .filter_map(|p| p.get("text").and_then(Value::as_str))
+                .collect::<Vec<_>>()
+                .join("\n"),
+        }
+    }
+}
+
+/// One message of a conversation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Message {
+    pub role: Role,
+    /// Always serialised (as `null` when absent): some servers require the key
+    /// on assistant messages that only carry tool calls.
+    #[serde(default)]
+    pub content: Option<Content>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tool_calls: Vec<ToolCall>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_call_id: Option<String>,
+}
+
+impl Message {
+    fn new(role: Role, content: impl Into<String>) -> Self {
+        Self {
+            role,
+            content: Some(Content::Text(content.into())),
+            tool_calls: Vec::new(),
+            tool_call_id: None,
+        }
+    }
+    /// A system message.
+    pub fn system(text: impl Into<String>) -> Self {
+        Self::new(Role::System, text)
+    }
+    /// A user message with plain text.
+    pub fn user(text: impl Into<String>) -> Self {
+        Self::new(Role::User, text)
+    }
+    /// An assistant answer.
+    pub fn assistant(text: impl Into<String>) -> Self {
+        Self::new(Role::Assistant, text)
+    }
+    /// An assistant message asking for tools (with any text it said first).
+    pub fn assistant_tool_calls(text: &str, calls: Vec<ToolCall>) -> Self {
+        let content = if text.is_empty() {
+            None
+        } else {
+            Some(Content::Text(text.to_string()))
+        };
+        Self {
+            role: Role::Assistant,
+            content,
+            tool_calls: calls,
+            tool_call_id: None,
+        }
+    }
+    /// A tool's result for the call `call_id`.
+    pub fn tool_result(call_id: &str, text: impl Into<String>) -> Self {
+        Self {
+            tool_call_id: Some(call_id.to_string()),
+            ..Self::new(Role::Tool, text)
+        }
+    }
+    /// The visible text of the message.
+    pub fn text(&self) -> String {
+        self.content.as_ref().map(Content::text).unwrap_or_default()
+    }
+}
+
+/// A tool call the model asked for.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ToolCall {
+    pub id: String,
+    #[serde(rename = "type", default = "function_type")]
+    pub kind: String,
+    pub function: FunctionCall,
+}
+
+fn function_type() -> String {
+    "function".into()
+}
+
+/// The function part of a tool call; `arguments` is JSON text, as sent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FunctionCall {
+    pub name: String,
+    #[serde(default)]
+    pub arguments: String,
+}
+
+/// Token counts, summed over every upstream call of a turn.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Usage {
+    #[serde(default)]
+    pub prompt_tokens: u64,
+    #[serde(default)]
+    pub completion_tokens: u64,
+    #[serde(default)]
+    pub total_tokens: u64,
+}
+
+impl Usage {
+    /// Adds another call's figures (total recomputed when a server omits it).
+    pub fn add(&mut self, other: &Usage) {
+        self.prompt_tokens += other.prompt_tokens;
+        self.completion_tokens += other.completion_tokens;
+        self.total_tokens += if other.total_tokens > 0 {
+            other.total_tokens
+        } else {
+            other.prompt_tokens + other.completion_tokens
+        };
+    }
+}
+
+/// One chunk of a streamed completion.
+#[derive(Debug, Default, Deserialize)]
+pub struct ChunkIn {
+    #[serde(default)]
+    pub choices: Vec<ChoiceDeltaIn>,
+    #[serde(default)]
+    pub usage: Option<Usage>,
+    #[serde(default)]
+    pub error: Option<Value>,
+}
+
+/// A choice inside a chunk.
+#[derive(Debug, Default, Deserialize)]
+pub struct ChoiceDeltaIn {
+    #[serde(default)]
+    pub delta: Option<DeltaIn>,
+    #[serde(default)]
+    pub finish_reason: Option<String>,
+}
+
+/// The delta of a chunk.
+#[derive(Debug, Default, Deserialize)]
+pub struct DeltaIn {
+    #[serde(default)]
+    pub content: Option<String>,
+    #[serde(default)]
+    pub reasoning: Option<String>,
+    #[serde(default)]
+    pub reasoning_content: Option<String>,
+    #[serde(default)]
+    pub tool_calls: Option<Vec<ToolCallDeltaIn>>,
+}
+
+/// A fragment of a tool call: id and name first, argument text in pieces.
+#[derive(Debug, Default, Deserialize)]
+pub struct ToolCallDeltaIn {
+    #[serde(default)]
+    pub index: Option<usize>,
+    #[serde(default)]
+    pub id: Option<String>,
+    #[serde(default)]
+    pub function: Option<FunctionDeltaIn>,
+}
+
+/// The function part of a tool-call fragment.
+#[derive(Debug, Default, Deserialize)]
+pub struct FunctionDeltaIn {
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub arguments: Option<String>,
+}
+
+/// A whole (non-streamed) completion.
+#[derive(Debug, Default, Deserialize)]
+pub struct CompletionIn {
+    #[serde(default)]
+    pub choices: Vec<ChoiceIn>,
+    #[serde(default)]
+    pub usage: Option<Usage>,
+}
+
+/// A choice of a whole completion.
+#[derive(Debug, Default, Deserialize)]
+pub struct ChoiceIn {
+    #[serde(default)]
+    pub message: Option<MessageIn>,
+    #[serde(default)]
+    pub finish_reason: Option<String>,
+}
+
+/// The message of a whole completion.
+#[derive(Debug, Default, Deserialize)]
+pub struct MessageIn {
+    #[serde(default)]
+    pub content: Option<Value>,
+    #[serde(default)]
+    pub reasoning: Option<String>,
+    #[serde(default)]
+    pub reasoning_content: Option<String>,
+    #[serde(default)]
+    pub tool_calls: Option<Vec<ToolCallIn>>,
+}
+
+/// A tool call of a whole completion (ids are sometimes missing on small servers).
+#[derive(Debug, Default, Deserialize)]
+pub struct ToolCallIn {
+    #[serde(default)]
+    pub id: Option<String>,
+    #[serde(default)]
+    pub function: Option<FunctionDeltaIn>,
+}
+
+/// Pulls the human-readable message out of an error body: OpenAI's
+/// `{"error":{"message"}}`, `{"error":"..."}`, `{"message"}`, or the raw text.
+pub fn error_message(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(body);
+    if let Ok(v) = serde_json::from_slice::<Value>(body) {
+        let found = v
+            .pointer("/error/message")
+            .or_else(|| v.get("error").filter(|e| e.is_string()))
+            .or_else(|| v.get("message"))
+            .or_else(|| v.get("detail"))
+            .and_then(Value::as_str);
+        if let Some(m) = found {
+            return m.to_string();
+        }
+    }
+    let t = text.trim();
+    const MAX: usize = 500;
+    if t.len() > MAX {
+        let mut end = MAX;
+        while !t.is_char_boundary(end) {
+            end -= 1;
+        }
+        format!("{}…", &t[..end])
+    } else {
+        t.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn assistant_tool_calls_serialise_with_null_content() {
+        let m = Message::assistant_tool_calls(
+            "",
+            vec![ToolCall {
+                id: "c1".into(),
+                kind: "function".into(),
+                function: FunctionCall {
+                    name: "t".into(),
+                    arguments: "{}".into(),
+                },
+            }],
+        );
+        let v = serde_json::to_value(&m).unwrap_or_default();
+        assert_eq!(v["content"], Value::Null);
+        assert_eq!(v["tool_calls"][0]["type"], "function");
+        assert!(v.get("tool_call_id").is_none());
+    }
+
+    #[test]
+    fn error_message_shapes() {
+        assert_eq!(
+            error_message(br#"{"error":{"message":"bad key"}}"#),
+            "bad key"
+        );
+        assert_eq!(error_message(br#"{"error":"nope"}"#), "nope");
+        assert_eq!(error_message(b"plain failure"), "plain failure");
+    }
+
+    #[test]
+    fn usage_sum() {
+        let mut u = Usage::default();
+        u.add(&Usage {
+            prompt_tokens: 3,
+            completion_tokens: 2,
+            total_tokens: 5,
+        });
+        u.add(&Usage {
+            prompt_tokens: 1,
+            completion_tokens: 1,
+            total_tokens: 0,
+        });
+        assert_eq!(
+            u,
+            Usage {
+                prompt_tokens: 4,
+                completion_tokens: 3,
+                total_tokens: 7
+            }
+        );
+    }
+}

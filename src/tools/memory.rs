@@ -1,0 +1,127 @@
+//! `memory`: the agent's persistent notes in `$HERMES_HOME/memories/MEMORY.md`.
+//!
+//! Entries are separated by a line holding `§`. The file is shown in the
+//! system prompt of later turns, so it is size-capped. Writes go through a
+//! temporary file and a rename, under a process-wide lock, so concurrent
+//! sessions never interleave or corrupt it.
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use serde::Deserialize;
+
+use super::{ToolContext, ToolOutput, blocking};
+
+/// The line between two entries.
+const SEPARATOR: &str = "\n§\n";
+/// Serialises writers across sessions.
+static WRITE_LOCK: Mutex<()> = Mutex::new(());
+
+#[derive(Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum Action {
+    Add,
+    Replace,
+    Remove,
+    Read,
+}
+
+#[derive(Deserialize)]
+pub struct MemoryArgs {
+    action: Action,
+    #[serde(default)]
+    content: Option<String>,
+    #[serde(default)]
+    old: Option<String>,
+}
+
+/// The memory file under a home.
+pub fn memory_path(home: &Path) -> PathBuf {
+    home.join("memories").join("MEMORY.md")
+}
+
+/// The entries stored under `home` (empty when there is no file).
+pub fn read_entries(home: &Path) -> Vec<String> {
+    std::fs::read_to_string(memory_path(home))
+        .map(|t| {
+            t.split(SEPARATOR)
+                .map(str::trim)
+                .filter(|e| !e.is_empty())
+                .map(String::from)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn write_entries(home: &Path, entries: &[String]) -> std::io::Result<()> {
+    let path = memory_path(home);
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let tmp = path.with_extension("md.tmp");
+    std::fs::write(&tmp, entries.join(SEPARATOR))?;
+    std::fs::rename(&tmp, &path)
+}
+
+/// Runs a memory action.
+pub async fn run(a: MemoryArgs, ctx: &ToolContext) -> ToolOutput {
+    let home = ctx.settings.home.clone();
+    let cap = ctx.settings.memory_max_chars;
+    blocking(move || {
+        let _lock = WRITE_LOCK.lock().unwrap_or_else(|p| p.into_inner());
+        let mut entries = read_entries(&home);
+        let content = a.content.as_deref().map(str::trim).filter(|c| !c.is_empty());
+        let find = |entries: &[String], old: Option<&str>| -> Result<usize, ToolOutput> {
+            let old = old.map(str::trim).filter(|o| !o.is_empty()).ok_or_else(|| {
+                ToolOutput::err("`old` is required: a piece of text from the entry to change")
+            })?;
+            let hits: Vec<usize> =
+                entries.iter().enumerate().filter(|(_, e)| e.contains(old)).map(|(i, _)| i).collect();
+            match hits.as_slice() {
+                [i] => Ok(*i),
+                [] => Err(ToolOutput::err(format!("no memory entry contains `{old}`"))),
+                _ => Err(ToolOutput::err(format!("{} entries contain `{old}`; be more specific", hits.len()))),
+            }
+        };
+        match a.action {
+            Action::Read => {
+                return if entries.is_empty() {
+                    ToolOutput::ok("(memory is empty)")
+                } else {
+                    ToolOutput::ok(entries.join(SEPARATOR))
+                };
+            }
+            Action::Add => {
+                let Some(c) = content else { return ToolOutput::err("`content` is required to add") };
+                if entries.iter().any(|e| e == c) {
+                    return ToolOutput::ok("already remembered");
+                }
+                entries.push(c.to_string());
+            }
+            Action::Replace => {
+                let Some(c) = content else { return ToolOutput::err("`content` is required to replace") };
+                match find(&entries, a.old.as_deref()) {
+                    Ok(i) => entries[i] = c.to_string(),
+                    Err(e) => return e,
+                }
+            }
+            Action::Remove => match find(&entries, a.old.as_deref()) {
+                Ok(i) => {
+                    entries.remove(i);
+                }
+                Err(e) => return e,
+            },
+        }
+        let used = entries.join(SEPARATOR).chars().count();
+        if used > cap {
+            return ToolOutput::err(format!(
+                "memory would hold {used} characters, over the {cap} limit; remove or shorten entries first"
+            ));
+        }
+        match write_entries(&home, &entries) {
+            Ok(()) => ToolOutput::ok(format!("saved ({} entries, {used}/{cap} characters)", entries.len())),
+            Err(e) => ToolOutput::err(format!("cannot write the memory file: {e}")),
+        }
+    })
+    .await
+}
