@@ -239,7 +239,9 @@ pub async fn run_turn(
             continuations += 1;
             convo.push(Message::assistant(completion.content.clone()));
             convo.push(Message::user(CONTINUE_PROMPT));
-            st.continued.push_str(&st.segment);
+            // The completion's content, not the segment: without streaming
+            // no deltas filled the segment.
+            st.continued.push_str(&completion.content);
             st.segment.clear();
             continue;
         }

@@ -1,1 +1,4 @@
-//! placeholder
+//! Test doubles shared by the integration tests and the benchmark program.
+//! They only ever bind 127.0.0.1.
+
+pub mod fake_upstream;

@@ -73,6 +73,10 @@ pub async fn fetch(a: FetchArgs, ctx: &ToolContext) -> ToolOutput {
     let cfg = &ctx.settings.web_fetch;
     let mut url = a.url.trim().to_string();
     for _ in 0..=MAX_REDIRECTS {
+        let lower = url.to_ascii_lowercase();
+        if !(lower.starts_with("http://") || lower.starts_with("https://")) {
+            return ToolOutput::err("only http and https URLs can be fetched");
+        }
         let uri: awc::http::Uri = match url.parse() {
             Ok(u) => u,
             Err(e) => return ToolOutput::err(format!("`{url}` is not a valid URL: {e}")),
