@@ -55,6 +55,8 @@ pub enum StoreError {
     Sql(#[from] rusqlite::Error),
     #[error("the database thread has stopped")]
     Gone,
+    #[error("cannot encode a record: {0}")]
+    Encode(String),
 }
 
 type Job = Box<dyn FnOnce(&mut Connection) + Send>;
@@ -103,8 +105,10 @@ impl Db {
         Ok(Self { tx })
     }
 
-    /// Runs `f` on the database thread and returns its result.
-    pub async fn call<T, F>(&self, f: F) -> Result<T, StoreError>
+    /// Queues `f` on the database thread at once and returns a future of its
+    /// result. The job runs even if the future is dropped, and jobs run in the
+    /// order they were queued: a write queued before a read is seen by it.
+    pub fn call<T, F>(&self, f: F) -> impl Future<Output = Result<T, StoreError>> + use<T, F>
     where
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
@@ -113,8 +117,13 @@ impl Db {
         let job: Job = Box::new(move |conn| {
             let _ = done.send(f(conn));
         });
-        self.tx.send(job).map_err(|_| StoreError::Gone)?;
-        wait.await.map_err(|_| StoreError::Gone)?
+        let queued = self.tx.send(job).is_ok();
+        async move {
+            if !queued {
+                return Err(StoreError::Gone);
+            }
+            wait.await.map_err(|_| StoreError::Gone)?
+        }
     }
 }
 

@@ -11,6 +11,8 @@
 //! - [`config`]: typed configuration, `.env`, environment precedence.
 //! - [`db`]: the embedded SQLite store on its own thread.
 //! - [`openai`], [`sse`], [`secrets`]: wire types, SSE parsing, secret masking.
+//! - [`api`]: the OpenAI-compatible HTTP API (routes, errors, auth, SSE framing).
+//! - [`sessions`], [`metrics`]: stored transcripts; Prometheus metrics.
 //! - [`cli`], [`chat`], [`gateway`]: the command line and its commands.
 //! - [`testing`]: a scripted fake upstream used by tests and the benchmark.
 
@@ -19,13 +21,16 @@
 pub mod actors;
 
 pub mod agent;
+pub mod api;
 pub mod chat;
 pub mod cli;
 pub mod config;
 pub mod db;
 pub mod gateway;
+pub mod metrics;
 pub mod openai;
 pub mod secrets;
+pub mod sessions;
 pub mod sse;
 pub mod testing;
 pub mod tools;

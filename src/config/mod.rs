@@ -302,6 +302,8 @@ pub struct ApiServerConfig {
     pub max_body_bytes: usize,
     /// Default tool progress on streams: `off`, `events`, `reasoning`.
     pub tool_progress: ToolProgress,
+    /// Seconds between SSE keep-alive comments on quiet streams (at most 15).
+    pub keep_alive: f64,
     pub response_store: ResponseStoreConfig,
 }
 
@@ -318,6 +320,7 @@ impl Default for ApiServerConfig {
             max_concurrent_runs: 10,
             max_body_bytes: 10 * 1024 * 1024,
             tool_progress: ToolProgress::Off,
+            keep_alive: 10.0,
             response_store: ResponseStoreConfig::default(),
         }
     }
@@ -683,6 +686,13 @@ impl Config {
             if !(v.is_finite() && v > 0.0) {
                 return bad(key, v.to_string(), "must be a positive number of seconds");
             }
+        }
+        if !(self.api_server.keep_alive > 0.0 && self.api_server.keep_alive <= 15.0) {
+            return bad(
+                "api_server.keep_alive",
+                self.api_server.keep_alive.to_string(),
+                "must be more than 0 and at most 15 seconds",
+            );
         }
         if !(self.gateway.drain_timeout.is_finite() && self.gateway.drain_timeout >= 0.0) {
             return bad(

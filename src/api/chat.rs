@@ -1,0 +1,245 @@
+//! `POST /v1/chat/completions`: non-streaming (with `Idempotency-Key`) and
+//! streaming. Streams relay each agent delta as a chunk the moment it
+//! arrives, from the run's event channel straight into the SSE body.
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use actix_web::{HttpRequest, HttpResponse, Responder, web};
+use actix_web_lab::sse;
+use bytes::Bytes;
+
+use super::body::read_json;
+use super::chat_format::{ChatRequest, ChunkFramer, Frame, completion_body, parse_request};
+use super::error::ApiError;
+use super::idempotency::{Begin, Stored, body_hash};
+use super::run::{Run, RunRequest, SESSION_HEADER, tool_progress};
+use super::state::AppState;
+use crate::agent::{AgentEvent, TurnStatus};
+use crate::metrics::Metrics;
+
+/// Route label for metrics.
+const ROUTE: &str = "/v1/chat/completions";
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+fn completion_id() -> String {
+    format!("chatcmpl-{}", uuid::Uuid::new_v4().simple())
+}
+
+/// The handler.
+pub async fn chat_completions(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let live = state.live();
+    let (body, raw) = read_json(&req, payload, live.max_body).await?;
+    let parsed = parse_request(&body, &live.model_name)?;
+    if parsed.stream {
+        return stream(req, state, parsed).await;
+    }
+    let Some(key) = req
+        .headers()
+        .get("idempotency-key")
+        .and_then(|v| v.to_str().ok())
+        .map(String::from)
+    else {
+        return complete(&req, &state, parsed).await.map(replay);
+    };
+    let principal = super::edge::key_name(&req);
+    let hash = body_hash(&raw);
+    loop {
+        match state.idempotency.begin(&principal, &key, hash) {
+            Begin::Replay(s) => return Ok(replay(s)),
+            Begin::Conflict => {
+                return Err(ApiError::conflict(
+                    "This Idempotency-Key was used with a different request body",
+                    "idempotency_key_reused",
+                ));
+            }
+            Begin::Wait(mut rx) => {
+                // A duplicate waits for the first run instead of starting another.
+                let done = rx
+                    .wait_for(Option::is_some)
+                    .await
+                    .ok()
+                    .and_then(|s| s.clone());
+                if let Some(s) = done {
+                    return Ok(replay(s));
+                }
+                // The first run ended without a result: try again ourselves.
+            }
+            Begin::Fresh(claim) => {
+                let stored = complete(&req, &state, parsed).await?;
+                claim.complete(stored.clone());
+                return Ok(replay(stored));
+            }
+        }
+    }
+}
+
+fn replay(s: Stored) -> HttpResponse {
+    let mut b =
+        HttpResponse::build(actix_web::http::StatusCode::from_u16(s.status).unwrap_or_default());
+    b.content_type("application/json");
+    for (k, v) in &s.headers {
+        b.insert_header((k.as_str(), v.as_str()));
+    }
+    b.body(s.body)
+}
+
+/// Runs a non-streaming turn. `Err` only for refusals before the run started
+/// (never replayed); a failed turn is an `Ok` 502 that an idempotent retry gets again.
+async fn complete(
+    req: &HttpRequest,
+    state: &web::Data<AppState>,
+    p: ChatRequest,
+) -> Result<Stored, ApiError> {
+    let mut run = Run::begin(
+        state,
+        req,
+        ROUTE,
+        RunRequest {
+            user: p.user,
+            system: p.system,
+            history: p.history,
+            stream: false,
+        },
+    )
+    .await?;
+    let outcome = run.outcome().await;
+    let mut headers = vec![(SESSION_HEADER.to_string(), run.session_id.clone())];
+    if outcome.status == TurnStatus::Failed && outcome.text.is_empty() {
+        let e = ApiError::agent_failed(outcome.error.as_deref().unwrap_or("unknown error"));
+        return Ok(Stored {
+            status: e.status.as_u16(),
+            headers,
+            body: Bytes::from(e.body().to_string()),
+        });
+    }
+    if outcome.status == TurnStatus::Failed {
+        headers.push(("X-Hermes-Completed".into(), "false".into()));
+    }
+    let body = completion_body(&completion_id(), unix_now(), &p.model, &outcome);
+    Ok(Stored {
+        status: 200,
+        headers,
+        body: Bytes::from(body.to_string()),
+    })
+}
+
+/// Counts an open SSE response while it lives.
+struct OpenStream(Arc<Metrics>);
+
+impl Drop for OpenStream {
+    fn drop(&mut self) {
+        Metrics::gauge_add(&self.0.sse_streams_open, -1);
+    }
+}
+
+struct StreamState {
+    run: Run,
+    framer: ChunkFramer,
+    queue: VecDeque<Frame>,
+    done: bool,
+    _open: OpenStream,
+}
+
+fn to_event(f: Frame) -> sse::Event {
+    match f {
+        Frame::Data(d) => sse::Event::Data(sse::Data::new(d)),
+        Frame::Named(name, d) => sse::Event::Data(sse::Data::new(d).event(name)),
+    }
+}
+
+/// The next frame of a chat stream; `None` after `[DONE]`.
+async fn next_frame(mut st: StreamState) -> Option<(Result<sse::Event, Infallible>, StreamState)> {
+    loop {
+        if let Some(f) = st.queue.pop_front() {
+            return Some((Ok(to_event(f)), st));
+        }
+        if st.done {
+            return None;
+        }
+        let mut frames = Vec::new();
+        match st.run.events.recv().await {
+            Some(AgentEvent::Finished(o)) => {
+                st.run.finish(&o);
+                match o.status {
+                    TurnStatus::Failed => {
+                        frames.push(
+                            st.framer
+                                .error(o.error.as_deref().unwrap_or("unknown error")),
+                        );
+                    }
+                    status => st.framer.finish(status, &o.usage, &mut frames),
+                }
+                frames.push(Frame::Data("[DONE]".into()));
+                st.done = true;
+            }
+            Some(ev) => {
+                st.run.observe(&ev);
+                st.framer.event(&ev, &mut frames);
+            }
+            None => {
+                frames.push(st.framer.error("the agent stopped unexpectedly"));
+                frames.push(Frame::Data("[DONE]".into()));
+                st.done = true;
+            }
+        }
+        st.queue.extend(frames);
+    }
+}
+
+async fn stream(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    p: ChatRequest,
+) -> Result<HttpResponse, ApiError> {
+    let live = state.live();
+    let progress = tool_progress(&req, live.tool_progress);
+    let run = Run::begin(
+        &state,
+        &req,
+        ROUTE,
+        RunRequest {
+            user: p.user,
+            system: p.system,
+            history: p.history,
+            stream: true,
+        },
+    )
+    .await?;
+    let session_id = run.session_id.clone();
+    let framer = ChunkFramer::new(
+        &completion_id(),
+        unix_now(),
+        &p.model,
+        p.include_usage,
+        progress,
+    );
+    let first = framer.role();
+    Metrics::gauge_add(&state.metrics.sse_streams_open, 1);
+    let st = StreamState {
+        run,
+        framer,
+        queue: VecDeque::from([first]),
+        done: false,
+        _open: OpenStream(state.metrics.clone()),
+    };
+    let events = futures_util::stream::unfold(st, next_frame);
+    let sse = sse::Sse::from_stream(events).with_keep_alive(live.keep_alive);
+    Ok(sse
+        .customize()
+        .insert_header(("X-Accel-Buffering", "no"))
+        .insert_header((SESSION_HEADER, session_id))
+        .respond_to(&req)
+        .map_into_boxed_body())
+}

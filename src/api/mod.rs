@@ -1,0 +1,73 @@
+//! The OpenAI-compatible HTTP API (actix-web).
+//!
+//! Routes are thin: they parse, call [`run::Run`] to start an agent run, and
+//! frame its events. Every request passes [`edge::edge`] (request id, CORS,
+//! auth, security headers, log line). Every error is an [`error::ApiError`]
+//! rendered as OpenAI's envelope, including 404 and 405.
+
+pub mod admission;
+pub mod auth;
+pub mod basic;
+pub mod body;
+pub mod chat;
+pub mod chat_format;
+pub mod edge;
+pub mod error;
+pub mod idempotency;
+pub mod run;
+pub mod state;
+
+use std::net::SocketAddr;
+
+use actix_web::dev::Server;
+use actix_web::middleware::from_fn;
+use actix_web::{App, HttpServer, web};
+
+pub use state::AppState;
+
+/// Seconds actix waits for open connections when the server stops; the
+/// gateway drains runs itself before stopping the server.
+const SHUTDOWN_TIMEOUT_SECS: u64 = 5;
+
+fn resource(path: &str) -> actix_web::Resource {
+    web::resource(path).default_service(web::to(edge::method_not_allowed))
+}
+
+/// Registers every route.
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(resource("/health").route(web::get().to(basic::health)))
+        .service(resource("/v1/health").route(web::get().to(basic::health)))
+        .service(resource("/v1/models").route(web::get().to(basic::models)))
+        .service(resource("/v1/models/{id}").route(web::get().to(basic::model)))
+        .service(resource("/v1/chat/completions").route(web::post().to(chat::chat_completions)));
+}
+
+/// Binds the server (port 0 picks a free port) and returns it with its address.
+/// The returned server must be awaited (or spawned) to run.
+pub fn start(
+    state: web::Data<AppState>,
+    host: &str,
+    port: u16,
+    workers: usize,
+) -> std::io::Result<(Server, SocketAddr)> {
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(state.clone())
+            .wrap(from_fn(edge::edge))
+            .configure(routes)
+            .default_service(web::to(edge::not_found))
+    })
+    .workers(workers.max(1))
+    // A client that closes its side has left: drop its handler, so the
+    // turn's event channel closes and the turn is interrupted.
+    .h1_allow_half_closed(false)
+    .disable_signals()
+    .shutdown_timeout(SHUTDOWN_TIMEOUT_SECS)
+    .bind((host, port))?;
+    let addr = server
+        .addrs()
+        .first()
+        .copied()
+        .ok_or_else(|| std::io::Error::other("the server bound no address"))?;
+    Ok((server.run(), addr))
+}

@@ -1,0 +1,264 @@
+//! Starting and finishing an agent run for an HTTP request, shared by every
+//! route that starts one: drain and upstream checks, admission, the
+//! `X-Hermes-Session-Id` history, a per-run `AgentActor` on the pool, and at
+//! the end the transcript write and the metrics.
+//!
+//! The handler keeps the receiving half of the event channel. When it goes
+//! away (the client disconnected and actix dropped the handler or the stream)
+//! the turn notices the closed channel and is interrupted.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::Addr;
+use actix_web::{HttpRequest, web};
+use tokio::sync::mpsc;
+
+use super::admission::Permit;
+use super::error::ApiError;
+use super::state::{AppState, OwnedSessionGuard};
+use crate::actors::agent::{AgentActor, RunTurn};
+use crate::agent::{AgentEvent, EVENT_CHANNEL_CAPACITY, TurnInput, TurnOutcome, TurnStatus};
+use crate::config::ToolProgress;
+use crate::db::Db;
+use crate::metrics::Metrics;
+use crate::openai::Message;
+use crate::sessions;
+
+/// Longest `X-Hermes-Session-Id`.
+const MAX_SESSION_ID_LEN: usize = 256;
+/// Header carrying the session id, both ways.
+pub const SESSION_HEADER: &str = "X-Hermes-Session-Id";
+
+/// The client's `X-Hermes-Session-Id`, validated.
+pub fn session_header(req: &HttpRequest) -> Result<Option<String>, ApiError> {
+    let Some(v) = req.headers().get(SESSION_HEADER) else {
+        return Ok(None);
+    };
+    let bad = || {
+        ApiError::invalid(
+            format!(
+                "{SESSION_HEADER} must be 1-{MAX_SESSION_ID_LEN} characters of A-Z a-z 0-9 . _ : -"
+            ),
+            SESSION_HEADER,
+        )
+    };
+    let s = v.to_str().map_err(|_| bad())?;
+    let ok = !s.is_empty()
+        && s.len() <= MAX_SESSION_ID_LEN
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'));
+    if ok {
+        Ok(Some(s.to_string()))
+    } else {
+        Err(bad())
+    }
+}
+
+/// `X-Hermes-Tool-Progress: events | reasoning | off`, else the configured default.
+pub fn tool_progress(req: &HttpRequest, default: ToolProgress) -> ToolProgress {
+    match req
+        .headers()
+        .get("x-hermes-tool-progress")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_ascii_lowercase)
+    {
+        Some(v) if v == "events" => ToolProgress::Events,
+        Some(v) if v == "reasoning" => ToolProgress::Reasoning,
+        Some(v) if v == "off" || v == "none" => ToolProgress::Off,
+        _ => default,
+    }
+}
+
+/// What a route asks for.
+pub struct RunRequest {
+    pub user: Message,
+    pub system: Option<String>,
+    /// History sent by the client (used unless a stored session has one).
+    pub history: Vec<Message>,
+    /// Stream from the upstream (the client shows deltas).
+    pub stream: bool,
+}
+
+/// Where a finished turn's messages are written.
+struct Transcript {
+    db: Db,
+    key: String,
+    /// Messages before the user input that the store does not have yet.
+    prefix: Vec<Message>,
+    user: Message,
+}
+
+/// A started run.
+pub struct Run {
+    pub events: mpsc::Receiver<AgentEvent>,
+    /// The session id to return in `X-Hermes-Session-Id`.
+    pub session_id: String,
+    agent: Addr<AgentActor>,
+    transcript: Transcript,
+    metrics: Arc<Metrics>,
+    route: &'static str,
+    started: Instant,
+    first_text: Option<Instant>,
+    _permit: Permit,
+    _session: OwnedSessionGuard,
+}
+
+impl Run {
+    /// Starts a run after the checks every route shares.
+    pub async fn begin(
+        state: &web::Data<AppState>,
+        req: &HttpRequest,
+        route: &'static str,
+        r: RunRequest,
+    ) -> Result<Run, ApiError> {
+        if state.is_draining() {
+            return Err(ApiError::draining());
+        }
+        let settings = state
+            .live()
+            .agent
+            .clone()
+            .map_err(|reason| ApiError::no_upstream(&reason))?;
+        let requested = session_header(req)?;
+        let permit = state
+            .admission
+            .try_admit()
+            .ok_or_else(|| ApiError::too_many_runs(state.admission.limit()))?;
+        let session_id = requested
+            .clone()
+            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        let guard = AppState::claim_session(state, &session_id).ok_or_else(|| {
+            ApiError::conflict(
+                format!("A turn is already running in session {session_id}"),
+                "session_busy",
+            )
+        })?;
+        let key = format!("api:{session_id}");
+        let stored = match requested {
+            Some(_) => sessions::load(&state.db, &key)
+                .await
+                .map_err(|e| ApiError::internal(format!("cannot load the session: {e}")))?,
+            None => Vec::new(),
+        };
+        // A stored session's history wins over what the client sent; a new
+        // session starts from the client's messages and stores them.
+        let (history, prefix) = if stored.is_empty() {
+            (r.history.clone(), r.history)
+        } else {
+            (stored, Vec::new())
+        };
+        let agent = AgentActor::start_on(&state.pool, settings, history);
+        let (tx, rx) = mpsc::channel(EVENT_CHANNEL_CAPACITY);
+        let input = TurnInput {
+            user: r.user.clone(),
+            system: r.system,
+            stream: r.stream,
+        };
+        agent
+            .send(RunTurn { input, events: tx })
+            .await
+            .map_err(|e| ApiError::internal(format!("the agent did not start: {e}")))?
+            .map_err(|e| ApiError::internal(e.to_string()))?;
+        Metrics::gauge_add(&state.metrics.runs_in_flight, 1);
+        Ok(Run {
+            events: rx,
+            session_id,
+            agent,
+            transcript: Transcript {
+                db: state.db.clone(),
+                key,
+                prefix,
+                user: r.user,
+            },
+            metrics: state.metrics.clone(),
+            route,
+            started: Instant::now(),
+            first_text: None,
+            _permit: permit,
+            _session: guard,
+        })
+    }
+
+    /// Notes an event on its way to the client (time to first token, tools).
+    pub fn observe(&mut self, ev: &AgentEvent) {
+        match ev {
+            AgentEvent::TextDelta(_) if self.first_text.is_none() => {
+                let now = Instant::now();
+                self.first_text = Some(now);
+                self.metrics
+                    .observe("hermes_upstream_ttft_seconds", vec![], now - self.started);
+            }
+            AgentEvent::ToolFinished { name, ok, .. } => {
+                let outcome = if *ok { "ok" } else { "error" };
+                self.metrics.inc(
+                    "hermes_tool_calls_total",
+                    vec![("tool", name.clone()), ("outcome", outcome.into())],
+                    1,
+                );
+            }
+            _ => {}
+        }
+    }
+
+    /// Records the finished turn: transcript (queued before the response
+    /// ends, so the client's next request sees it) and metrics.
+    pub fn finish(&mut self, outcome: &TurnOutcome) {
+        if !(outcome.status == TurnStatus::Failed && outcome.messages.is_empty()) {
+            let t = &mut self.transcript;
+            let mut msgs = std::mem::take(&mut t.prefix);
+            msgs.push(t.user.clone());
+            msgs.extend(outcome.messages.iter().cloned());
+            // Queued now; the write completes on the database thread.
+            drop(sessions::append(&t.db, &t.key, msgs, outcome.usage));
+        }
+        self.metrics.inc(
+            "hermes_upstream_requests_total",
+            vec![("outcome", outcome.status.as_str().into())],
+            1,
+        );
+        let overhead = self
+            .started
+            .elapsed()
+            .saturating_sub(outcome.upstream_time + outcome.tool_time);
+        self.metrics.observe(
+            "hermes_gateway_overhead_seconds",
+            vec![("route", self.route.into())],
+            overhead,
+        );
+    }
+
+    /// Waits for the turn's end, observing every event.
+    pub async fn outcome(&mut self) -> TurnOutcome {
+        while let Some(ev) = self.events.recv().await {
+            if let AgentEvent::Finished(o) = ev {
+                self.finish(&o);
+                return *o;
+            }
+            self.observe(&ev);
+        }
+        // The agent went away without Finished (it cannot, but never hang).
+        let o = TurnOutcome {
+            status: TurnStatus::Failed,
+            text: String::new(),
+            messages: Vec::new(),
+            usage: Default::default(),
+            error: Some("the agent stopped unexpectedly".into()),
+            upstream_time: Duration::ZERO,
+            tool_time: Duration::ZERO,
+        };
+        self.finish(&o);
+        o
+    }
+
+    /// Interrupts the turn (shutdown drain).
+    pub fn interrupt(&self) {
+        self.agent.do_send(crate::actors::agent::Interrupt);
+    }
+}
+
+impl Drop for Run {
+    fn drop(&mut self) {
+        Metrics::gauge_add(&self.metrics.runs_in_flight, -1);
+    }
+}

@@ -1,0 +1,182 @@
+//! The state every HTTP worker shares: settings that a reload may replace
+//! ([`Live`]), and the long-lived parts (actor pool, database, keys,
+//! admission, idempotency table, metrics).
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+use super::admission::Admission;
+use super::auth::ApiKeys;
+use super::idempotency::Idempotency;
+use crate::actors::pool::ArbiterPool;
+use crate::agent::AgentSettings;
+use crate::config::{Loaded, ToolProgress};
+use crate::db::Db;
+use crate::metrics::Metrics;
+use crate::upstream::UpstreamSettings;
+
+/// Browser origins allowed to call the API.
+#[derive(Debug, Clone, Default)]
+pub struct Cors {
+    any: bool,
+    origins: Vec<String>,
+}
+
+impl Cors {
+    /// From `API_SERVER_CORS_ORIGINS` (`*` allows every origin).
+    pub fn new(origins: &[String]) -> Self {
+        let any = origins.iter().any(|o| o.trim() == "*");
+        let origins = origins
+            .iter()
+            .map(|o| o.trim().trim_end_matches('/').to_ascii_lowercase())
+            .collect();
+        Self { any, origins }
+    }
+
+    /// Whether a browser on `origin` may call.
+    pub fn allows(&self, origin: &str) -> bool {
+        self.any
+            || self
+                .origins
+                .iter()
+                .any(|o| o == &origin.trim_end_matches('/').to_ascii_lowercase())
+    }
+}
+
+/// Settings a reload may replace; read through [`AppState::live`].
+#[derive(Debug, Clone)]
+pub struct Live {
+    /// The agent settings for API runs, or why there is no upstream.
+    pub agent: Result<Arc<AgentSettings>, String>,
+    pub model_name: String,
+    pub cors: Cors,
+    pub tool_progress: ToolProgress,
+    pub max_body: usize,
+    pub metrics_public: bool,
+    /// Interval of SSE keep-alive comments.
+    pub keep_alive: std::time::Duration,
+}
+
+impl Live {
+    /// The API's live settings from a loaded configuration.
+    pub fn from_loaded(loaded: &Loaded) -> Self {
+        let c = &loaded.config;
+        let agent = UpstreamSettings::from_config(c).map(|u| {
+            Arc::new(crate::chat::agent_settings(
+                loaded,
+                "api_server",
+                u,
+                &c.toolsets_for("api_server"),
+            ))
+        });
+        Self {
+            agent,
+            model_name: c.api_server.model_name.clone(),
+            cors: Cors::new(&c.api_server.cors_origins),
+            tool_progress: c.api_server.tool_progress,
+            max_body: c.api_server.max_body_bytes,
+            metrics_public: c.metrics.public,
+            keep_alive: std::time::Duration::from_secs_f64(c.api_server.keep_alive),
+        }
+    }
+}
+
+/// Shared by every worker.
+pub struct AppState {
+    live: RwLock<Arc<Live>>,
+    pub pool: ArbiterPool,
+    pub db: Db,
+    pub keys: ApiKeys,
+    pub admission: Admission,
+    pub idempotency: Idempotency,
+    pub metrics: Arc<Metrics>,
+    /// Unix time the server started (`created` of `/v1/models`).
+    pub started_at: u64,
+    draining: AtomicBool,
+    /// Session ids with a turn running (one turn at a time per session).
+    busy_sessions: Mutex<HashSet<String>>,
+}
+
+/// Marks a session busy until dropped (held by the run, streams included).
+pub struct OwnedSessionGuard {
+    state: actix_web::web::Data<AppState>,
+    id: String,
+}
+
+impl Drop for OwnedSessionGuard {
+    fn drop(&mut self) {
+        self.state
+            .busy_sessions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.id);
+    }
+}
+
+impl AppState {
+    /// State for a server.
+    pub fn new(
+        live: Live,
+        pool: ArbiterPool,
+        db: Db,
+        keys: ApiKeys,
+        metrics: Arc<Metrics>,
+        max_runs: usize,
+    ) -> Self {
+        let started_at = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        Self {
+            live: RwLock::new(Arc::new(live)),
+            pool,
+            db,
+            keys,
+            admission: Admission::new(max_runs),
+            idempotency: Idempotency::default(),
+            metrics,
+            started_at,
+            draining: AtomicBool::new(false),
+            busy_sessions: Mutex::new(HashSet::new()),
+        }
+    }
+
+    /// The current live settings.
+    pub fn live(&self) -> Arc<Live> {
+        self.live.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Replaces the live settings (configuration reload).
+    pub fn set_live(&self, live: Live) {
+        *self.live.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(live);
+    }
+
+    /// True once shutdown began: new runs are refused.
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Acquire)
+    }
+
+    /// Starts refusing new runs.
+    pub fn start_draining(&self) {
+        self.draining.store(true, Ordering::Release);
+    }
+
+    /// Claims a session for one turn; `None` when a turn already runs in it.
+    pub fn claim_session(
+        state: &actix_web::web::Data<Self>,
+        id: &str,
+    ) -> Option<OwnedSessionGuard> {
+        let mut set = state
+            .busy_sessions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if !set.insert(id.to_string()) {
+            return None;
+        }
+        Some(OwnedSessionGuard {
+            state: state.clone(),
+            id: id.to_string(),
+        })
+    }
+}

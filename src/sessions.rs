@@ -1,0 +1,106 @@
+//! Session transcripts in the embedded database: load a session's history,
+//! append a turn's messages, reset a session. Used by the HTTP API
+//! (`X-Hermes-Session-Id`) and the chat platforms.
+
+use crate::db::{Db, StoreError};
+use crate::openai::{Message, Usage};
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// The session's messages in order (empty for an unknown session).
+pub fn load(db: &Db, key: &str) -> impl Future<Output = Result<Vec<Message>, StoreError>> + use<> {
+    let key = key.to_string();
+    db.call(move |c| {
+        let mut stmt =
+            c.prepare_cached("SELECT body FROM messages WHERE session_key = ?1 ORDER BY id")?;
+        let rows = stmt.query_map([&key], |r| r.get::<_, String>(0))?;
+        let mut out = Vec::new();
+        for body in rows {
+            let body = body?;
+            match serde_json::from_str::<Message>(&body) {
+                Ok(m) => out.push(m),
+                Err(e) => log::warn!("session {key}: skipping an unreadable stored message: {e}"),
+            }
+        }
+        Ok(out)
+    })
+}
+
+/// Appends messages to a session (creating it), in one transaction.
+/// The write is queued at once: a later `load` always sees it.
+pub fn append(
+    db: &Db,
+    key: &str,
+    messages: Vec<Message>,
+    usage: Usage,
+) -> impl Future<Output = Result<(), StoreError>> + use<> {
+    let key = key.to_string();
+    db.call(move |c| {
+        let tx = c.transaction()?;
+        let t = now();
+        tx.execute(
+            "INSERT INTO sessions (key, created_at, updated_at, prompt_tokens, completion_tokens, turns)
+             VALUES (?1, ?2, ?2, ?3, ?4, 1)
+             ON CONFLICT(key) DO UPDATE SET updated_at = ?2,
+               prompt_tokens = prompt_tokens + ?3, completion_tokens = completion_tokens + ?4, turns = turns + 1",
+            rusqlite::params![key, t, usage.prompt_tokens as i64, usage.completion_tokens as i64],
+        )?;
+        {
+            let mut ins =
+                tx.prepare_cached("INSERT INTO messages (session_key, created_at, body) VALUES (?1, ?2, ?3)")?;
+            for m in &messages {
+                let body = serde_json::to_string(m).map_err(|e| StoreError::Encode(e.to_string()))?;
+                ins.execute(rusqlite::params![key, t, body])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    })
+}
+
+/// Forgets a session's history.
+pub fn reset(db: &Db, key: &str) -> impl Future<Output = Result<(), StoreError>> + use<> {
+    let key = key.to_string();
+    db.call(move |c| {
+        c.execute("DELETE FROM sessions WHERE key = ?1", [&key])?;
+        Ok(())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn append_load_reset_survive_reopen() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let path = dir.path().join("state.db");
+        {
+            let db = Db::open(&path).unwrap_or_else(|e| panic!("{e}"));
+            append(
+                &db,
+                "s1",
+                vec![Message::user("hi"), Message::assistant("hello")],
+                Usage::default(),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+            append(&db, "s1", vec![Message::user("again")], Usage::default())
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+        }
+        let db = Db::open(&path).unwrap_or_else(|e| panic!("{e}"));
+        let h = load(&db, "s1").await.unwrap_or_default();
+        assert_eq!(
+            h.iter().map(Message::text).collect::<Vec<_>>(),
+            vec!["hi", "hello", "again"]
+        );
+        reset(&db, "s1").await.unwrap_or_else(|e| panic!("{e}"));
+        assert!(load(&db, "s1").await.unwrap_or_default().is_empty());
+    }
+}

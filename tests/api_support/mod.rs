@@ -1,0 +1,177 @@
+//! A gateway started in-process on port 0 against a fake upstream, and small
+//! HTTP helpers (awc for ordinary requests, raw TCP where a test must control
+//! the wire: chunked uploads, disconnects, exact SSE bytes).
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use hermes::config::{Config, Env, Loaded};
+use hermes::sse::{SseEvent, SseParser};
+use hermes::testing::fake_upstream::{FakeUpstream, Reply};
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// The key every test server accepts.
+pub const KEY: &str = "test-key-0123456789abcdef";
+
+/// A running gateway.
+pub struct App {
+    pub addr: SocketAddr,
+    pub fake: FakeUpstream,
+    pub home: tempfile::TempDir,
+    pub cwd: tempfile::TempDir,
+    pub state: actix_web::web::Data<hermes::api::AppState>,
+    handle: actix_web::dev::ServerHandle,
+}
+
+impl App {
+    /// `http://127.0.0.1:PORT{path}`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// A request with the bearer key.
+    pub fn post(&self, path: &str) -> awc::ClientRequest {
+        client()
+            .post(self.url(path))
+            .bearer_auth(KEY)
+            .timeout(Duration::from_secs(30))
+    }
+
+    /// A GET with the bearer key.
+    pub fn get(&self, path: &str) -> awc::ClientRequest {
+        client()
+            .get(self.url(path))
+            .bearer_auth(KEY)
+            .timeout(Duration::from_secs(30))
+    }
+}
+
+impl Drop for App {
+    fn drop(&mut self) {
+        let h = self.handle.clone();
+        actix_web::rt::spawn(async move { h.stop(false).await });
+        self.state.pool.stop();
+    }
+}
+
+/// An awc client with no default timeout.
+pub fn client() -> awc::Client {
+    awc::Client::builder().disable_timeout().finish()
+}
+
+/// Starts a gateway whose upstream follows `script`, after `tweak` adjusts the config.
+pub async fn spawn_app_with(script: Vec<Reply>, tweak: impl FnOnce(&mut Config)) -> App {
+    let fake = FakeUpstream::start(script);
+    start(fake, tweak).await
+}
+
+/// Starts a gateway with this upstream.
+pub async fn start(fake: FakeUpstream, tweak: impl FnOnce(&mut Config)) -> App {
+    let home = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let cwd = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let mut c = Config::defaults();
+    c.model.base_url = Some(fake.url());
+    c.model.default = Some("fake-model".into());
+    c.model.response_timeout = 5.0;
+    c.model.chunk_timeout = 5.0;
+    c.terminal.cwd = Some(cwd.path().to_path_buf());
+    c.api_server.port = 0;
+    c.api_server.key = Some(KEY.into());
+    tweak(&mut c);
+    c.validate().unwrap_or_else(|e| panic!("{e}"));
+    let loaded = Loaded {
+        config: c,
+        home: home.path().to_path_buf(),
+        config_path: home.path().join("config.yaml"),
+        config_file_found: false,
+        env: Env::default(),
+    };
+    let running = hermes::gateway::start(&loaded)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let handle = running.server.handle();
+    actix_web::rt::spawn(running.server);
+    App {
+        addr: running.addr,
+        fake,
+        home,
+        cwd,
+        state: running.state,
+        handle,
+    }
+}
+
+/// Starts a gateway whose upstream follows `script`.
+pub async fn spawn_app(script: Vec<Reply>) -> App {
+    spawn_app_with(script, |_| {}).await
+}
+
+/// Reads a whole body.
+pub async fn body(res: &mut awc::ClientResponse) -> Value {
+    let b = res.body().limit(64 * 1024 * 1024).await.unwrap_or_default();
+    serde_json::from_slice(&b)
+        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&b).into_owned()))
+}
+
+/// Reads an SSE response to its end; returns the raw text and the events.
+pub async fn sse(res: &mut awc::ClientResponse) -> (String, Vec<SseEvent>) {
+    use futures_util::StreamExt;
+    let mut raw = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while let Ok(Some(chunk)) = tokio::time::timeout_at(deadline, res.next()).await {
+        match chunk {
+            Ok(b) => raw.extend_from_slice(&b),
+            Err(_) => break,
+        }
+    }
+    let mut p = SseParser::new();
+    let mut events = p.push(&raw).unwrap_or_default();
+    events.extend(p.finish());
+    (String::from_utf8_lossy(&raw).into_owned(), events)
+}
+
+/// The JSON payloads of `data:` events without a name, `[DONE]` excluded.
+pub fn chunks(events: &[SseEvent]) -> Vec<Value> {
+    events
+        .iter()
+        .filter(|e| e.event.is_none() && e.data != "[DONE]")
+        .map(|e| serde_json::from_str(&e.data).unwrap_or(Value::Null))
+        .collect()
+}
+
+/// The concatenated `delta.content` of chunks.
+pub fn content(chunks: &[Value]) -> String {
+    chunks
+        .iter()
+        .filter_map(|c| {
+            c.pointer("/choices/0/delta/content")
+                .and_then(Value::as_str)
+        })
+        .collect()
+}
+
+/// Sends raw bytes and returns the response head and whatever body arrives
+/// within `wait` (raw HTTP for chunked uploads and exact bytes).
+pub async fn raw(addr: SocketAddr, request: &[u8], wait: Duration) -> String {
+    let Ok(mut s) = tokio::net::TcpStream::connect(addr).await else {
+        return String::new();
+    };
+    let _ = s.write_all(request).await;
+    let mut out = Vec::new();
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut buf = [0u8; 65536];
+    while let Ok(Ok(n)) = tokio::time::timeout_at(deadline, s.read(&mut buf)).await {
+        if n == 0 {
+            break;
+        }
+        out.extend_from_slice(&buf[..n]);
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// A chat request body.
+pub fn chat_body(text: &str, stream: bool) -> Value {
+    serde_json::json!({"model": "hermes-agent", "stream": stream, "messages": [{"role": "user", "content": text}]})
+}
