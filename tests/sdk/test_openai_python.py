@@ -1,0 +1,168 @@
+"""The official `openai` Python SDK against a running `hermes gateway`.
+
+Run by tests/sdk/run.sh, which starts hermes-fake-upstream and the gateway and
+sets HERMES_URL and HERMES_KEY. The SDK parses responses and streams strictly
+(its streaming helpers validate every chunk), so these fail if the wire
+format drifts. Prints "N passed, N failed" and exits non-zero on failure.
+"""
+import os
+import sys
+import traceback
+
+import openai
+from openai import OpenAI
+
+URL = os.environ["HERMES_URL"]
+KEY = os.environ["HERMES_KEY"]
+GREETING = "Hello from the fake upstream."
+client = OpenAI(base_url=URL, api_key=KEY, max_retries=0, timeout=30)
+MSG = [{"role": "user", "content": "hi"}]
+TESTS = []
+
+
+def test(fn):
+    TESTS.append(fn)
+    return fn
+
+
+@test
+def models_list():
+    ids = [m.id for m in client.models.list()]
+    assert ids == ["hermes-agent"], ids
+    assert client.models.retrieve("hermes-agent").owned_by == "hermes"
+
+
+@test
+def create_without_stream():
+    r = client.chat.completions.create(model="hermes-agent", messages=MSG)
+    assert r.object == "chat.completion"
+    assert r.choices[0].message.content == GREETING, r
+    assert r.choices[0].finish_reason == "stop"
+    assert r.usage.total_tokens == 16, r.usage
+
+
+@test
+def create_with_stream():
+    chunks = list(client.chat.completions.create(model="hermes-agent", messages=MSG, stream=True))
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == GREETING, text
+    assert chunks[0].choices[0].delta.role == "assistant"
+    assert chunks[-1].choices[0].finish_reason == "stop"
+    assert len({c.id for c in chunks}) == 1
+
+
+@test
+def stream_include_usage():
+    chunks = list(
+        client.chat.completions.create(
+            model="hermes-agent", messages=MSG, stream=True, stream_options={"include_usage": True}
+        )
+    )
+    assert chunks[-1].choices == [] and chunks[-1].usage.total_tokens == 16, chunks[-1]
+    assert all(c.usage is None for c in chunks[:-1])
+
+
+@test
+def stream_helper_final_completion():
+    with client.chat.completions.stream(model="hermes-agent", messages=MSG) as stream:
+        deltas = [e.delta for e in stream if e.type == "content.delta"]
+        final = stream.get_final_completion()
+    assert "".join(deltas) == GREETING, deltas
+    assert final.choices[0].message.content == GREETING
+
+
+@test
+def stream_helper_with_usage():
+    with client.chat.completions.stream(
+        model="hermes-agent", messages=MSG, stream_options={"include_usage": True}
+    ) as stream:
+        final = stream.get_final_completion()
+    assert final.usage.total_tokens == 16, final.usage
+
+
+@test
+def tool_using_turn():
+    r = client.chat.completions.create(
+        model="hermes-agent", messages=[{"role": "user", "content": "please use a tool"}]
+    )
+    assert r.choices[0].message.content == "The tool said: tool-output-42", r
+
+
+@test
+def tool_using_turn_streamed():
+    with client.chat.completions.stream(
+        model="hermes-agent", messages=[{"role": "user", "content": "please use a tool"}]
+    ) as stream:
+        final = stream.get_final_completion()
+    assert final.choices[0].message.content.endswith("The tool said: tool-output-42"), final
+
+
+@test
+def session_header_round_trip():
+    raw = client.chat.completions.with_raw_response.create(model="hermes-agent", messages=MSG)
+    sid = raw.headers.get("x-hermes-session-id")
+    assert sid, raw.headers
+    assert raw.parse().choices[0].message.content == GREETING
+
+
+@test
+def wrong_key_is_authentication_error():
+    bad = OpenAI(base_url=URL, api_key="wrong-key-0000000000000", max_retries=0)
+    try:
+        bad.models.list()
+    except openai.AuthenticationError as e:
+        assert e.status_code == 401 and e.code == "invalid_api_key", e
+    else:
+        raise AssertionError("no AuthenticationError")
+
+
+@test
+def bad_request_is_bad_request_error():
+    try:
+        client.chat.completions.create(model="hermes-agent", messages=[])
+    except openai.BadRequestError as e:
+        assert e.param == "messages", e.param
+    else:
+        raise AssertionError("no BadRequestError")
+
+
+@test
+def upstream_failure_is_internal_server_error():
+    try:
+        client.chat.completions.create(model="hermes-agent", messages=[{"role": "user", "content": "please fail"}])
+    except openai.InternalServerError as e:
+        assert e.status_code == 502 and e.code == "agent_failed", e
+        assert "asked to fail" in str(e)
+    else:
+        raise AssertionError("no InternalServerError")
+
+
+@test
+def mid_stream_failure_raises():
+    try:
+        for _ in client.chat.completions.create(
+            model="hermes-agent", messages=[{"role": "user", "content": "break"}], stream=True
+        ):
+            pass
+    except openai.APIError as e:
+        assert "broke off" in str(e) or "agent failed" in str(e).lower(), e
+    else:
+        raise AssertionError("no APIError for the error chunk")
+
+
+def main():
+    passed = failed = 0
+    for t in TESTS:
+        try:
+            t()
+            passed += 1
+            print(f"ok   python {t.__name__}")
+        except Exception:
+            failed += 1
+            print(f"FAIL python {t.__name__}")
+            traceback.print_exc()
+    print(f"openai-python {openai.__version__}: {passed} passed, {failed} failed")
+    sys.exit(1 if failed else 0)
+
+
+main()
