@@ -576,3 +576,43 @@ async fn think_blocks_never_reach_the_answer() {
             .any(|e| matches!(e, AgentEvent::ReasoningDelta(r) if r.contains("secret")))
     );
 }
+
+#[actix::test]
+async fn interrupt_kills_running_tool_processes_at_once() {
+    let (home, cwd) = dirs();
+    let pidfile = cwd.path().join("tool.pid");
+    let cmd = format!("sleep 60 & echo $! > {}; wait", pidfile.display());
+    let fake = FakeUpstream::start(vec![Reply::tool_stream(
+        &[ScriptedCall::new("c1", "terminal", json!({"command": cmd}))],
+        (1, 1),
+    )]);
+    let h = Harness::new(settings(config(&fake.url(), cwd.path()), home.path()));
+    let rx = h.start("run something long", true).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !pidfile.exists() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let pid: i32 = std::fs::read_to_string(&pidfile)
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0);
+    assert!(pid > 0 && pid_alive(pid), "the tool is running");
+    let interrupted = Instant::now();
+    assert!(h.agent.send(Interrupt).await.unwrap_or(false));
+    let (_, outcome) = collect(rx).await;
+    assert_eq!(outcome.status, TurnStatus::Cancelled);
+    while pid_alive(pid) && interrupted.elapsed() < Duration::from_secs(2) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(!pid_alive(pid), "the tool's process group was killed");
+    // The transcript stays valid: the call has a result.
+    let last = outcome.messages.last().map(|m| (m.role, m.text()));
+    assert_eq!(
+        last,
+        Some((
+            hermes::openai::Role::Tool,
+            "Interrupted by the user before this tool finished.".into()
+        ))
+    );
+}
