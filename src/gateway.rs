@@ -54,9 +54,26 @@ fn platforms(loaded: &Loaded) -> Vec<&'static str> {
     .collect()
 }
 
+/// Raises the open-file soft limit to the hard limit: every open stream holds
+/// two sockets (client and upstream), and distributions default to 1024.
+fn raise_fd_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: plain syscalls on a local struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
+}
+
 /// Builds and binds everything. Must run inside an actix system.
 pub async fn start(loaded: &Loaded) -> Result<Running, StartError> {
     let c = &loaded.config;
+    raise_fd_limit();
     for p in platforms(loaded) {
         log::warn!(
             "{p} is configured, but this build does not connect to {p} yet; serving the API only"

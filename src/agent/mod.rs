@@ -168,10 +168,10 @@ pub async fn run_turn(
             convo.push(Message::user(SUMMARY_PROMPT));
         }
         calls += 1;
-        let tools: &[Value] = if summary {
-            &[]
+        let tools = if summary {
+            None
         } else {
-            settings.toolbox.schemas()
+            settings.toolbox.schemas_json()
         };
         let req = ChatRequest {
             messages: &convo,

@@ -149,6 +149,9 @@ struct StreamState {
     framer: ChunkFramer,
     queue: VecDeque<Frame>,
     done: bool,
+    /// Fires when the stream has been quiet for a keep-alive period.
+    keep_alive: std::pin::Pin<Box<tokio::time::Sleep>>,
+    keep_alive_every: std::time::Duration,
     _open: OpenStream,
 }
 
@@ -169,7 +172,16 @@ async fn next_frame(mut st: StreamState) -> Option<(Result<sse::Event, Infallibl
             return None;
         }
         let mut frames = Vec::new();
-        match st.run.events.recv().await {
+        let event = tokio::select! {
+            ev = st.run.events.recv() => ev,
+            _ = &mut st.keep_alive => {
+                // A comment: every SSE client ignores it, proxies see traffic.
+                let next = tokio::time::Instant::now() + st.keep_alive_every;
+                st.keep_alive.as_mut().reset(next);
+                return Some((Ok(sse::Event::Comment("keep-alive".into())), st));
+            }
+        };
+        match event {
             Some(AgentEvent::Finished(o)) => {
                 st.run.finish(&o);
                 match o.status {
@@ -232,10 +244,12 @@ async fn stream(
         framer,
         queue: VecDeque::from([first]),
         done: false,
+        keep_alive: Box::pin(tokio::time::sleep(live.keep_alive)),
+        keep_alive_every: live.keep_alive,
         _open: OpenStream(state.metrics.clone()),
     };
     let events = futures_util::stream::unfold(st, next_frame);
-    let sse = sse::Sse::from_stream(events).with_keep_alive(live.keep_alive);
+    let sse = sse::Sse::from_stream(events);
     Ok(sse
         .customize()
         .insert_header(("X-Accel-Buffering", "no"))

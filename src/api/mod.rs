@@ -28,6 +28,8 @@ pub use state::AppState;
 /// Seconds actix waits for open connections when the server stops; the
 /// gateway drains runs itself before stopping the server.
 const SHUTDOWN_TIMEOUT_SECS: u64 = 5;
+/// Pending connections the kernel queues for the listener.
+const BACKLOG: u32 = 4096;
 
 fn resource(path: &str) -> actix_web::Resource {
     web::resource(path).default_service(web::to(edge::method_not_allowed))
@@ -35,11 +37,12 @@ fn resource(path: &str) -> actix_web::Resource {
 
 /// Registers every route.
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.service(resource("/health").route(web::get().to(basic::health)))
+    // The hot route first: the router tries resources in order.
+    cfg.service(resource("/v1/chat/completions").route(web::post().to(chat::chat_completions)))
+        .service(resource("/health").route(web::get().to(basic::health)))
         .service(resource("/v1/health").route(web::get().to(basic::health)))
         .service(resource("/v1/models").route(web::get().to(basic::models)))
-        .service(resource("/v1/models/{id}").route(web::get().to(basic::model)))
-        .service(resource("/v1/chat/completions").route(web::post().to(chat::chat_completions)));
+        .service(resource("/v1/models/{id}").route(web::get().to(basic::model)));
 }
 
 /// Binds the server (port 0 picks a free port) and returns it with its address.
@@ -61,6 +64,11 @@ pub fn start(
     // A client that closes its side has left: drop its handler, so the
     // turn's event channel closes and the turn is interrupted.
     .h1_allow_half_closed(false)
+    // Stream frames are small and must leave at once, not wait for Nagle.
+    .tcp_nodelay(true)
+    // Bursts of new connections (many clients at once) wait in the kernel
+    // instead of being refused.
+    .backlog(BACKLOG)
     .disable_signals()
     .shutdown_timeout(SHUTDOWN_TIMEOUT_SECS)
     .bind((host, port))?;

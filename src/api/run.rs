@@ -10,13 +10,13 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use actix::Addr;
+use actix::{Actor, Addr};
 use actix_web::{HttpRequest, web};
 use tokio::sync::mpsc;
 
 use super::admission::Permit;
 use super::error::ApiError;
-use super::state::{AppState, OwnedSessionGuard};
+use super::state::{AppState, OwnedSessionGuard, PendingSessions};
 use crate::actors::agent::{AgentActor, RunTurn};
 use crate::agent::{AgentEvent, EVENT_CHANNEL_CAPACITY, TurnInput, TurnOutcome, TurnStatus};
 use crate::config::ToolProgress;
@@ -87,6 +87,9 @@ struct Transcript {
     /// Messages before the user input that the store does not have yet.
     prefix: Vec<Message>,
     user: Message,
+    /// `None`: a session the client named, kept in the database.
+    /// `Some`: a fresh id, remembered in memory until the client opts in.
+    pending: Option<(PendingSessions, String)>,
 }
 
 /// A started run.
@@ -135,20 +138,30 @@ impl Run {
             )
         })?;
         let key = format!("api:{session_id}");
-        let stored = match requested {
-            Some(_) => sessions::load(&state.db, &key)
-                .await
-                .map_err(|e| ApiError::internal(format!("cannot load the session: {e}")))?,
-            None => Vec::new(),
+        let (history, prefix, pending) = match requested {
+            Some(_) => {
+                let stored = sessions::load(&state.db, &key)
+                    .await
+                    .map_err(|e| ApiError::internal(format!("cannot load the session: {e}")))?;
+                if stored.is_empty() {
+                    // A new named session starts from a conversation this
+                    // server answered statelessly, or from the client's messages.
+                    let seed = state.pending.take(&session_id).unwrap_or(r.history);
+                    (seed.clone(), seed, None)
+                } else {
+                    // A stored session's history wins over what the client sent.
+                    (stored, Vec::new(), None)
+                }
+            }
+            None => (
+                r.history.clone(),
+                r.history,
+                Some((state.pending.clone(), session_id.clone())),
+            ),
         };
-        // A stored session's history wins over what the client sent; a new
-        // session starts from the client's messages and stores them.
-        let (history, prefix) = if stored.is_empty() {
-            (r.history.clone(), r.history)
-        } else {
-            (stored, Vec::new())
-        };
-        let agent = AgentActor::start_on(&state.pool, settings, history);
+        // On this worker's own thread: no hop to another thread and back for
+        // every event (workers are one per core, so runs still spread).
+        let agent = AgentActor::new(settings, history).start();
         let (tx, rx) = mpsc::channel(EVENT_CHANNEL_CAPACITY);
         let input = TurnInput {
             user: r.user.clone(),
@@ -170,6 +183,7 @@ impl Run {
                 key,
                 prefix,
                 user: r.user,
+                pending,
             },
             metrics: state.metrics.clone(),
             route,
@@ -209,8 +223,11 @@ impl Run {
             let mut msgs = std::mem::take(&mut t.prefix);
             msgs.push(t.user.clone());
             msgs.extend(outcome.messages.iter().cloned());
-            // Queued now; the write completes on the database thread.
-            drop(sessions::append(&t.db, &t.key, msgs, outcome.usage));
+            match &t.pending {
+                Some((pending, id)) => pending.put(id, msgs),
+                // Queued now; the write completes on the database thread.
+                None => drop(sessions::append(&t.db, &t.key, msgs, outcome.usage)),
+            }
         }
         self.metrics.inc(
             "hermes_upstream_requests_total",

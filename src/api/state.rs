@@ -6,6 +6,8 @@ use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
+use lru::LruCache;
+
 use super::admission::Admission;
 use super::auth::ApiKeys;
 use super::idempotency::Idempotency;
@@ -14,7 +16,50 @@ use crate::agent::AgentSettings;
 use crate::config::{Loaded, ToolProgress};
 use crate::db::Db;
 use crate::metrics::Metrics;
+use crate::openai::Message;
 use crate::upstream::UpstreamSettings;
+
+/// Stateless conversations remembered in memory so a client can opt in to a
+/// session from its second turn without every stateless request writing to disk.
+const PENDING_SESSIONS: usize = 256;
+/// A conversation larger than this (characters) is not remembered.
+const PENDING_MAX_CHARS: usize = 512 * 1024;
+
+/// Conversations of requests that came without `X-Hermes-Session-Id`, by the
+/// fresh id they were given. Written to the database only when a client
+/// comes back with that id; bounded, oldest forgotten first.
+#[derive(Clone)]
+pub struct PendingSessions {
+    inner: Arc<Mutex<LruCache<String, Vec<Message>>>>,
+}
+
+impl Default for PendingSessions {
+    fn default() -> Self {
+        let cap =
+            std::num::NonZeroUsize::new(PENDING_SESSIONS).unwrap_or(std::num::NonZeroUsize::MIN);
+        Self {
+            inner: Arc::new(Mutex::new(LruCache::new(cap))),
+        }
+    }
+}
+
+impl PendingSessions {
+    /// Remembers a conversation under its fresh id.
+    pub fn put(&self, id: &str, messages: Vec<Message>) {
+        let size: usize = messages.iter().map(|m| m.text().len()).sum();
+        if size <= PENDING_MAX_CHARS {
+            self.inner
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .put(id.to_string(), messages);
+        }
+    }
+
+    /// Takes a remembered conversation (the client opted in).
+    pub fn take(&self, id: &str) -> Option<Vec<Message>> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner()).pop(id)
+    }
+}
 
 /// Browser origins allowed to call the API.
 #[derive(Debug, Clone, Default)]
@@ -90,6 +135,7 @@ pub struct AppState {
     pub keys: ApiKeys,
     pub admission: Admission,
     pub idempotency: Idempotency,
+    pub pending: PendingSessions,
     pub metrics: Arc<Metrics>,
     /// Unix time the server started (`created` of `/v1/models`).
     pub started_at: u64,
@@ -135,6 +181,7 @@ impl AppState {
             keys,
             admission: Admission::new(max_runs),
             idempotency: Idempotency::default(),
+            pending: PendingSessions::default(),
             metrics,
             started_at,
             draining: AtomicBool::new(false),

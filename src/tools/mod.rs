@@ -229,6 +229,8 @@ const TOOLS: &[ToolSpec] = &[
 pub struct Toolbox {
     names: Vec<&'static str>,
     schemas: Arc<[Value]>,
+    /// `schemas` serialised once: sent on every upstream call as they are.
+    schemas_json: Option<Arc<serde_json::value::RawValue>>,
 }
 
 impl Toolbox {
@@ -245,15 +247,29 @@ impl Toolbox {
                     "name": t.name, "description": t.description, "parameters": (t.parameters)()}})
             })
             .collect();
+        let schemas: Arc<[Value]> = schemas;
+        let schemas_json = if schemas.is_empty() {
+            None
+        } else {
+            serde_json::value::to_raw_value(&schemas[..])
+                .ok()
+                .map(Arc::from)
+        };
         Self {
             names: specs.iter().map(|t| t.name).collect(),
             schemas,
+            schemas_json,
         }
     }
 
     /// The JSON schemas sent upstream.
     pub fn schemas(&self) -> &[Value] {
         &self.schemas
+    }
+
+    /// The schemas as JSON text, `None` when no tool is enabled.
+    pub fn schemas_json(&self) -> Option<&serde_json::value::RawValue> {
+        self.schemas_json.as_deref()
     }
 
     /// Names of the enabled tools.

@@ -134,7 +134,8 @@ impl UpstreamError {
 /// What the agent sends: the conversation and the tool schemas.
 pub struct ChatRequest<'a> {
     pub messages: &'a [Message],
-    pub tools: &'a [Value],
+    /// The tool schemas as a JSON array, `None` for no tools.
+    pub tools: Option<&'a serde_json::value::RawValue>,
     /// Stream (someone listens for deltas) or ask for the whole answer.
     pub stream: bool,
 }
@@ -149,8 +150,8 @@ pub trait DeltaSink {
 struct Body<'a> {
     model: &'a str,
     messages: &'a [Message],
-    #[serde(skip_serializing_if = "<[Value]>::is_empty")]
-    tools: &'a [Value],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tools: Option<&'a serde_json::value::RawValue>,
     stream: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     stream_options: Option<StreamOptions>,

@@ -1,0 +1,190 @@
+//! The load generator: bounded in requests and time, on one thread, with awc.
+//! The same client measures the gateway and the upstream directly, so the
+//! difference between the two is what the gateway adds.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use hermes::sse::SseParser;
+use serde_json::Value;
+
+/// Where requests go.
+#[derive(Clone)]
+pub struct Target {
+    /// `http://127.0.0.1:PORT/v1/chat/completions` or the upstream's.
+    pub url: String,
+    pub key: Option<String>,
+}
+
+/// One measured request.
+#[derive(Debug, Clone, Copy)]
+pub struct Sample {
+    pub latency: Duration,
+    /// Time to the first content delta (streams only).
+    pub ttft: Option<Duration>,
+    pub ok: bool,
+}
+
+/// An awc client with no connection cap and no timeout of its own.
+pub fn client() -> awc::Client {
+    awc::Client::builder()
+        .connector(
+            awc::Connector::new()
+                .limit(0)
+                .timeout(Duration::from_secs(30)),
+        )
+        .timeout(Duration::from_secs(120))
+        .finish()
+}
+
+fn request(c: &awc::Client, t: &Target) -> awc::ClientRequest {
+    let mut r = c
+        .post(&t.url)
+        .insert_header(("content-type", "application/json"));
+    if let Some(k) = &t.key {
+        r = r.bearer_auth(k);
+    }
+    r
+}
+
+/// One non-streaming request.
+pub async fn plain(c: &awc::Client, t: &Target, body: &str) -> Sample {
+    let started = Instant::now();
+    let ok = match request(c, t).send_body(body.to_string()).await {
+        Ok(mut r) => r.status() == 200 && r.body().limit(16 << 20).await.is_ok(),
+        Err(_) => false,
+    };
+    Sample {
+        latency: started.elapsed(),
+        ttft: None,
+        ok,
+    }
+}
+
+/// One streaming request; `expect` is the exact answer text (checked).
+pub async fn stream(c: &awc::Client, t: &Target, body: &str, expect: &str) -> Sample {
+    let started = Instant::now();
+    let mut ttft = None;
+    let mut parser = SseParser::new();
+    let mut text = String::new();
+    let mut done = false;
+    let ok = match request(c, t).send_body(body.to_string()).await {
+        Ok(mut r) if r.status() == 200 => {
+            while let Some(chunk) = r.next().await {
+                let Ok(bytes) = chunk else { break };
+                for ev in parser.push(&bytes).unwrap_or_default() {
+                    if ev.data == "[DONE]" {
+                        done = true;
+                        continue;
+                    }
+                    let v: Value = serde_json::from_str(&ev.data).unwrap_or(Value::Null);
+                    if let Some(d) = v
+                        .pointer("/choices/0/delta/content")
+                        .and_then(Value::as_str)
+                        && !d.is_empty()
+                    {
+                        ttft.get_or_insert_with(|| started.elapsed());
+                        text.push_str(d);
+                    }
+                }
+            }
+            done && text == expect
+        }
+        _ => false,
+    };
+    Sample {
+        latency: started.elapsed(),
+        ttft,
+        ok,
+    }
+}
+
+/// Sends `rate` requests per second for `duration` without waiting for
+/// answers (open loop), so a slow server shows up as latency, not as a lower
+/// offered rate. Returns every sample.
+pub async fn open_loop(t: &Target, body: &str, rate: u32, duration: Duration) -> Vec<Sample> {
+    let c = client();
+    let samples = Rc::new(RefCell::new(Vec::new()));
+    let total = (rate as f64 * duration.as_secs_f64()) as usize;
+    let gap = Duration::from_secs_f64(1.0 / rate as f64);
+    let start = tokio::time::Instant::now();
+    let mut handles = Vec::with_capacity(total);
+    for i in 0..total {
+        tokio::time::sleep_until(start + gap * i as u32).await;
+        let (c, t, body, samples) = (c.clone(), t.clone(), body.to_string(), samples.clone());
+        handles.push(tokio::task::spawn_local(async move {
+            let s = plain(&c, &t, &body).await;
+            samples.borrow_mut().push(s);
+        }));
+    }
+    for h in handles {
+        let _ = h.await;
+    }
+    Rc::try_unwrap(samples)
+        .map(RefCell::into_inner)
+        .unwrap_or_default()
+}
+
+/// `workers` clients each sending back-to-back for `duration` (closed loop):
+/// the highest throughput the target sustains. Returns (requests, errors).
+pub async fn closed_loop(
+    t: &Target,
+    body: &str,
+    workers: usize,
+    duration: Duration,
+) -> (usize, usize) {
+    let c = client();
+    let end = Instant::now() + duration;
+    let counts = Rc::new(RefCell::new((0usize, 0usize)));
+    let mut handles = Vec::new();
+    for _ in 0..workers {
+        let (c, t, body, counts) = (c.clone(), t.clone(), body.to_string(), counts.clone());
+        handles.push(tokio::task::spawn_local(async move {
+            while Instant::now() < end {
+                let s = plain(&c, &t, &body).await;
+                let mut n = counts.borrow_mut();
+                n.0 += 1;
+                if !s.ok {
+                    n.1 += 1;
+                }
+            }
+        }));
+    }
+    for h in handles {
+        let _ = h.await;
+    }
+    counts.take()
+}
+
+/// `n` streams at once; every one must deliver exactly `expect`.
+pub async fn many_streams(t: &Target, body: &str, n: usize, expect: &str) -> Vec<Sample> {
+    let c = client();
+    let mut handles = Vec::with_capacity(n);
+    for _ in 0..n {
+        let (c, t, body, expect) = (c.clone(), t.clone(), body.to_string(), expect.to_string());
+        handles.push(tokio::task::spawn_local(async move {
+            stream(&c, &t, &body, &expect).await
+        }));
+    }
+    let mut out = Vec::with_capacity(n);
+    for h in handles {
+        out.push(h.await.unwrap_or(Sample {
+            latency: Duration::ZERO,
+            ttft: None,
+            ok: false,
+        }));
+    }
+    out
+}
+
+/// The `p`-th percentile (0-100) of durations, in milliseconds.
+pub fn pct(values: &mut [Duration], p: f64) -> f64 {
+    if values.is_empty() {
+        return f64::NAN;
+    }
+    values.sort();
+    let idx = ((p / 100.0) * (values.len() - 1) as f64).round() as usize;
+    values[idx.min(values.len() - 1)].as_secs_f64() * 1000.0
+}

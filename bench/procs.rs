@@ -1,0 +1,148 @@
+//! The processes a benchmark runs: the real `hermes gateway` binary as a
+//! child (so its RSS is its own), started against an in-process fake upstream.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The key the benchmark gateway accepts.
+pub const KEY: &str = "bench-key-0123456789abcdef";
+/// How long to wait for the gateway to print its address.
+const START_LIMIT: Duration = Duration::from_secs(20);
+
+/// A running gateway child process; killed when dropped.
+pub struct Gateway {
+    child: Child,
+    pub base: String,
+    pub pid: u32,
+    /// Spawn to first `/health` 200.
+    pub ready_after: Duration,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The `hermes` binary next to this one.
+fn hermes_bin() -> PathBuf {
+    let exe = std::env::current_exe().unwrap_or_default();
+    exe.with_file_name("hermes")
+}
+
+/// Raises this process's open-file limits (inherited by children): 10 000
+/// streams need tens of thousands of sockets across the processes.
+pub fn raise_fd_limit(want: u64) {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: plain syscalls on a local struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return;
+        }
+        let target = want.max(lim.rlim_cur);
+        let raised = libc::rlimit {
+            rlim_cur: target,
+            rlim_max: target.max(lim.rlim_max),
+        };
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) != 0 {
+            // Not allowed to raise the hard limit: take what there is.
+            lim.rlim_cur = lim.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
+}
+
+/// Starts `hermes gateway` against `upstream` and waits until `/health` answers.
+pub async fn start_gateway(
+    upstream: Option<&str>,
+    extra_env: &[(&str, &str)],
+) -> Result<Gateway, String> {
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let log = dir.path().join("gateway.log");
+    let log_file = std::fs::File::create(&log).map_err(|e| e.to_string())?;
+    let mut cmd = Command::new(hermes_bin());
+    cmd.arg("gateway")
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("HOME", dir.path())
+        .env("HERMES_HOME", dir.path().join("home"))
+        .env("API_SERVER_PORT", "0")
+        .env("API_SERVER_KEY", KEY)
+        .env("API_SERVER_MAX_CONCURRENT_RUNS", "0")
+        // Production logging: one info line per request, to a file as journald would.
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log_file);
+    if let Some(u) = upstream {
+        cmd.env("OPENAI_BASE_URL", u)
+            .env("HERMES_MODEL", "bench-model");
+    }
+    for (k, v) in extra_env {
+        cmd.env(k, v);
+    }
+    let spawned = Instant::now();
+    let child = cmd
+        .spawn()
+        .map_err(|e| format!("cannot start {}: {e}", hermes_bin().display()))?;
+    let pid = child.id();
+    let mut gw = Gateway {
+        child,
+        base: String::new(),
+        pid,
+        ready_after: Duration::ZERO,
+        _dir: dir,
+    };
+    let deadline = spawned + START_LIMIT;
+    while Instant::now() < deadline {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if let Some(pos) = text.find("listening on http://") {
+            let rest = &text[pos + "listening on ".len()..];
+            let url = rest
+                .split_whitespace()
+                .next()
+                .unwrap_or("")
+                .trim_end_matches("/v1");
+            gw.base = url.to_string();
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    if gw.base.is_empty() {
+        return Err(format!(
+            "the gateway did not start: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        ));
+    }
+    let client = awc::Client::default();
+    while Instant::now() < deadline {
+        if let Ok(r) = client.get(format!("{}/health", gw.base)).send().await
+            && r.status() == 200
+        {
+            gw.ready_after = spawned.elapsed();
+            return Ok(gw);
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    Err("the gateway never answered /health".into())
+}
+
+/// Resident set size of a process in KiB (`VmRSS`), and its peak (`VmHWM`).
+pub fn rss_kib(pid: u32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
