@@ -54,6 +54,21 @@ pub enum Command {
 pub enum GatewayAction {
     /// Run the gateway until SIGTERM/SIGINT (the default).
     Run,
+    /// Write and enable a systemd unit for the gateway.
+    Install {
+        /// A system unit (/etc/systemd/system, runs as you) instead of a user unit.
+        #[arg(long)]
+        system: bool,
+        /// Print the unit to stdout and change nothing.
+        #[arg(long)]
+        print: bool,
+    },
+    /// Disable and remove the systemd unit.
+    Uninstall {
+        /// The system unit instead of the user unit.
+        #[arg(long)]
+        system: bool,
+    },
 }
 
 /// `hermes config …`
@@ -97,6 +112,54 @@ pub fn init_logging(default: &str) {
     let _ = env_logger::Builder::from_env(env)
         .format_timestamp_millis()
         .try_init();
+}
+
+/// `gateway install` (`print` is `Some`) and `gateway uninstall` (`None`).
+fn service_command(cli: &Cli, system: bool, print: Option<bool>) -> i32 {
+    use crate::service::{self, Scope};
+    let env = Env::from_process();
+    let opts = LoadOptions {
+        home: cli.home.clone(),
+        config_path: cli.config.clone(),
+    };
+    let home = config::resolve_home(&opts, &env);
+    let home = std::path::absolute(&home).unwrap_or(home);
+    let scope = if system { Scope::System } else { Scope::User };
+    let user_home = PathBuf::from(env.get("HOME").unwrap_or("/root"));
+    let path = service::unit_path(scope, &user_home, env.get("XDG_CONFIG_HOME"));
+    let result = match print {
+        Some(print) => {
+            let binary = std::env::current_exe().and_then(std::fs::canonicalize);
+            let binary = match binary {
+                Ok(b) => b,
+                Err(e) => {
+                    eprintln!("hermes: cannot find the path of this binary: {e}");
+                    return EXIT_FAILED;
+                }
+            };
+            let unit = service::unit_text(&binary, &home, scope, &service::invoking_user(&env));
+            if print {
+                print!("{unit}");
+                return 0;
+            }
+            if let Err(e) = config::ensure_home(&home) {
+                eprintln!("hermes: {e}");
+                return EXIT_CONFIG;
+            }
+            service::install(&unit, &path, scope)
+        }
+        None => service::uninstall(&path, scope),
+    };
+    match result {
+        Ok(msg) => {
+            print!("{msg}");
+            0
+        }
+        Err(e) => {
+            eprintln!("hermes: {e}");
+            EXIT_FAILED
+        }
+    }
 }
 
 /// Runs the parsed command line and returns the exit code.
@@ -146,9 +209,19 @@ pub fn run(cli: Cli) -> i32 {
         } => match load(&cli) {
             Ok(l) => {
                 init_logging(&l.config.logging.level);
-                crate::gateway::run(l)
+                let opts = LoadOptions {
+                    home: cli.home.clone(),
+                    config_path: cli.config.clone(),
+                };
+                crate::gateway::run(l, opts)
             }
             Err(code) => code,
         },
+        Command::Gateway {
+            action: Some(GatewayAction::Install { system, print }),
+        } => service_command(&cli, *system, Some(*print)),
+        Command::Gateway {
+            action: Some(GatewayAction::Uninstall { system }),
+        } => service_command(&cli, *system, None),
     }
 }

@@ -127,6 +127,16 @@ impl Db {
     }
 }
 
+impl Db {
+    /// Writes the WAL back into the database file (at shutdown).
+    pub fn checkpoint(&self) -> impl Future<Output = Result<(), StoreError>> + use<> {
+        self.call(|c| {
+            c.pragma_update(None, "wal_checkpoint", "TRUNCATE")?;
+            Ok(())
+        })
+    }
+}
+
 /// Applies the migrations the database has not seen yet, each in a transaction.
 fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     let current: usize =

@@ -2,19 +2,47 @@
 //!
 //! [`start`] builds everything (database, actor pool, keys, API server) and
 //! binds; tests call it in-process on port 0. [`run`] is the command: it
-//! starts, then waits for SIGTERM/SIGINT and shuts down.
+//! starts, tells systemd it is ready, pings the watchdog from a timer on the
+//! event loop (a stuck loop stops the pings), and handles signals.
+//!
+//! # Shutdown (SIGTERM, SIGINT)
+//!
+//! 1. `STOPPING=1`; new runs are refused with 503 `gateway_draining`.
+//! 2. Running turns get up to `gateway.drain_timeout` to finish on their own.
+//! 3. What is left is interrupted: each stream still ends with its proper
+//!    final frames (a cancelled turn closes with a finish chunk and `[DONE]`),
+//!    given up to [`FINAL_FRAMES_GRACE`] to reach the client.
+//! 4. The HTTP server stops, the database is checkpointed, the process exits 0.
+//!
+//! A second SIGINT exits at once (exit code 130).
+//!
+//! # Reload (SIGHUP)
+//!
+//! `config.yaml` and `.env` are read again. An invalid configuration is
+//! rejected with the reason and the running one kept. Settings that can
+//! change live are applied (model, toolsets, tool limits, CORS, streaming and
+//! tool-progress defaults, admission limit, log level); those that cannot
+//! (addresses, keys, store sizes) are logged as needing a restart.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix_web::dev::Server;
 use actix_web::web;
 
 use crate::actors::pool::ArbiterPool;
 use crate::api::{self, AppState, auth::ApiKeys, auth::KeySource, state::Live};
-use crate::config::Loaded;
+use crate::config::{self, Config, Env, LoadOptions, Loaded};
 use crate::db::Db;
 use crate::metrics::Metrics;
+use crate::notify::Notifier;
+use crate::platform_status::PlatformStatus;
+
+/// After interrupting what the drain left, how long streams get to send their final frames.
+const FINAL_FRAMES_GRACE: Duration = Duration::from_secs(5);
+/// How often the drain checks whether runs have finished.
+const DRAIN_POLL: Duration = Duration::from_millis(50);
 
 /// Why the gateway cannot start.
 #[derive(Debug, thiserror::Error)]
@@ -40,20 +68,6 @@ pub struct Running {
     pub server: Server,
 }
 
-/// Platforms with a token set: (name, configured).
-fn platforms(loaded: &Loaded) -> Vec<&'static str> {
-    let c = &loaded.config;
-    [
-        ("telegram", &c.telegram),
-        ("discord", &c.discord),
-        ("slack", &c.slack),
-    ]
-    .into_iter()
-    .filter(|(_, p)| p.bot_token.is_some())
-    .map(|(n, _)| n)
-    .collect()
-}
-
 /// Raises the open-file soft limit to the hard limit: every open stream holds
 /// two sockets (client and upstream), and distributions default to 1024.
 fn raise_fd_limit() {
@@ -74,10 +88,18 @@ fn raise_fd_limit() {
 pub async fn start(loaded: &Loaded) -> Result<Running, StartError> {
     let c = &loaded.config;
     raise_fd_limit();
-    for p in platforms(loaded) {
-        log::warn!(
-            "{p} is configured, but this build does not connect to {p} yet; serving the API only"
-        );
+    let platforms = PlatformStatus::default();
+    for (name, p) in [
+        ("telegram", &c.telegram),
+        ("discord", &c.discord),
+        ("slack", &c.slack),
+    ] {
+        if p.bot_token.is_some() {
+            let why =
+                format!("{name} is configured, but this build does not connect to {name} yet");
+            log::error!("{why}; serving the API only");
+            platforms.set(name, "failed", Some(why));
+        }
     }
     let db = Db::open(&loaded.home.join("state.db"))?;
     let pool = ArbiterPool::new(None);
@@ -100,13 +122,9 @@ pub async fn start(loaded: &Loaded) -> Result<Running, StartError> {
         log::warn!("{reason}; agent requests get 503 until this is fixed");
     }
     let metrics = Arc::new(Metrics::default());
+    let max_runs = c.api_server.max_concurrent_runs;
     let state = web::Data::new(AppState::new(
-        live,
-        pool,
-        db,
-        keys,
-        metrics,
-        c.api_server.max_concurrent_runs,
+        live, pool, db, keys, metrics, platforms, max_runs,
     ));
     let workers = std::thread::available_parallelism()
         .map(|n| n.get())
@@ -126,8 +144,22 @@ pub async fn start(loaded: &Loaded) -> Result<Running, StartError> {
     })
 }
 
+/// A one-line summary for systemd's `STATUS=`.
+fn status_line(state: &AppState, addr: SocketAddr) -> String {
+    format!(
+        "API on {addr}; {}; {} run(s) in flight{}",
+        state.platforms.summary(),
+        state.admission.running(),
+        if state.is_draining() {
+            "; draining"
+        } else {
+            ""
+        }
+    )
+}
+
 /// Runs the gateway until SIGTERM/SIGINT; returns the exit code.
-pub fn run(loaded: Loaded) -> i32 {
+pub fn run(loaded: Loaded, opts: LoadOptions) -> i32 {
     let system = actix::System::new();
     system.block_on(async move {
         let running = match start(&loaded).await {
@@ -138,16 +170,41 @@ pub fn run(loaded: Loaded) -> i32 {
                 return crate::cli::EXIT_CONFIG;
             }
         };
-        let handle = running.server.handle();
-        let state = running.state.clone();
-        actix::spawn(async move {
-            wait_for_stop_signal().await;
-            log::info!("stop signal received; shutting down");
-            state.start_draining();
-            handle.stop(true).await;
-        });
-        match running.server.await {
-            Ok(()) => 0,
+        let notifier = Notifier::from_env(&loaded.env);
+        let (state, addr) = (running.state.clone(), running.addr);
+        // The listener is bound: connections are accepted from here on.
+        notifier.ready(&status_line(&state, addr));
+        if let Some(every) = notifier.watchdog_interval() {
+            let (n, st) = (notifier.clone(), state.clone());
+            actix::spawn(async move {
+                let mut tick = tokio::time::interval(every);
+                loop {
+                    tick.tick().await;
+                    n.watchdog(&status_line(&st, addr));
+                }
+            });
+        }
+        let drain_timeout = Duration::from_secs_f64(loaded.config.gateway.drain_timeout);
+        actix::spawn(signals(
+            running.server.handle(),
+            state.clone(),
+            notifier,
+            addr,
+            loaded,
+            opts,
+            drain_timeout,
+        ));
+        let result = running.server.await;
+        // Flush the store before exiting.
+        if let Err(e) = state.db.checkpoint().await {
+            log::warn!("database checkpoint at shutdown failed: {e}");
+        }
+        state.pool.stop();
+        match result {
+            Ok(()) => {
+                log::info!("stopped");
+                0
+            }
             Err(e) => {
                 log::error!("the API server failed: {e}");
                 crate::cli::EXIT_FAILED
@@ -156,21 +213,147 @@ pub fn run(loaded: Loaded) -> i32 {
     })
 }
 
-/// Resolves on SIGTERM or SIGINT.
-async fn wait_for_stop_signal() {
+/// Waits for signals: SIGHUP reloads; the first SIGTERM/SIGINT drains and stops.
+async fn signals(
+    server: actix_web::dev::ServerHandle,
+    state: web::Data<AppState>,
+    notifier: Notifier,
+    addr: SocketAddr,
+    mut current: Loaded,
+    opts: LoadOptions,
+    drain_timeout: Duration,
+) {
     use tokio::signal::unix::{SignalKind, signal};
-    match (
+    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
-    ) {
-        (Ok(mut term), Ok(mut int)) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = int.recv() => {}
+        signal(SignalKind::hangup()),
+    ) else {
+        log::error!("cannot install signal handlers; stop the gateway with SIGKILL");
+        return;
+    };
+    let mut draining = false;
+    loop {
+        tokio::select! {
+            _ = hup.recv() => {
+                notifier.reloading();
+                reload(&state, &mut current, &opts);
+                notifier.ready(&status_line(&state, addr));
+            }
+            _ = term.recv() => {
+                if !draining {
+                    draining = true;
+                    actix::spawn(drain(server.clone(), state.clone(), notifier.clone(), drain_timeout, "SIGTERM"));
+                }
+            }
+            _ = int.recv() => {
+                if draining {
+                    log::warn!("second interrupt: exiting at once");
+                    std::process::exit(130);
+                }
+                draining = true;
+                actix::spawn(drain(server.clone(), state.clone(), notifier.clone(), drain_timeout, "SIGINT"));
             }
         }
-        _ => {
-            let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// Waits until no run is in flight, or `limit` passes; true when none is left.
+async fn runs_finished(state: &AppState, limit: Duration) -> bool {
+    let deadline = tokio::time::Instant::now() + limit;
+    while state.admission.running() > 0 {
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(DRAIN_POLL).await;
+    }
+    true
+}
+
+/// The drain protocol (see the module docs).
+async fn drain(
+    server: actix_web::dev::ServerHandle,
+    state: web::Data<AppState>,
+    notifier: Notifier,
+    timeout: Duration,
+    signal: &str,
+) {
+    let running = state.admission.running();
+    log::info!(
+        "{signal}: draining; {running} run(s) in flight get up to {} s",
+        timeout.as_secs_f64()
+    );
+    notifier.stopping(&format!("draining {running} run(s)"));
+    state.start_draining();
+    if !runs_finished(&state, timeout).await {
+        let n = state.interrupt_all();
+        log::warn!("drain timeout: interrupting {n} run(s)");
+        if !runs_finished(&state, FINAL_FRAMES_GRACE).await {
+            log::warn!(
+                "{} run(s) did not end in time; stopping anyway",
+                state.admission.running()
+            );
         }
     }
+    server.stop(true).await;
+}
+
+/// Re-reads the configuration and applies what can change while running.
+fn reload(state: &AppState, current: &mut Loaded, opts: &LoadOptions) {
+    let new = match config::load(opts, Env::from_process()) {
+        Ok(n) => n,
+        Err(e) => {
+            log::error!("reload rejected, keeping the running configuration: {e}");
+            return;
+        }
+    };
+    for what in needs_restart(&current.config, &new.config) {
+        log::warn!("reload: {what} changed; that takes effect after a restart");
+    }
+    state.set_live(Live::from_loaded(&new));
+    state
+        .admission
+        .set_limit(new.config.api_server.max_concurrent_runs);
+    if new.env.get("RUST_LOG").is_none()
+        && let Ok(level) = new.config.logging.level.parse::<log::LevelFilter>()
+    {
+        log::set_max_level(level);
+    }
+    if let Err(reason) = &Live::from_loaded(&new).agent {
+        log::warn!("reload: {reason}");
+    }
+    log::info!("configuration reloaded from {}", new.config_path.display());
+    *current = new;
+}
+
+/// Settings that changed but only apply after a restart.
+fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
+    let (a, b) = (&old.api_server, &new.api_server);
+    let mut out = Vec::new();
+    if a.host != b.host || a.port != b.port {
+        out.push("api_server.host/port");
+    }
+    if a.key != b.key || a.keys != b.keys {
+        out.push("api_server.key/keys");
+    }
+    if a.response_store != b.response_store {
+        out.push("api_server.response_store");
+    }
+    for (name, x, y) in [
+        ("telegram", &old.telegram, &new.telegram),
+        ("discord", &old.discord, &new.discord),
+        ("slack", &old.slack, &new.slack),
+    ] {
+        if x.bot_token != y.bot_token
+            || x.app_token != y.app_token
+            || x.webhook_url != y.webhook_url
+        {
+            out.push(match name {
+                "telegram" => "telegram tokens/webhook",
+                "discord" => "discord tokens",
+                _ => "slack tokens",
+            });
+        }
+    }
+    out
 }

@@ -13,6 +13,7 @@
 //! - [`openai`], [`sse`], [`secrets`]: wire types, SSE parsing, secret masking.
 //! - [`api`]: the OpenAI-compatible HTTP API (routes, errors, auth, SSE framing).
 //! - [`sessions`], [`metrics`]: stored transcripts; Prometheus metrics.
+//! - [`notify`], [`service`]: systemd notifications; the systemd unit.
 //! - [`cli`], [`chat`], [`gateway`]: the command line and its commands.
 //! - [`testing`]: a scripted fake upstream used by tests and the benchmark.
 
@@ -28,8 +29,11 @@ pub mod config;
 pub mod db;
 pub mod gateway;
 pub mod metrics;
+pub mod notify;
 pub mod openai;
+pub mod platform_status;
 pub mod secrets;
+pub mod service;
 pub mod sessions;
 pub mod sse;
 pub mod testing;

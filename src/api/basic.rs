@@ -37,3 +37,34 @@ pub async fn model(
     }
     Ok(HttpResponse::Ok().json(model_object(&state, &name)))
 }
+
+/// `GET /health/detailed` (auth): state of the gateway and its platforms.
+pub async fn health_detailed(state: web::Data<AppState>) -> HttpResponse {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let platforms = state.platforms.snapshot();
+    let degraded = state.is_draining() || platforms.values().any(|p| p.state != "connected");
+    HttpResponse::Ok().json(json!({
+        "status": if degraded { "degraded" } else { "ok" },
+        "version": env!("CARGO_PKG_VERSION"),
+        "uptime_s": now.saturating_sub(state.started_at),
+        "platforms": platforms,
+        "runs_in_flight": state.admission.running(),
+        "sessions_active": state.sessions_active(),
+        "draining": state.is_draining(),
+    }))
+}
+
+/// `GET /metrics`: Prometheus text format (auth unless `metrics.public`).
+pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    let platforms = state.platforms.snapshot();
+    let up: Vec<(&str, bool)> = platforms
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.state == "connected"))
+        .collect();
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4; charset=utf-8")
+        .body(state.metrics.render(&up))
+}

@@ -42,7 +42,9 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .service(resource("/health").route(web::get().to(basic::health)))
         .service(resource("/v1/health").route(web::get().to(basic::health)))
         .service(resource("/v1/models").route(web::get().to(basic::models)))
-        .service(resource("/v1/models/{id}").route(web::get().to(basic::model)));
+        .service(resource("/v1/models/{id}").route(web::get().to(basic::model)))
+        .service(resource("/health/detailed").route(web::get().to(basic::health_detailed)))
+        .service(resource("/metrics").route(web::get().to(basic::metrics)));
 }
 
 /// Binds the server (port 0 picks a free port) and returns it with its address.

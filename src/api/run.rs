@@ -10,7 +10,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use actix::{Actor, Addr};
+use actix::Actor;
 use actix_web::{HttpRequest, web};
 use tokio::sync::mpsc;
 
@@ -97,9 +97,10 @@ pub struct Run {
     pub events: mpsc::Receiver<AgentEvent>,
     /// The session id to return in `X-Hermes-Session-Id`.
     pub session_id: String,
-    agent: Addr<AgentActor>,
     transcript: Transcript,
     metrics: Arc<Metrics>,
+    state: web::Data<AppState>,
+    run_id: u64,
     route: &'static str,
     started: Instant,
     first_text: Option<Instant>,
@@ -174,10 +175,10 @@ impl Run {
             .map_err(|e| ApiError::internal(format!("the agent did not start: {e}")))?
             .map_err(|e| ApiError::internal(e.to_string()))?;
         Metrics::gauge_add(&state.metrics.runs_in_flight, 1);
+        let run_id = state.register_run(agent.clone());
         Ok(Run {
             events: rx,
             session_id,
-            agent,
             transcript: Transcript {
                 db: state.db.clone(),
                 key,
@@ -186,6 +187,8 @@ impl Run {
                 pending,
             },
             metrics: state.metrics.clone(),
+            state: state.clone(),
+            run_id,
             route,
             started: Instant::now(),
             first_text: None,
@@ -267,15 +270,11 @@ impl Run {
         self.finish(&o);
         o
     }
-
-    /// Interrupts the turn (shutdown drain).
-    pub fn interrupt(&self) {
-        self.agent.do_send(crate::actors::agent::Interrupt);
-    }
 }
 
 impl Drop for Run {
     fn drop(&mut self) {
         Metrics::gauge_add(&self.metrics.runs_in_flight, -1);
+        self.state.unregister_run(self.run_id);
     }
 }

@@ -2,8 +2,8 @@
 //! ([`Live`]), and the long-lived parts (actor pool, database, keys,
 //! admission, idempotency table, metrics).
 
-use std::collections::HashSet;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use lru::LruCache;
@@ -11,12 +11,14 @@ use lru::LruCache;
 use super::admission::Admission;
 use super::auth::ApiKeys;
 use super::idempotency::Idempotency;
+use crate::actors::agent::{AgentActor, Interrupt};
 use crate::actors::pool::ArbiterPool;
 use crate::agent::AgentSettings;
 use crate::config::{Loaded, ToolProgress};
 use crate::db::Db;
 use crate::metrics::Metrics;
 use crate::openai::Message;
+use crate::platform_status::PlatformStatus;
 use crate::upstream::UpstreamSettings;
 
 /// Stateless conversations remembered in memory so a client can opt in to a
@@ -137,11 +139,15 @@ pub struct AppState {
     pub idempotency: Idempotency,
     pub pending: PendingSessions,
     pub metrics: Arc<Metrics>,
+    pub platforms: PlatformStatus,
     /// Unix time the server started (`created` of `/v1/models`).
     pub started_at: u64,
     draining: AtomicBool,
     /// Session ids with a turn running (one turn at a time per session).
     busy_sessions: Mutex<HashSet<String>>,
+    /// Agents of the runs in flight, so a drain can interrupt what is left.
+    runs: Mutex<HashMap<u64, actix::Addr<AgentActor>>>,
+    next_run: AtomicU64,
 }
 
 /// Marks a session busy until dropped (held by the run, streams included).
@@ -168,6 +174,7 @@ impl AppState {
         db: Db,
         keys: ApiKeys,
         metrics: Arc<Metrics>,
+        platforms: PlatformStatus,
         max_runs: usize,
     ) -> Self {
         let started_at = std::time::SystemTime::now()
@@ -183,10 +190,48 @@ impl AppState {
             idempotency: Idempotency::default(),
             pending: PendingSessions::default(),
             metrics,
+            platforms,
             started_at,
             draining: AtomicBool::new(false),
             busy_sessions: Mutex::new(HashSet::new()),
+            runs: Mutex::new(HashMap::new()),
+            next_run: AtomicU64::new(0),
         }
+    }
+
+    /// Records a run's agent; returns the id to forget it by.
+    pub fn register_run(&self, agent: actix::Addr<AgentActor>) -> u64 {
+        let id = self.next_run.fetch_add(1, Ordering::Relaxed);
+        self.runs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id, agent);
+        id
+    }
+
+    /// Forgets a finished run.
+    pub fn unregister_run(&self, id: u64) {
+        self.runs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&id);
+    }
+
+    /// Interrupts every run in flight (end of a drain); returns how many.
+    pub fn interrupt_all(&self) -> usize {
+        let runs = self.runs.lock().unwrap_or_else(|p| p.into_inner());
+        for agent in runs.values() {
+            agent.do_send(Interrupt);
+        }
+        runs.len()
+    }
+
+    /// Sessions with a turn running.
+    pub fn sessions_active(&self) -> usize {
+        self.busy_sessions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .len()
     }
 
     /// The current live settings.

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Real-client compatibility: the official openai SDKs (Python and Node) drive
-# the real `hermes gateway` binary, which talks to hermes-fake-upstream.
+# the real `hermes gateway` binary, which talks to hermes-fake-upstream; then
+# the real Prometheus parser reads /metrics.
 # Everything runs on 127.0.0.1; SDKs are installed into target/sdk-env
 # (a throw-away environment, reused between runs).
 set -euo pipefail
@@ -42,7 +43,7 @@ export HERMES_URL="$url" HERMES_KEY="$key"
 
 mkdir -p "$env_dir"
 if [ ! -x "$env_dir/venv/bin/python" ]; then python3 -m venv "$env_dir/venv"; fi
-"$env_dir/venv/bin/pip" install --quiet --disable-pip-version-check --upgrade openai
+"$env_dir/venv/bin/pip" install --quiet --disable-pip-version-check --upgrade openai prometheus_client
 if [ ! -d "$env_dir/node/node_modules/openai" ]; then
   npm install --silent --no-audit --no-fund --prefix "$env_dir/node" openai
 fi
@@ -52,5 +53,6 @@ status=0
 # ES modules resolve packages next to the importing file, not via NODE_PATH.
 cp tests/sdk/test_openai_node.mjs "$env_dir/node/"
 node "$env_dir/node/test_openai_node.mjs" || status=1
+"$env_dir/venv/bin/python" tests/sdk/check_metrics.py || status=1
 if [ $status -ne 0 ]; then echo "--- gateway log"; tail -50 "$work/gateway.log"; fi
 exit $status

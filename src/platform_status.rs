@@ -1,0 +1,61 @@
+//! Where each chat platform stands (`connected`, `connecting`, `failed`),
+//! for `/health/detailed`, `hermes_platform_up` and the systemd status line.
+//! Platform actors report into it; readers take a snapshot.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use serde::Serialize;
+
+/// One platform's state.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct PlatformState {
+    /// `connected`, `connecting` or `failed`.
+    pub state: &'static str,
+    /// Why it is not connected, in words for the operator (no secrets).
+    pub error: Option<String>,
+    /// Unix time of the last change.
+    pub since: u64,
+}
+
+/// The registry; cheap to clone.
+#[derive(Debug, Clone, Default)]
+pub struct PlatformStatus {
+    inner: Arc<Mutex<BTreeMap<String, PlatformState>>>,
+}
+
+impl PlatformStatus {
+    /// Records a platform's state.
+    pub fn set(&self, platform: &str, state: &'static str, error: Option<String>) {
+        let since = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let error = error.map(|e| crate::secrets::redact(&e));
+        self.inner.lock().unwrap_or_else(|p| p.into_inner()).insert(
+            platform.to_string(),
+            PlatformState {
+                state,
+                error,
+                since,
+            },
+        );
+    }
+
+    /// Every platform's state, by name.
+    pub fn snapshot(&self) -> BTreeMap<String, PlatformState> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// `telegram connected, discord failed` (for the systemd status line).
+    pub fn summary(&self) -> String {
+        let snap = self.snapshot();
+        if snap.is_empty() {
+            return "no chat platforms".into();
+        }
+        snap.iter()
+            .map(|(k, v)| format!("{k} {}", v.state))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}

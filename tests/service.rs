@@ -1,0 +1,547 @@
+//! The gateway as a service: the systemd unit, sd_notify, graceful drain on
+//! SIGTERM, SIGHUP reload, and the health and metrics endpoints. The real
+//! binary runs as a child process against the in-process fake upstream.
+
+use std::io::Read;
+use std::os::unix::net::UnixDatagram;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use hermes::testing::fake_upstream::{FakeUpstream, Reply};
+use serde_json::{Value, json};
+
+const KEY: &str = "service-key-0123456789abcdef";
+
+struct Gateway {
+    child: Child,
+    port: u16,
+    log: PathBuf,
+    home: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Gateway {
+    fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+    fn signal(&self, sig: i32) {
+        // SAFETY: sending a signal to our own child.
+        unsafe {
+            libc::kill(self.child.id() as i32, sig);
+        }
+    }
+    /// Waits (bounded) for the process to exit; its exit code.
+    fn wait_exit(&mut self, limit: Duration) -> Option<i32> {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+/// Waits (bounded) for `f` to return something.
+fn eventually<T>(limit: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn spawn(upstream: &str, config_yaml: &str, env: &[(&str, String)]) -> Gateway {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let home = dir.path().join("home");
+    std::fs::create_dir_all(&home).unwrap_or_default();
+    std::fs::write(home.join("config.yaml"), config_yaml).unwrap_or_default();
+    let log = dir.path().join("gateway.log");
+    let log_file = std::fs::File::create(&log).unwrap_or_else(|e| panic!("{e}"));
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_hermes"));
+    cmd.arg("gateway")
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("HOME", dir.path())
+        .env("HERMES_HOME", &home)
+        .env("API_SERVER_PORT", "0")
+        .env("API_SERVER_KEY", KEY)
+        .env("OPENAI_BASE_URL", upstream)
+        .env("HERMES_MODEL", "fake-model")
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log_file);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let child = cmd.spawn().unwrap_or_else(|e| panic!("{e}"));
+    let port = eventually(Duration::from_secs(20), || {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let pos = text.find("listening on http://127.0.0.1:")?;
+        let rest = &text[pos + "listening on http://127.0.0.1:".len()..];
+        rest.split('/').next()?.parse::<u16>().ok()
+    });
+    let port = port.unwrap_or_else(|| {
+        panic!(
+            "no port in log: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        )
+    });
+    Gateway {
+        child,
+        port,
+        log,
+        home,
+        _dir: dir,
+    }
+}
+
+fn client() -> awc::Client {
+    awc::Client::builder().disable_timeout().finish()
+}
+
+#[test]
+fn install_print_writes_the_unit_of_the_spec() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let run = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_hermes"))
+            .env_clear()
+            .env("HOME", dir.path())
+            .env("USER", "alice")
+            .env("HERMES_HOME", dir.path().join("hh"))
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let unit = run(&["gateway", "install", "--print"]);
+    let mut section = String::new();
+    let mut fields: Vec<(String, String, String)> = Vec::new();
+    for line in unit.lines().filter(|l| !l.trim().is_empty()) {
+        if line.starts_with('[') {
+            section = line.to_string();
+            continue;
+        }
+        let (k, v) = line
+            .split_once('=')
+            .unwrap_or_else(|| panic!("not a key=value line: {line}"));
+        fields.push((section.clone(), k.to_string(), v.to_string()));
+    }
+    let get = |s: &str, k: &str| -> Vec<String> {
+        fields
+            .iter()
+            .filter(|(a, b, _)| a == s && b == k)
+            .map(|(_, _, v)| v.clone())
+            .collect()
+    };
+    let bin = std::fs::canonicalize(env!("CARGO_BIN_EXE_hermes")).unwrap_or_default();
+    assert_eq!(get("[Unit]", "Description"), vec!["Hermes gateway"]);
+    assert_eq!(get("[Unit]", "After"), vec!["network-online.target"]);
+    assert_eq!(get("[Unit]", "Wants"), vec!["network-online.target"]);
+    assert_eq!(get("[Service]", "Type"), vec!["notify"]);
+    assert_eq!(get("[Service]", "NotifyAccess"), vec!["main"]);
+    assert_eq!(
+        get("[Service]", "ExecStart"),
+        vec![format!("{} gateway", bin.display())]
+    );
+    assert!(Path::new(bin.to_str().unwrap_or("")).is_absolute());
+    assert_eq!(
+        get("[Service]", "ExecReload"),
+        vec!["/bin/kill -HUP $MAINPID"]
+    );
+    assert_eq!(
+        get("[Service]", "Environment"),
+        vec![format!("HERMES_HOME={}", dir.path().join("hh").display())]
+    );
+    assert_eq!(get("[Service]", "Restart"), vec!["always"]);
+    assert_eq!(get("[Service]", "RestartSec"), vec!["5"]);
+    assert_eq!(get("[Service]", "WatchdogSec"), vec!["30"]);
+    assert_eq!(get("[Service]", "TimeoutStopSec"), vec!["60"]);
+    assert_eq!(get("[Service]", "KillSignal"), vec!["SIGTERM"]);
+    assert!(
+        get("[Service]", "User").is_empty(),
+        "user units have no User="
+    );
+    assert_eq!(get("[Install]", "WantedBy"), vec!["default.target"]);
+    assert_eq!(fields.len(), 14, "exactly the lines above: {unit}");
+    assert!(
+        !dir.path().join(".config").exists(),
+        "--print touches nothing"
+    );
+
+    let unit = run(&["gateway", "install", "--system", "--print"]);
+    assert!(unit.contains("\nUser=alice\n"), "{unit}");
+    assert!(unit.contains("WantedBy=multi-user.target"), "{unit}");
+}
+
+#[test]
+fn install_without_systemctl_says_so() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let out = Command::new(env!("CARGO_BIN_EXE_hermes"))
+        .env_clear()
+        .env("HOME", dir.path())
+        .env("PATH", dir.path()) // no systemctl here
+        .env("HERMES_HOME", dir.path().join("hh"))
+        .args(["gateway", "install"])
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("systemctl") && err.contains("not found"),
+        "{err}"
+    );
+}
+
+#[test]
+fn sd_notify_ready_watchdog_and_stopping() {
+    let fake = FakeUpstream::start(vec![]);
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let sock_path = dir.path().join("notify.sock");
+    let sock = UnixDatagram::bind(&sock_path).unwrap_or_else(|e| panic!("{e}"));
+    sock.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap_or_default();
+    let mut gw = spawn(
+        &fake.url(),
+        "",
+        &[
+            ("NOTIFY_SOCKET", sock_path.display().to_string()),
+            ("WATCHDOG_USEC", "300000".into()),
+        ],
+    );
+    let recv = || {
+        let mut buf = [0u8; 1024];
+        let n = sock.recv(&mut buf).unwrap_or(0);
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    let first = recv();
+    assert!(first.starts_with("READY=1\n"), "{first}");
+    assert!(first.contains("STATUS=API on 127.0.0.1:"), "{first}");
+    // Ready means the port accepts connections.
+    assert!(std::net::TcpStream::connect(("127.0.0.1", gw.port)).is_ok());
+    let mut pings = 0;
+    let started = Instant::now();
+    while pings < 3 && started.elapsed() < Duration::from_secs(5) {
+        if recv().starts_with("WATCHDOG=1") {
+            pings += 1;
+        }
+    }
+    assert_eq!(pings, 3, "watchdog pings every 150 ms");
+    gw.signal(libc::SIGTERM);
+    let stopping = eventually(Duration::from_secs(5), || {
+        Some(recv()).filter(|m| m.starts_with("STOPPING=1"))
+    });
+    assert!(stopping.is_some(), "no STOPPING=1");
+    assert_eq!(
+        gw.wait_exit(Duration::from_secs(15)),
+        Some(0),
+        "{}",
+        gw.log()
+    );
+}
+
+fn stream_body() -> String {
+    json!({"model":"hermes-agent","stream":true,"messages":[{"role":"user","content":"hi"}]})
+        .to_string()
+}
+
+async fn read_stream(res: &mut awc::ClientResponse) -> (String, Vec<Value>) {
+    use futures_util::StreamExt;
+    let mut raw = Vec::new();
+    while let Ok(Some(Ok(b))) = tokio::time::timeout(Duration::from_secs(30), res.next()).await {
+        raw.extend_from_slice(&b);
+    }
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let chunks = text
+        .split("\n\n")
+        .filter_map(|f| f.strip_prefix("data: "))
+        .filter(|d| *d != "[DONE]")
+        .filter_map(|d| serde_json::from_str(d).ok())
+        .collect();
+    (text, chunks)
+}
+
+fn content(chunks: &[Value]) -> String {
+    chunks
+        .iter()
+        .filter_map(|c| {
+            c.pointer("/choices/0/delta/content")
+                .and_then(Value::as_str)
+        })
+        .collect()
+}
+
+#[actix_web::test]
+async fn sigterm_lets_a_running_stream_finish_and_refuses_new_runs() {
+    let words: Vec<String> = (0..8).map(|i| format!("w{i} ")).collect();
+    let refs: Vec<&str> = words.iter().map(String::as_str).collect();
+    let fake = FakeUpstream::start(vec![Reply::text_stream(
+        &refs,
+        Duration::from_millis(50),
+        Duration::from_millis(150),
+        (1, 1),
+    )]);
+    let mut gw = spawn(&fake.url(), "gateway:\n  drain_timeout: 20\n", &[]);
+    let c = client();
+    let mut res = c
+        .post(gw.url("/v1/chat/completions"))
+        .bearer_auth(KEY)
+        .insert_header(("content-type", "application/json"))
+        .send_body(stream_body())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(res.status(), 200);
+    gw.signal(libc::SIGTERM);
+    // A request made during the drain is refused.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut refused = c
+        .post(gw.url("/v1/chat/completions"))
+        .bearer_auth(KEY)
+        .insert_header(("content-type", "application/json"))
+        .send_body(stream_body())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(refused.status(), 503);
+    assert_eq!(
+        refused
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok()),
+        Some("1")
+    );
+    let b: Value = refused.json().await.unwrap_or_default();
+    assert_eq!(b["error"]["code"], "gateway_draining");
+    // The running stream completes with its proper end.
+    let (text, chunks) = read_stream(&mut res).await;
+    assert_eq!(content(&chunks), words.concat());
+    assert!(text.contains("\"finish_reason\":\"stop\""));
+    assert!(text.trim_end().ends_with("data: [DONE]"), "{text}");
+    let code = tokio::task::spawn_blocking(move || gw.wait_exit(Duration::from_secs(15)))
+        .await
+        .ok()
+        .flatten();
+    assert_eq!(code, Some(0));
+}
+
+#[actix_web::test]
+async fn after_the_drain_timeout_streams_end_with_final_frames() {
+    let words: Vec<String> = (0..200).map(|i| format!("w{i} ")).collect();
+    let refs: Vec<&str> = words.iter().map(String::as_str).collect();
+    let fake = FakeUpstream::start(vec![Reply::text_stream(
+        &refs,
+        Duration::from_millis(10),
+        Duration::from_millis(100),
+        (1, 1),
+    )]);
+    let mut gw = spawn(&fake.url(), "gateway:\n  drain_timeout: 0.5\n", &[]);
+    let mut res = client()
+        .post(gw.url("/v1/chat/completions"))
+        .bearer_auth(KEY)
+        .insert_header(("content-type", "application/json"))
+        .send_body(stream_body())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let signalled = Instant::now();
+    gw.signal(libc::SIGTERM);
+    let (text, chunks) = read_stream(&mut res).await;
+    assert!(
+        signalled.elapsed() < Duration::from_secs(10),
+        "the stream ended soon after the drain timeout"
+    );
+    let got = content(&chunks);
+    assert!(
+        !got.is_empty() && words.concat().starts_with(&got),
+        "partial text, in order: {got}"
+    );
+    let finish: Vec<&str> = chunks
+        .iter()
+        .filter_map(|c| {
+            c.pointer("/choices/0/finish_reason")
+                .and_then(Value::as_str)
+        })
+        .collect();
+    assert_eq!(
+        finish,
+        vec!["length"],
+        "a final chunk marks the answer as cut"
+    );
+    assert!(text.trim_end().ends_with("data: [DONE]"), "{text}");
+    let code = tokio::task::spawn_blocking(move || gw.wait_exit(Duration::from_secs(15)))
+        .await
+        .ok()
+        .flatten();
+    assert_eq!(code, Some(0));
+}
+
+#[actix_web::test]
+async fn sighup_applies_a_new_config_and_keeps_the_old_one_when_broken() {
+    let fake = FakeUpstream::start(vec![]);
+    let gw = spawn(&fake.url(), "api_server:\n  model_name: first-name\n", &[]);
+    let c = client();
+    let model = || async {
+        let mut r = c
+            .get(gw.url("/v1/models"))
+            .bearer_auth(KEY)
+            .send()
+            .await
+            .ok()?;
+        let v: Value = r.json().await.ok()?;
+        v["data"][0]["id"].as_str().map(String::from)
+    };
+    assert_eq!(model().await.as_deref(), Some("first-name"));
+    std::fs::write(
+        gw.home.join("config.yaml"),
+        "api_server:\n  model_name: second-name\n  cors_origins: [\"http://ui.example\"]\n",
+    )
+    .unwrap_or_default();
+    gw.signal(libc::SIGHUP);
+    let mut seen = None;
+    for _ in 0..100 {
+        seen = model().await;
+        if seen.as_deref() == Some("second-name") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(seen.as_deref(), Some("second-name"), "{}", gw.log());
+    // The new CORS allowlist took effect without a restart.
+    let r = c
+        .get(gw.url("/v1/models"))
+        .bearer_auth(KEY)
+        .insert_header(("Origin", "http://ui.example"))
+        .send()
+        .await;
+    assert_eq!(r.map(|r| r.status().as_u16()).unwrap_or(0), 200);
+
+    std::fs::write(
+        gw.home.join("config.yaml"),
+        "api_server:\n  model_nam: typo\n",
+    )
+    .unwrap_or_default();
+    gw.signal(libc::SIGHUP);
+    let logged = eventually(Duration::from_secs(5), || {
+        Some(gw.log()).filter(|l| l.contains("reload rejected"))
+    });
+    let logged = logged.unwrap_or_else(|| panic!("no rejection logged: {}", gw.log()));
+    assert!(logged.contains("model_nam"), "the log names the bad key");
+    assert_eq!(
+        model().await.as_deref(),
+        Some("second-name"),
+        "the old configuration is kept"
+    );
+}
+
+#[actix_web::test]
+async fn health_detailed_and_metrics() {
+    let fake = FakeUpstream::start(vec![]);
+    let gw = spawn(&fake.url(), "", &[]);
+    let c = client();
+    let r = c
+        .get(gw.url("/health/detailed"))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(r.status(), 401, "detailed health needs the key");
+    let mut r = c
+        .get(gw.url("/health/detailed"))
+        .bearer_auth(KEY)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let v: Value = r.json().await.unwrap_or_default();
+    assert_eq!(v["status"], "ok");
+    assert_eq!(v["version"], env!("CARGO_PKG_VERSION"));
+    assert!(v["uptime_s"].as_u64().is_some());
+    assert_eq!(v["platforms"], json!({}));
+    assert_eq!(v["runs_in_flight"], 0);
+    assert_eq!(v["sessions_active"], 0);
+    assert_eq!(v["draining"], false);
+
+    let metrics = || async {
+        let mut r = c
+            .get(gw.url("/metrics"))
+            .bearer_auth(KEY)
+            .send()
+            .await
+            .ok()?;
+        let b = r.body().await.ok()?;
+        Some(String::from_utf8_lossy(&b).into_owned())
+    };
+    let count = |text: &str, line_start: &str| -> f64 {
+        text.lines()
+            .find(|l| l.starts_with(line_start))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0)
+    };
+    let before = metrics().await.unwrap_or_default();
+    for _ in 0..3 {
+        let r = c
+            .post(gw.url("/v1/chat/completions"))
+            .bearer_auth(KEY)
+            .insert_header(("content-type", "application/json"))
+            .send_body(json!({"messages":[{"role":"user","content":"hi"}]}).to_string())
+            .await;
+        assert_eq!(r.map(|r| r.status().as_u16()).unwrap_or(0), 200);
+    }
+    let after = metrics().await.unwrap_or_default();
+    let key = "hermes_http_requests_total{route=\"/v1/chat/completions\",status=\"200\"}";
+    assert_eq!(count(&after, key) - count(&before, key), 3.0, "{after}");
+    let key = "hermes_upstream_requests_total{outcome=\"completed\"}";
+    assert_eq!(count(&after, key) - count(&before, key), 3.0, "{after}");
+    assert!(
+        count(
+            &after,
+            "hermes_gateway_overhead_seconds_count{route=\"/v1/chat/completions\"}"
+        ) >= 3.0
+    );
+    for name in [
+        "hermes_http_request_duration_seconds",
+        "hermes_upstream_ttft_seconds",
+        "hermes_runs_in_flight",
+        "hermes_sse_streams_open",
+        "hermes_tool_calls_total",
+        "hermes_platform_messages_total",
+        "hermes_platform_up",
+        "hermes_stream_preview_edits_total",
+    ] {
+        assert!(after.contains(&format!("# TYPE {name} ")), "{name} missing");
+    }
+    let r = c
+        .get(gw.url("/metrics"))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        r.status(),
+        401,
+        "metrics need the key unless metrics.public"
+    );
+    let mut buf = String::new();
+    let _ = std::fs::File::open(&gw.log).and_then(|mut f| f.read_to_string(&mut buf));
+    assert!(!buf.contains(KEY), "the key never appears in logs");
+}
