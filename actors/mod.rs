@@ -2,7 +2,10 @@
 //! defined beside it. Reading this folder shows the whole concurrent system.
 //!
 //! - [`agent::AgentActor`]: one per session or HTTP run; runs turns, owns history.
+//! - [`response_store::ResponseStoreActor`]: one; stored Responses API responses
+//!   (LRU cache in front of the database).
 //! - [`pool::ArbiterPool`]: the worker threads actors are spread over.
 
 pub mod agent;
 pub mod pool;
+pub mod response_store;

@@ -36,6 +36,25 @@ const MIGRATIONS: &[&str] = &[
         body TEXT NOT NULL
     );
     CREATE INDEX messages_by_session ON messages(session_key, id);",
+    // 2: stored Responses API responses. Each row holds its own turn and a
+    // link to its predecessor, so storage grows linearly with a conversation.
+    "CREATE TABLE responses (
+        id TEXT PRIMARY KEY,
+        previous_id TEXT,
+        session_id TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        instructions TEXT,
+        input_items TEXT NOT NULL,
+        turn_messages TEXT NOT NULL,
+        response TEXT NOT NULL
+    );
+    CREATE INDEX responses_by_age ON responses(created_at);
+    CREATE TABLE conversations (
+        name TEXT PRIMARY KEY,
+        response_id TEXT NOT NULL,
+        updated_at INTEGER NOT NULL
+    );
+    CREATE INDEX conversations_by_response ON conversations(response_id);",
 ];
 
 /// Errors of the embedded store.

@@ -32,6 +32,7 @@ use actix_web::dev::Server;
 use actix_web::web;
 
 use crate::actors::pool::ArbiterPool;
+use crate::actors::response_store::{Limits, ResponseStoreActor};
 use crate::api::{self, AppState, auth::ApiKeys, auth::KeySource, state::Live};
 use crate::config::{self, Config, Env, LoadOptions, Loaded};
 use crate::db::Db;
@@ -123,8 +124,9 @@ pub async fn start(loaded: &Loaded) -> Result<Running, StartError> {
     }
     let metrics = Arc::new(Metrics::default());
     let max_runs = c.api_server.max_concurrent_runs;
+    let responses = start_response_store(&db, &pool, &c.api_server.response_store).await?;
     let state = web::Data::new(AppState::new(
-        live, pool, db, keys, metrics, platforms, max_runs,
+        live, pool, db, keys, metrics, platforms, responses, max_runs,
     ));
     let workers = std::thread::available_parallelism()
         .map(|n| n.get())
@@ -142,6 +144,27 @@ pub async fn start(loaded: &Loaded) -> Result<Running, StartError> {
         state,
         server,
     })
+}
+
+/// Starts the `ResponseStoreActor` on its own arbiter.
+async fn start_response_store(
+    db: &Db,
+    pool: &ArbiterPool,
+    cfg: &crate::config::ResponseStoreConfig,
+) -> Result<actix::Addr<ResponseStoreActor>, StartError> {
+    use actix::Actor;
+    let count = db.call(|c| crate::response_db::count(c)).await?;
+    log::info!("response store: {count} stored response(s)");
+    let limits = Limits {
+        cache_size: cfg.cache_size,
+        max_responses: cfg.max_responses,
+        ttl: Duration::from_secs(u64::from(cfg.ttl_days) * 86_400),
+    };
+    let db = db.clone();
+    Ok(ResponseStoreActor::start_in_arbiter(
+        &pool.pick(),
+        move |_| ResponseStoreActor::new(db, limits, count),
+    ))
 }
 
 /// A one-line summary for systemd's `STATUS=`.

@@ -1036,7 +1036,7 @@ async fn without_an_upstream_the_server_still_serves_and_says_what_to_set() {
 #[actix_web::test]
 async fn a_generated_key_is_used_on_loopback() {
     let app = spawn_app_with(vec![], |c| c.api_server.key = None).await;
-    let key = std::fs::read_to_string(app.home.path().join("api_server.key")).unwrap_or_default();
+    let key = std::fs::read_to_string(app.home.join("api_server.key")).unwrap_or_default();
     let key = key.trim();
     assert!(key.len() >= 16);
     let res = client()

@@ -3,21 +3,18 @@
 //! arrives, from the run's event channel straight into the SSE body.
 
 use std::collections::VecDeque;
-use std::convert::Infallible;
-use std::sync::Arc;
 
-use actix_web::{HttpRequest, HttpResponse, Responder, web};
-use actix_web_lab::sse;
+use actix_web::{HttpRequest, HttpResponse, web};
 use bytes::Bytes;
 
 use super::body::read_json;
 use super::chat_format::{ChatRequest, ChunkFramer, Frame, completion_body, parse_request};
 use super::error::ApiError;
 use super::idempotency::{Begin, Stored, body_hash};
-use super::run::{Run, RunRequest, SESSION_HEADER, tool_progress};
+use super::run::{Run, RunRequest, RunSession, SESSION_HEADER, tool_progress};
+use super::sse_out;
 use super::state::AppState;
 use crate::agent::{AgentEvent, TurnStatus};
-use crate::metrics::Metrics;
 
 /// Route label for metrics.
 const ROUTE: &str = "/v1/chat/completions";
@@ -111,6 +108,7 @@ async fn complete(
             system: p.system,
             history: p.history,
             stream: false,
+            session: RunSession::Header,
         },
     )
     .await?;
@@ -135,53 +133,24 @@ async fn complete(
     })
 }
 
-/// Counts an open SSE response while it lives.
-struct OpenStream(Arc<Metrics>);
-
-impl Drop for OpenStream {
-    fn drop(&mut self) {
-        Metrics::gauge_add(&self.0.sse_streams_open, -1);
-    }
-}
-
 struct StreamState {
     run: Run,
     framer: ChunkFramer,
     queue: VecDeque<Frame>,
     done: bool,
-    /// Fires when the stream has been quiet for a keep-alive period.
-    keep_alive: std::pin::Pin<Box<tokio::time::Sleep>>,
-    keep_alive_every: std::time::Duration,
-    _open: OpenStream,
-}
-
-fn to_event(f: Frame) -> sse::Event {
-    match f {
-        Frame::Data(d) => sse::Event::Data(sse::Data::new(d)),
-        Frame::Named(name, d) => sse::Event::Data(sse::Data::new(d).event(name)),
-    }
 }
 
 /// The next frame of a chat stream; `None` after `[DONE]`.
-async fn next_frame(mut st: StreamState) -> Option<(Result<sse::Event, Infallible>, StreamState)> {
+async fn next_frame(mut st: StreamState) -> Option<(Frame, StreamState)> {
     loop {
         if let Some(f) = st.queue.pop_front() {
-            return Some((Ok(to_event(f)), st));
+            return Some((f, st));
         }
         if st.done {
             return None;
         }
         let mut frames = Vec::new();
-        let event = tokio::select! {
-            ev = st.run.events.recv() => ev,
-            _ = &mut st.keep_alive => {
-                // A comment: every SSE client ignores it, proxies see traffic.
-                let next = tokio::time::Instant::now() + st.keep_alive_every;
-                st.keep_alive.as_mut().reset(next);
-                return Some((Ok(sse::Event::Comment("keep-alive".into())), st));
-            }
-        };
-        match event {
+        match st.run.events.recv().await {
             Some(AgentEvent::Finished(o)) => {
                 st.run.finish(&o);
                 match o.status {
@@ -226,6 +195,7 @@ async fn stream(
             system: p.system,
             history: p.history,
             stream: true,
+            session: RunSession::Header,
         },
     )
     .await?;
@@ -238,22 +208,18 @@ async fn stream(
         progress,
     );
     let first = framer.role();
-    Metrics::gauge_add(&state.metrics.sse_streams_open, 1);
     let st = StreamState {
         run,
         framer,
         queue: VecDeque::from([first]),
         done: false,
-        keep_alive: Box::pin(tokio::time::sleep(live.keep_alive)),
-        keep_alive_every: live.keep_alive,
-        _open: OpenStream(state.metrics.clone()),
     };
-    let events = futures_util::stream::unfold(st, next_frame);
-    let sse = sse::Sse::from_stream(events);
-    Ok(sse
-        .customize()
-        .insert_header(("X-Accel-Buffering", "no"))
-        .insert_header((SESSION_HEADER, session_id))
-        .respond_to(&req)
-        .map_into_boxed_body())
+    let frames = Box::pin(futures_util::stream::unfold(st, next_frame));
+    Ok(sse_out::respond(
+        &req,
+        frames,
+        live.keep_alive,
+        &state.metrics,
+        &session_id,
+    ))
 }

@@ -14,7 +14,10 @@ pub mod chat_format;
 pub mod edge;
 pub mod error;
 pub mod idempotency;
+pub mod responses;
+pub mod responses_format;
 pub mod run;
+pub mod sse_out;
 pub mod state;
 
 use std::net::SocketAddr;
@@ -39,6 +42,15 @@ fn resource(path: &str) -> actix_web::Resource {
 pub fn routes(cfg: &mut web::ServiceConfig) {
     // The hot route first: the router tries resources in order.
     cfg.service(resource("/v1/chat/completions").route(web::post().to(chat::chat_completions)))
+        .service(resource("/v1/responses").route(web::post().to(responses::create)))
+        .service(
+            resource("/v1/responses/{id}")
+                .route(web::get().to(responses::get))
+                .route(web::delete().to(responses::delete)),
+        )
+        .service(
+            resource("/v1/responses/{id}/input_items").route(web::get().to(responses::input_items)),
+        )
         .service(resource("/health").route(web::get().to(basic::health)))
         .service(resource("/v1/health").route(web::get().to(basic::health)))
         .service(resource("/v1/models").route(web::get().to(basic::models)))

@@ -78,6 +78,18 @@ pub struct RunRequest {
     pub history: Vec<Message>,
     /// Stream from the upstream (the client shows deltas).
     pub stream: bool,
+    /// Where the history comes from and goes to.
+    pub session: RunSession,
+}
+
+/// How a run finds its history and session id.
+pub enum RunSession {
+    /// Chat completions: `X-Hermes-Session-Id` names a stored transcript (or a
+    /// fresh id is made); the turn is recorded there.
+    Header,
+    /// The route brings the history and keeps the turn itself (the Responses
+    /// API store). `exclusive`: one turn at a time under this id.
+    Fixed { id: String, exclusive: bool },
 }
 
 /// Where a finished turn's messages are written.
@@ -97,7 +109,9 @@ pub struct Run {
     pub events: mpsc::Receiver<AgentEvent>,
     /// The session id to return in `X-Hermes-Session-Id`.
     pub session_id: String,
-    transcript: Transcript,
+    /// `None` when the route records the turn itself.
+    transcript: Option<Transcript>,
+    agent: actix::Addr<AgentActor>,
     metrics: Arc<Metrics>,
     state: web::Data<AppState>,
     run_id: u64,
@@ -105,7 +119,7 @@ pub struct Run {
     started: Instant,
     first_text: Option<Instant>,
     _permit: Permit,
-    _session: OwnedSessionGuard,
+    _session: Option<OwnedSessionGuard>,
 }
 
 impl Run {
@@ -124,41 +138,64 @@ impl Run {
             .agent
             .clone()
             .map_err(|reason| ApiError::no_upstream(&reason))?;
-        let requested = session_header(req)?;
         let permit = state
             .admission
             .try_admit()
             .ok_or_else(|| ApiError::too_many_runs(state.admission.limit()))?;
-        let session_id = requested
-            .clone()
-            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-        let guard = AppState::claim_session(state, &session_id).ok_or_else(|| {
+        let busy = |id: &str| {
             ApiError::conflict(
-                format!("A turn is already running in session {session_id}"),
+                format!("A turn is already running in session {id}"),
                 "session_busy",
             )
-        })?;
-        let key = format!("api:{session_id}");
-        let (history, prefix, pending) = match requested {
-            Some(_) => {
-                let stored = sessions::load(&state.db, &key)
-                    .await
-                    .map_err(|e| ApiError::internal(format!("cannot load the session: {e}")))?;
-                if stored.is_empty() {
-                    // A new named session starts from a conversation this
-                    // server answered statelessly, or from the client's messages.
-                    let seed = state.pending.take(&session_id).unwrap_or(r.history);
-                    (seed.clone(), seed, None)
+        };
+        let (session_id, guard, history, transcript) = match r.session {
+            RunSession::Fixed { id, exclusive } => {
+                let guard = if exclusive {
+                    Some(AppState::claim_session(state, &id).ok_or_else(|| busy(&id))?)
                 } else {
-                    // A stored session's history wins over what the client sent.
-                    (stored, Vec::new(), None)
-                }
+                    None
+                };
+                (id, guard, r.history, None)
             }
-            None => (
-                r.history.clone(),
-                r.history,
-                Some((state.pending.clone(), session_id.clone())),
-            ),
+            RunSession::Header => {
+                let requested = session_header(req)?;
+                let session_id = requested
+                    .clone()
+                    .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+                let guard =
+                    AppState::claim_session(state, &session_id).ok_or_else(|| busy(&session_id))?;
+                let key = format!("api:{session_id}");
+                let (history, prefix, pending) = match requested {
+                    Some(_) => {
+                        let stored = sessions::load(&state.db, &key).await.map_err(|e| {
+                            ApiError::internal(format!("cannot load the session: {e}"))
+                        })?;
+                        if stored.is_empty() {
+                            // A new named session starts from a conversation this
+                            // server answered statelessly, or from the client's messages.
+                            let seed = state.pending.take(&session_id).unwrap_or(r.history);
+                            (seed.clone(), seed, None)
+                        } else {
+                            // A stored session's history wins over what the client sent.
+                            (stored, Vec::new(), None)
+                        }
+                    }
+                    None => (
+                        r.history.clone(),
+                        r.history,
+                        Some((state.pending.clone(), session_id.clone())),
+                    ),
+                };
+                let user = r.user.clone();
+                let transcript = Transcript {
+                    db: state.db.clone(),
+                    key,
+                    prefix,
+                    user,
+                    pending,
+                };
+                (session_id, Some(guard), history, Some(transcript))
+            }
         };
         // On this worker's own thread: no hop to another thread and back for
         // every event (workers are one per core, so runs still spread).
@@ -179,13 +216,8 @@ impl Run {
         Ok(Run {
             events: rx,
             session_id,
-            transcript: Transcript {
-                db: state.db.clone(),
-                key,
-                prefix,
-                user: r.user,
-                pending,
-            },
+            transcript,
+            agent,
             metrics: state.metrics.clone(),
             state: state.clone(),
             run_id,
@@ -221,8 +253,9 @@ impl Run {
     /// Records the finished turn: transcript (queued before the response
     /// ends, so the client's next request sees it) and metrics.
     pub fn finish(&mut self, outcome: &TurnOutcome) {
-        if !(outcome.status == TurnStatus::Failed && outcome.messages.is_empty()) {
-            let t = &mut self.transcript;
+        if let Some(t) = &mut self.transcript
+            && !(outcome.status == TurnStatus::Failed && outcome.messages.is_empty())
+        {
             let mut msgs = std::mem::take(&mut t.prefix);
             msgs.push(t.user.clone());
             msgs.extend(outcome.messages.iter().cloned());
@@ -269,6 +302,13 @@ impl Run {
         };
         self.finish(&o);
         o
+    }
+}
+
+impl Run {
+    /// Interrupts the turn (the client left, or the drain ran out of time).
+    pub fn interrupt(&self) {
+        self.agent.do_send(crate::actors::agent::Interrupt);
     }
 }
 

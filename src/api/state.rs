@@ -13,6 +13,7 @@ use super::auth::ApiKeys;
 use super::idempotency::Idempotency;
 use crate::actors::agent::{AgentActor, Interrupt};
 use crate::actors::pool::ArbiterPool;
+use crate::actors::response_store::ResponseStoreActor;
 use crate::agent::AgentSettings;
 use crate::config::{Loaded, ToolProgress};
 use crate::db::Db;
@@ -140,6 +141,8 @@ pub struct AppState {
     pub pending: PendingSessions,
     pub metrics: Arc<Metrics>,
     pub platforms: PlatformStatus,
+    /// The one owner of stored Responses API responses.
+    pub responses: actix::Addr<ResponseStoreActor>,
     /// Unix time the server started (`created` of `/v1/models`).
     pub started_at: u64,
     draining: AtomicBool,
@@ -175,6 +178,7 @@ impl AppState {
         keys: ApiKeys,
         metrics: Arc<Metrics>,
         platforms: PlatformStatus,
+        responses: actix::Addr<ResponseStoreActor>,
         max_runs: usize,
     ) -> Self {
         let started_at = std::time::SystemTime::now()
@@ -191,6 +195,7 @@ impl AppState {
             pending: PendingSessions::default(),
             metrics,
             platforms,
+            responses,
             started_at,
             draining: AtomicBool::new(false),
             busy_sessions: Mutex::new(HashSet::new()),

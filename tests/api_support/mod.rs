@@ -19,7 +19,8 @@ pub const KEY: &str = "test-key-0123456789abcdef";
 pub struct App {
     pub addr: SocketAddr,
     pub fake: FakeUpstream,
-    pub home: tempfile::TempDir,
+    pub home: std::path::PathBuf,
+    _home_dir: Option<tempfile::TempDir>,
     pub cwd: tempfile::TempDir,
     pub state: actix_web::web::Data<hermes::api::AppState>,
     handle: actix_web::dev::ServerHandle,
@@ -48,6 +49,14 @@ impl App {
     }
 }
 
+impl App {
+    /// Stops the server and waits until it has stopped.
+    pub async fn stop(&self) {
+        self.handle.stop(true).await;
+        self.state.pool.stop();
+    }
+}
+
 impl Drop for App {
     fn drop(&mut self) {
         let h = self.handle.clone();
@@ -70,6 +79,17 @@ pub async fn spawn_app_with(script: Vec<Reply>, tweak: impl FnOnce(&mut Config))
 /// Starts a gateway with this upstream.
 pub async fn start(fake: FakeUpstream, tweak: impl FnOnce(&mut Config)) -> App {
     let home = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let path = home.path().to_path_buf();
+    start_in(fake, &path, Some(home), tweak).await
+}
+
+/// Starts a gateway on an existing home (a restart keeps its state).
+pub async fn start_in(
+    fake: FakeUpstream,
+    home_path: &std::path::Path,
+    home: Option<tempfile::TempDir>,
+    tweak: impl FnOnce(&mut Config),
+) -> App {
     let cwd = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let mut c = Config::defaults();
     c.model.base_url = Some(fake.url());
@@ -83,8 +103,8 @@ pub async fn start(fake: FakeUpstream, tweak: impl FnOnce(&mut Config)) -> App {
     c.validate().unwrap_or_else(|e| panic!("{e}"));
     let loaded = Loaded {
         config: c,
-        home: home.path().to_path_buf(),
-        config_path: home.path().join("config.yaml"),
+        home: home_path.to_path_buf(),
+        config_path: home_path.join("config.yaml"),
         config_file_found: false,
         env: Env::default(),
     };
@@ -96,7 +116,8 @@ pub async fn start(fake: FakeUpstream, tweak: impl FnOnce(&mut Config)) -> App {
     App {
         addr: running.addr,
         fake,
-        home,
+        home: home_path.to_path_buf(),
+        _home_dir: home,
         cwd,
         state: running.state,
         handle,

@@ -1,0 +1,256 @@
+//! `ResponseStoreActor`: the one owner of stored Responses API responses.
+//!
+//! Hot responses live in an LRU cache (`api_server.response_store.cache_size`);
+//! every response is also in `state.db`, written by the database thread, so
+//! nothing is lost on restart and no actor or HTTP worker ever blocks on disk.
+//! Handlers answer from the cache at once and otherwise wait on the database
+//! without blocking the actor (`ResponseActFuture`, never `ctx.wait`).
+//!
+//! Capacity (`max_responses`) and age (`ttl_days`) are enforced after every
+//! write and hourly; the oldest go first, and conversation names that pointed
+//! at an evicted or deleted response are cleared with it.
+
+use std::num::NonZeroUsize;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use lru::LruCache;
+
+use crate::db::{Db, StoreError};
+use crate::openai::Message;
+use crate::response_db::{self, StoredResponse};
+
+/// How often responses past their age are removed.
+const TTL_SWEEP_EVERY: Duration = Duration::from_secs(3600);
+
+/// Stores a response (and points `conversation` at it). Sent by: the responses route.
+#[derive(Message)]
+#[rtype(result = "Result<(), StoreError>")]
+pub struct Put {
+    pub response: StoredResponse,
+    pub conversation: Option<String>,
+}
+
+/// One response by id. Sent by: `GET /v1/responses/{id}` and chaining.
+#[derive(Message)]
+#[rtype(result = "Result<Option<Arc<StoredResponse>>, StoreError>")]
+pub struct Get {
+    pub id: String,
+}
+
+/// Deletes a response; answers whether it existed. Sent by: `DELETE /v1/responses/{id}`.
+#[derive(Message)]
+#[rtype(result = "Result<bool, StoreError>")]
+pub struct Delete {
+    pub id: String,
+}
+
+/// The latest response id of a conversation name. Sent by: the responses route.
+#[derive(Message)]
+#[rtype(result = "Result<Option<String>, StoreError>")]
+pub struct ResolveConversation {
+    pub name: String,
+}
+
+/// The conversation up to and including a response, oldest message first;
+/// `None` when the response does not exist. Sent by: the responses route.
+#[derive(Message)]
+#[rtype(result = "Result<Option<Vec<Message>>, StoreError>")]
+pub struct Chain {
+    pub id: String,
+}
+
+/// Sizes and ages of the store.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub cache_size: usize,
+    pub max_responses: usize,
+    pub ttl: Duration,
+}
+
+/// The actor.
+pub struct ResponseStoreActor {
+    db: Db,
+    cache: LruCache<String, Arc<StoredResponse>>,
+    limits: Limits,
+    /// Responses on disk (kept in memory to avoid counting on every write).
+    count: usize,
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+impl ResponseStoreActor {
+    /// A store over `db`; `count` is the number of responses already stored.
+    pub fn new(db: Db, limits: Limits, count: usize) -> Self {
+        let cap = NonZeroUsize::new(limits.cache_size.max(1)).unwrap_or(NonZeroUsize::MIN);
+        Self {
+            db,
+            cache: LruCache::new(cap),
+            limits,
+            count,
+        }
+    }
+
+    fn min_created_at(&self) -> i64 {
+        now() - self.limits.ttl.as_secs() as i64
+    }
+
+    /// Runs eviction on the database thread and drops evicted ids from the cache.
+    fn evict(&mut self, ctx: &mut Context<Self>) {
+        let (max, min_at) = (self.limits.max_responses, self.min_created_at());
+        let job = self.db.call(move |c| response_db::evict(c, max, min_at));
+        ctx.spawn(job.into_actor(self).map(|res, act, _| match res {
+            Ok(ids) => {
+                if !ids.is_empty() {
+                    log::info!("response store: evicted {} response(s)", ids.len());
+                }
+                act.count = act.count.saturating_sub(ids.len());
+                for id in ids {
+                    act.cache.pop(&id);
+                }
+            }
+            Err(e) => log::warn!("response store eviction failed: {e}"),
+        }));
+    }
+
+    /// Parses a chain of `turn_messages` JSON arrays into one conversation.
+    fn parse_chain(turns: &[&str]) -> Vec<Message> {
+        let mut out = Vec::new();
+        for t in turns {
+            match serde_json::from_str::<Vec<Message>>(t) {
+                Ok(msgs) => out.extend(msgs),
+                Err(e) => log::warn!("response store: skipping an unreadable stored turn: {e}"),
+            }
+        }
+        out
+    }
+}
+
+impl Actor for ResponseStoreActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        self.evict(ctx);
+        ctx.run_interval(TTL_SWEEP_EVERY, |act, ctx| act.evict(ctx));
+    }
+}
+
+impl Handler<Put> for ResponseStoreActor {
+    type Result = ResponseActFuture<Self, Result<(), StoreError>>;
+
+    fn handle(&mut self, msg: Put, _: &mut Context<Self>) -> Self::Result {
+        let stored = Arc::new(msg.response);
+        // Cached at once: a GET right after the response sees it.
+        self.cache.put(stored.id.clone(), stored.clone());
+        let conversation = msg.conversation;
+        let job = self
+            .db
+            .call(move |c| response_db::insert(c, &stored, conversation.as_deref()));
+        Box::pin(job.into_actor(self).map(|res, act, ctx| {
+            if res.is_ok() {
+                act.count += 1;
+                if act.count > act.limits.max_responses {
+                    act.evict(ctx);
+                }
+            }
+            res
+        }))
+    }
+}
+
+impl Handler<Get> for ResponseStoreActor {
+    type Result = ResponseActFuture<Self, Result<Option<Arc<StoredResponse>>, StoreError>>;
+
+    fn handle(&mut self, msg: Get, _: &mut Context<Self>) -> Self::Result {
+        if let Some(hit) = self.cache.get(&msg.id) {
+            let hit = hit.clone();
+            return Box::pin(actix::fut::ready(Ok(Some(hit))));
+        }
+        let id = msg.id;
+        let job = self.db.call(move |c| response_db::get(c, &id));
+        Box::pin(job.into_actor(self).map(|res, act, _| {
+            let found = res?.map(Arc::new);
+            if let Some(r) = &found {
+                act.cache.put(r.id.clone(), r.clone());
+            }
+            Ok(found)
+        }))
+    }
+}
+
+impl Handler<Delete> for ResponseStoreActor {
+    type Result = ResponseActFuture<Self, Result<bool, StoreError>>;
+
+    fn handle(&mut self, msg: Delete, _: &mut Context<Self>) -> Self::Result {
+        self.cache.pop(&msg.id);
+        let id = msg.id;
+        let job = self.db.call(move |c| response_db::delete(c, &id));
+        Box::pin(job.into_actor(self).map(|res, act, _| {
+            if let Ok(true) = res {
+                act.count = act.count.saturating_sub(1);
+            }
+            res
+        }))
+    }
+}
+
+impl Handler<ResolveConversation> for ResponseStoreActor {
+    type Result = ResponseActFuture<Self, Result<Option<String>, StoreError>>;
+
+    fn handle(&mut self, msg: ResolveConversation, _: &mut Context<Self>) -> Self::Result {
+        let name = msg.name;
+        Box::pin(
+            self.db
+                .call(move |c| response_db::conversation(c, &name))
+                .into_actor(self),
+        )
+    }
+}
+
+impl Handler<Chain> for ResponseStoreActor {
+    type Result = ResponseActFuture<Self, Result<Option<Vec<Message>>, StoreError>>;
+
+    fn handle(&mut self, msg: Chain, _: &mut Context<Self>) -> Self::Result {
+        // Hot chains are walked in the cache; any gap sends the whole walk to disk.
+        let mut turns: Vec<Arc<StoredResponse>> = Vec::new();
+        let mut next = Some(msg.id.clone());
+        while let Some(id) = next {
+            match self.cache.peek(&id) {
+                Some(r) => {
+                    next = r.previous_id.clone();
+                    turns.push(r.clone());
+                }
+                None => {
+                    turns.clear();
+                    next = Some(id);
+                    break;
+                }
+            }
+        }
+        if next.is_none() && !turns.is_empty() {
+            let texts: Vec<&str> = turns
+                .iter()
+                .rev()
+                .map(|r| r.turn_messages.as_str())
+                .collect();
+            let conversation = Self::parse_chain(&texts);
+            return Box::pin(actix::fut::ready(Ok(Some(conversation))));
+        }
+        let id = msg.id;
+        let job = self.db.call(move |c| response_db::chain(c, &id));
+        Box::pin(job.into_actor(self).map(|res, _, _| {
+            let turns = res?;
+            if turns.is_empty() {
+                return Ok(None);
+            }
+            let texts: Vec<&str> = turns.iter().map(String::as_str).collect();
+            Ok(Some(Self::parse_chain(&texts)))
+        }))
+    }
+}

@@ -1,0 +1,703 @@
+//! Black-box tests of the Responses API and its durable store: the response
+//! object, the streaming event sequence, chaining by id and by conversation
+//! name, deletion, `store: false`, truncation, eviction, restarts, and a
+//! client leaving mid-stream.
+
+mod api_support;
+
+use std::time::Duration;
+
+use api_support::*;
+use hermes::testing::fake_upstream::{FakeUpstream, Reply, ScriptedCall};
+use serde_json::{Value, json};
+
+const MS: Duration = Duration::from_millis(1);
+
+async fn create(app: &App, body: Value) -> (u16, Value, Option<String>) {
+    let mut res = app
+        .post("/v1/responses")
+        .send_json(&body)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let sid = res
+        .headers()
+        .get("x-hermes-session-id")
+        .and_then(|v| v.to_str().ok())
+        .map(String::from);
+    (res.status().as_u16(), body_of(&mut res).await, sid)
+}
+
+async fn body_of(res: &mut awc::ClientResponse) -> Value {
+    body(res).await
+}
+
+async fn get(app: &App, id: &str) -> (u16, Value) {
+    let mut res = app
+        .get(&format!("/v1/responses/{id}"))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    (res.status().as_u16(), body(&mut res).await)
+}
+
+fn user_texts(body: &Value) -> Vec<String> {
+    body["messages"]
+        .as_array()
+        .map(|m| {
+            m.iter()
+                .skip(1)
+                .map(|x| x["content"].as_str().unwrap_or("").to_string())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The keys every response object has.
+const KEYS: &[&str] = &[
+    "id",
+    "object",
+    "created_at",
+    "status",
+    "completed_at",
+    "error",
+    "incomplete_details",
+    "instructions",
+    "model",
+    "output",
+    "output_text",
+    "parallel_tool_calls",
+    "previous_response_id",
+    "store",
+    "temperature",
+    "top_p",
+    "tool_choice",
+    "tools",
+    "truncation",
+    "metadata",
+    "text",
+    "reasoning",
+    "user",
+    "usage",
+];
+
+#[actix_web::test]
+async fn a_plain_response_has_every_key_and_is_stored() {
+    let app = spawn_app(vec![Reply::text_stream(
+        &["Hello", " there"],
+        MS,
+        MS,
+        (37, 11),
+    )])
+    .await;
+    let (status, r, sid) = create(
+        &app,
+        json!({"model": "hermes-agent", "input": "hi", "instructions": "Be kind."}),
+    )
+    .await;
+    assert_eq!(status, 200, "{r}");
+    for k in KEYS {
+        assert!(r.get(*k).is_some(), "{k} missing in {r}");
+    }
+    assert!(sid.is_some());
+    assert!(r["id"].as_str().unwrap_or("").starts_with("resp_"));
+    assert_eq!(r["object"], "response");
+    assert_eq!(r["status"], "completed");
+    assert!(r["completed_at"].as_u64().is_some());
+    assert_eq!(r["instructions"], "Be kind.");
+    assert_eq!(r["output_text"], "Hello there");
+    assert_eq!(r["output"].as_array().map(Vec::len), Some(1));
+    let msg = &r["output"][0];
+    assert_eq!(msg["type"], "message");
+    assert_eq!(msg["role"], "assistant");
+    assert_eq!(msg["status"], "completed");
+    assert!(msg["id"].as_str().unwrap_or("").starts_with("msg_"));
+    assert_eq!(
+        msg["content"],
+        json!([{"type":"output_text","text":"Hello there","annotations":[]}])
+    );
+    assert_eq!(
+        r["usage"],
+        json!({"input_tokens":37,"input_tokens_details":{"cached_tokens":0},"output_tokens":11,
+               "output_tokens_details":{"reasoning_tokens":0},"total_tokens":48})
+    );
+    assert_eq!(r["truncation"], "disabled");
+    assert_eq!(r["store"], true);
+    let up = &app.fake.requests()[0].body;
+    assert!(
+        up["messages"][0]["content"]
+            .as_str()
+            .unwrap_or("")
+            .ends_with("Be kind."),
+        "instructions layered"
+    );
+    let (code, got) = get(&app, r["id"].as_str().unwrap_or("")).await;
+    assert_eq!(code, 200);
+    assert_eq!(got, r, "GET returns the stored object");
+}
+
+#[actix_web::test]
+async fn tool_calls_and_results_come_before_the_message() {
+    let app = spawn_app(vec![
+        Reply::tool_stream(
+            &[ScriptedCall::new(
+                "call_1",
+                "terminal",
+                json!({"command": "echo out-1"}),
+            )],
+            (5, 5),
+        ),
+        Reply::text_stream(&["It said out-1."], MS, MS, (6, 6)),
+    ])
+    .await;
+    let (status, r, _) = create(&app, json!({"input": "run it"})).await;
+    assert_eq!(status, 200, "{r}");
+    let kinds: Vec<&str> = r["output"]
+        .as_array()
+        .map(|o| o.iter().filter_map(|i| i["type"].as_str()).collect())
+        .unwrap_or_default();
+    assert_eq!(
+        kinds,
+        vec!["function_call", "function_call_output", "message"]
+    );
+    let fc = &r["output"][0];
+    assert_eq!(fc["call_id"], "call_1");
+    assert_eq!(fc["name"], "terminal");
+    assert_eq!(fc["status"], "completed");
+    assert!(fc["id"].as_str().unwrap_or("").starts_with("fc_"));
+    assert_eq!(r["output"][1]["call_id"], "call_1");
+    assert!(
+        r["output"][1]["output"]
+            .as_str()
+            .unwrap_or("")
+            .contains("out-1")
+    );
+    assert!(
+        r["output"][1]["id"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("fco_")
+    );
+    assert_eq!(r["output_text"], "It said out-1.");
+    assert_eq!(r["usage"]["total_tokens"], 22);
+}
+
+#[actix_web::test]
+async fn streaming_follows_the_event_sequence() {
+    let app = spawn_app(vec![Reply::text_stream(&["Hel", "lo"], MS, MS, (3, 2))]).await;
+    let mut res = app
+        .post("/v1/responses")
+        .send_json(&json!({"input": "hi", "stream": true}))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(res.status(), 200);
+    assert_eq!(
+        res.headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok()),
+        Some("text/event-stream")
+    );
+    let (raw_text, events) = sse(&mut res).await;
+    assert!(
+        !raw_text.contains("[DONE]"),
+        "no [DONE] on Responses streams"
+    );
+    let payloads: Vec<Value> = events
+        .iter()
+        .map(|e| serde_json::from_str(&e.data).unwrap_or_default())
+        .collect();
+    for (e, p) in events.iter().zip(&payloads) {
+        assert_eq!(
+            e.event.as_deref(),
+            p["type"].as_str(),
+            "event: line equals type"
+        );
+    }
+    let types: Vec<&str> = payloads.iter().filter_map(|p| p["type"].as_str()).collect();
+    assert_eq!(
+        types,
+        vec![
+            "response.created",
+            "response.in_progress",
+            "response.output_item.added",
+            "response.content_part.added",
+            "response.output_text.delta",
+            "response.output_text.delta",
+            "response.output_text.done",
+            "response.content_part.done",
+            "response.output_item.done",
+            "response.completed",
+        ]
+    );
+    for (i, p) in payloads.iter().enumerate() {
+        assert_eq!(
+            p["sequence_number"], i,
+            "sequence numbers rise by one from 0"
+        );
+    }
+    assert_eq!(payloads[0]["response"]["status"], "in_progress");
+    assert_eq!(payloads[0]["response"]["output"], json!([]));
+    let added = &payloads[2]["item"];
+    assert_eq!(added["status"], "in_progress");
+    assert_eq!(added["content"], json!([]));
+    assert_eq!(
+        payloads[3]["part"],
+        json!({"type":"output_text","text":"","annotations":[]})
+    );
+    assert_eq!(payloads[4]["delta"], "Hel");
+    assert_eq!(payloads[4]["logprobs"], json!([]));
+    assert_eq!(payloads[4]["item_id"], added["id"]);
+    assert_eq!(payloads[6]["text"], "Hello");
+    assert_eq!(
+        payloads[8]["item"]["id"], added["id"],
+        "added and done name the same item"
+    );
+    assert_eq!(payloads[8]["item"]["status"], "completed");
+    let completed = &payloads[9]["response"];
+    assert_eq!(completed["status"], "completed");
+    let (_, stored) = get(&app, completed["id"].as_str().unwrap_or("")).await;
+    assert_eq!(
+        &stored, completed,
+        "response.completed carries what GET returns"
+    );
+}
+
+#[actix_web::test]
+async fn streamed_tool_items_precede_the_text() {
+    let app = spawn_app(vec![
+        Reply::tool_stream(&[ScriptedCall::new("c9", "todo", json!({}))], (1, 1)),
+        Reply::text_stream(&["done"], MS, MS, (1, 1)),
+    ])
+    .await;
+    let mut res = app
+        .post("/v1/responses")
+        .send_json(&json!({"input": "plan", "stream": true}))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let (_, events) = sse(&mut res).await;
+    let payloads: Vec<Value> = events
+        .iter()
+        .map(|e| serde_json::from_str(&e.data).unwrap_or_default())
+        .collect();
+    let items: Vec<(String, String)> = payloads
+        .iter()
+        .filter(|p| {
+            p["type"] == "response.output_item.added" || p["type"] == "response.output_item.done"
+        })
+        .map(|p| {
+            (
+                p["type"].as_str().unwrap_or("").to_string(),
+                p["item"]["type"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect();
+    let expect = [
+        ("response.output_item.added", "function_call"),
+        ("response.output_item.done", "function_call"),
+        ("response.output_item.added", "function_call_output"),
+        ("response.output_item.done", "function_call_output"),
+        ("response.output_item.added", "message"),
+        ("response.output_item.done", "message"),
+    ];
+    assert_eq!(
+        items,
+        expect
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect::<Vec<_>>()
+    );
+    for p in payloads.iter().filter(|p| {
+        p["type"] == "response.output_item.added" || p["type"] == "response.output_item.done"
+    }) {
+        let idx = p["output_index"].as_u64().unwrap_or(99) as usize;
+        let last = payloads.last().cloned().unwrap_or_default();
+        assert_eq!(
+            last["response"]["output"][idx]["id"], p["item"]["id"],
+            "output_index matches the final object"
+        );
+    }
+}
+
+#[actix_web::test]
+async fn previous_response_id_chains_and_inherits_instructions() {
+    let app = spawn_app(vec![
+        Reply::text_stream(&["Hi Ada."], MS, MS, (1, 1)),
+        Reply::text_stream(&["You are Ada."], MS, MS, (1, 1)),
+    ])
+    .await;
+    let (_, first, sid1) = create(
+        &app,
+        json!({"input": "I am Ada", "instructions": "Answer briefly."}),
+    )
+    .await;
+    let id = first["id"].as_str().unwrap_or("").to_string();
+    let (status, second, sid2) = create(
+        &app,
+        json!({"input": "Who am I?", "previous_response_id": id}),
+    )
+    .await;
+    assert_eq!(status, 200, "{second}");
+    assert_eq!(second["previous_response_id"], json!(id));
+    assert_eq!(
+        second["instructions"], "Answer briefly.",
+        "instructions carry over"
+    );
+    assert_eq!(sid1, sid2, "the chain is one session");
+    let up = &app.fake.requests()[1].body;
+    assert_eq!(user_texts(up), vec!["I am Ada", "Hi Ada.", "Who am I?"]);
+    assert!(
+        up["messages"][0]["content"]
+            .as_str()
+            .unwrap_or("")
+            .ends_with("Answer briefly.")
+    );
+    assert_eq!(
+        second["output"].as_array().map(Vec::len),
+        Some(1),
+        "output holds this turn only"
+    );
+
+    let (status, err, _) = create(
+        &app,
+        json!({"input": "x", "previous_response_id": "resp_nope"}),
+    )
+    .await;
+    assert_eq!(status, 404);
+    assert_eq!(
+        err["error"]["message"],
+        "Previous response not found: resp_nope"
+    );
+    assert_eq!(err["error"]["param"], "previous_response_id");
+}
+
+#[actix_web::test]
+async fn conversation_names_chain_and_exclude_previous_response_id() {
+    let app = spawn_app(vec![
+        Reply::text_stream(&["one"], MS, MS, (1, 1)),
+        Reply::text_stream(&["two"], MS, MS, (1, 1)),
+    ])
+    .await;
+    let (s, _, _) = create(&app, json!({"input": "first", "conversation": "proj"})).await;
+    assert_eq!(s, 200);
+    let (s, r, _) = create(
+        &app,
+        json!({"input": "second", "conversation": {"id": "proj"}}),
+    )
+    .await;
+    assert_eq!(s, 200, "{r}");
+    assert_eq!(
+        user_texts(&app.fake.requests()[1].body),
+        vec!["first", "one", "second"]
+    );
+    let (s, e, _) = create(
+        &app,
+        json!({"input": "x", "conversation": "proj", "previous_response_id": r["id"]}),
+    )
+    .await;
+    assert_eq!(s, 400);
+    assert_eq!(
+        e["error"]["message"],
+        "Cannot use both 'conversation' and 'previous_response_id'"
+    );
+}
+
+#[actix_web::test]
+async fn delete_removes_and_clears_names() {
+    let app = spawn_app(vec![
+        Reply::text_stream(&["kept"], MS, MS, (1, 1)),
+        Reply::text_stream(&["fresh"], MS, MS, (1, 1)),
+    ])
+    .await;
+    let (_, r, _) = create(&app, json!({"input": "remember", "conversation": "c1"})).await;
+    let id = r["id"].as_str().unwrap_or("").to_string();
+    let mut res = client()
+        .delete(app.url(&format!("/v1/responses/{id}")))
+        .bearer_auth(KEY)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(res.status(), 200);
+    assert_eq!(
+        body(&mut res).await,
+        json!({"id": id, "object": "response", "deleted": true})
+    );
+    assert_eq!(get(&app, &id).await.0, 404);
+    let (s, e) = get(&app, &id).await;
+    assert_eq!(s, 404);
+    assert_eq!(e["error"]["message"], format!("Response not found: {id}"));
+    let res = client()
+        .delete(app.url(&format!("/v1/responses/{id}")))
+        .bearer_auth(KEY)
+        .send()
+        .await;
+    assert_eq!(res.map(|r| r.status().as_u16()).unwrap_or(0), 404);
+    let (s, _, _) = create(&app, json!({"input": "x", "previous_response_id": id})).await;
+    assert_eq!(s, 404);
+    // The name pointed at the deleted response: it starts afresh, no 404.
+    let (s, _, _) = create(&app, json!({"input": "again", "conversation": "c1"})).await;
+    assert_eq!(s, 200);
+    assert_eq!(user_texts(&app.fake.requests()[1].body), vec!["again"]);
+}
+
+#[actix_web::test]
+async fn store_false_leaves_no_trace() {
+    let app = spawn_app(vec![Reply::text_stream(&["ephemeral"], MS, MS, (1, 1))]).await;
+    let (s, r, _) = create(
+        &app,
+        json!({"input": "x", "store": false, "conversation": "nope"}),
+    )
+    .await;
+    assert_eq!(s, 200);
+    assert_eq!(r["store"], false);
+    assert_eq!(get(&app, r["id"].as_str().unwrap_or("")).await.0, 404);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let conn =
+        rusqlite::Connection::open(app.home.join("state.db")).unwrap_or_else(|e| panic!("{e}"));
+    let n: i64 = conn
+        .query_row("SELECT COUNT(*) FROM responses", [], |r| r.get(0))
+        .unwrap_or(-1);
+    let names: i64 = conn
+        .query_row("SELECT COUNT(*) FROM conversations", [], |r| r.get(0))
+        .unwrap_or(-1);
+    assert_eq!((n, names), (0, 0));
+}
+
+#[actix_web::test]
+async fn a_failed_turn_is_502_and_stored_as_failed() {
+    let app = spawn_app(vec![
+        Reply::error(400, "upstream says no"),
+        Reply::error(400, "still no"),
+    ])
+    .await;
+    let (s, e, _) = create(&app, json!({"input": "x"})).await;
+    assert_eq!(s, 502);
+    assert_eq!(e["error"]["code"], "agent_failed");
+    let mut res = app
+        .post("/v1/responses")
+        .send_json(&json!({"input": "x", "stream": true}))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let (_, events) = sse(&mut res).await;
+    let last: Value = events
+        .last()
+        .map(|e| serde_json::from_str(&e.data).unwrap_or_default())
+        .unwrap_or_default();
+    assert_eq!(last["type"], "response.failed");
+    assert_eq!(last["response"]["status"], "failed");
+    assert_eq!(last["response"]["error"]["code"], "server_error");
+    assert!(
+        last["response"]["error"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("still no")
+    );
+    let (_, stored) = get(&app, last["response"]["id"].as_str().unwrap_or("")).await;
+    assert_eq!(stored["status"], "failed");
+}
+
+#[actix_web::test]
+async fn item_inputs_and_function_call_outputs() {
+    let app = spawn_app(vec![Reply::text_stream(&["ok"], MS, MS, (1, 1))]).await;
+    let input = json!([
+        {"type":"message","role":"user","content":[{"type":"input_text","text":"compute"}]},
+        {"type":"function_call","call_id":"c7","name":"calc","arguments":"{\"x\":1}"},
+        {"type":"function_call_output","call_id":"c7","output":"2"}
+    ]);
+    let (s, r, _) = create(&app, json!({"input": input})).await;
+    assert_eq!(s, 200, "{r}");
+    let msgs = app.fake.requests()[0].body["messages"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(msgs[1]["content"], "compute");
+    assert_eq!(msgs[2]["tool_calls"][0]["id"], "c7");
+    assert_eq!(msgs[3]["role"], "tool");
+    assert_eq!(msgs[3]["tool_call_id"], "c7");
+    assert_eq!(msgs[3]["content"], "2");
+    // input_items: newest first, paged.
+    let id = r["id"].as_str().unwrap_or("");
+    let mut res = app
+        .get(&format!("/v1/responses/{id}/input_items?limit=2"))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let page = body(&mut res).await;
+    assert_eq!(page["object"], "list");
+    assert_eq!(page["data"][0]["type"], "function_call_output");
+    assert_eq!(page["has_more"], true);
+    let after = page["last_id"].as_str().unwrap_or("").to_string();
+    let mut res = app
+        .get(&format!("/v1/responses/{id}/input_items?after={after}"))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let rest = body(&mut res).await;
+    assert_eq!(rest["data"].as_array().map(Vec::len), Some(1));
+    assert_eq!(rest["data"][0]["type"], "message");
+    assert_eq!(rest["has_more"], false);
+    let mut res = app
+        .get(&format!("/v1/responses/{id}/input_items?order=asc&limit=1"))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(body(&mut res).await["data"][0]["type"], "message");
+    let res = app
+        .get(&format!("/v1/responses/{id}/input_items?limit=500"))
+        .send()
+        .await;
+    assert_eq!(res.map(|r| r.status().as_u16()).unwrap_or(0), 400);
+}
+
+#[actix_web::test]
+async fn truncation_auto_keeps_the_last_hundred_messages() {
+    let app = spawn_app(vec![Reply::text_stream(&["ok"], MS, MS, (1, 1))]).await;
+    let mut input: Vec<Value> = (0..130).map(|i| json!({"role": if i % 2 == 0 {"user"} else {"assistant"}, "content": format!("m{i}")})).collect();
+    input.push(json!({"role":"user","content":"last"}));
+    let (s, r, _) = create(&app, json!({"input": input, "truncation": "auto"})).await;
+    assert_eq!(s, 200, "{r}");
+    assert_eq!(r["truncation"], "auto");
+    let msgs = app.fake.requests()[0].body["messages"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(msgs.len(), 1 + 100 + 1, "system + 100 history + input");
+    assert_eq!(msgs[1]["content"], "m30");
+}
+
+#[actix_web::test]
+async fn a_chain_of_fifty_survives_a_restart_with_a_cold_cache() {
+    let fake = FakeUpstream::start_with(vec![], |r| {
+        let n = r.body["messages"].as_array().map_or(0, Vec::len);
+        Reply::text_stream(
+            &[&format!("answer at {n}")],
+            Duration::ZERO,
+            Duration::ZERO,
+            (1, 1),
+        )
+    });
+    let home = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let app = start_in(fake, home.path(), None, |c| {
+        c.api_server.response_store.cache_size = 5
+    })
+    .await;
+    let mut prev: Option<String> = None;
+    for i in 0..50 {
+        let mut req = json!({"input": format!("q{i}")});
+        if let Some(p) = &prev {
+            req["previous_response_id"] = json!(p);
+        }
+        let (s, r, _) = create(&app, req).await;
+        assert_eq!(s, 200, "{r}");
+        prev = r["id"].as_str().map(String::from);
+    }
+    // Wait until every write reached the database, then restart.
+    let conn =
+        rusqlite::Connection::open(home.path().join("state.db")).unwrap_or_else(|e| panic!("{e}"));
+    for _ in 0..200 {
+        let n: i64 = conn
+            .query_row("SELECT COUNT(*) FROM responses", [], |r| r.get(0))
+            .unwrap_or(0);
+        if n == 50 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    app.stop().await;
+    let fake2 = FakeUpstream::start(vec![Reply::text_stream(&["fifty-one"], MS, MS, (1, 1))]);
+    let app2 = start_in(fake2, home.path(), None, |_| {}).await;
+    let (s, r, _) = create(&app2, json!({"input": "q50", "previous_response_id": prev})).await;
+    assert_eq!(s, 200, "{r}");
+    let texts = user_texts(&app2.fake.requests()[0].body);
+    assert_eq!(
+        texts.len(),
+        101,
+        "50 turns of two messages, then the new input"
+    );
+    for i in 0..50 {
+        assert_eq!(texts[2 * i], format!("q{i}"));
+        assert!(texts[2 * i + 1].starts_with("answer at "));
+    }
+    assert_eq!(texts[100], "q50");
+    assert_eq!(
+        get(&app2, prev.as_deref().unwrap_or("")).await.0,
+        200,
+        "GET from disk after the restart"
+    );
+}
+
+#[actix_web::test]
+async fn eviction_by_capacity_clears_the_conversation_name() {
+    let fake = FakeUpstream::start_with(vec![], |_| {
+        Reply::text_stream(&["ok"], Duration::ZERO, Duration::ZERO, (1, 1))
+    });
+    let app = start(fake, |c| c.api_server.response_store.max_responses = 3).await;
+    let (_, first, _) = create(&app, json!({"input": "named", "conversation": "old"})).await;
+    for i in 0..3 {
+        let (s, _, _) = create(&app, json!({"input": format!("filler {i}")})).await;
+        assert_eq!(s, 200);
+    }
+    // The oldest (the named one) was evicted; wait for the store to catch up.
+    let id = first["id"].as_str().unwrap_or("").to_string();
+    let mut gone = false;
+    for _ in 0..100 {
+        if get(&app, &id).await.0 == 404 {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(gone, "the oldest response was evicted");
+    let before = app.fake.requests().len();
+    let (s, _, _) = create(&app, json!({"input": "next", "conversation": "old"})).await;
+    assert_eq!(s, 200, "no 404: the name starts fresh");
+    assert_eq!(user_texts(&app.fake.requests()[before].body), vec!["next"]);
+}
+
+#[actix_web::test]
+async fn a_client_leaving_a_stream_leaves_an_incomplete_response() {
+    let words: Vec<String> = (0..100).map(|i| format!("w{i} ")).collect();
+    let refs: Vec<&str> = words.iter().map(String::as_str).collect();
+    let app = spawn_app(vec![Reply::text_stream(&refs, 10 * MS, 100 * MS, (1, 1))]).await;
+    let body = json!({"input": "talk", "stream": true}).to_string();
+    let req = format!(
+        "POST /v1/responses HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(app.addr)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    s.write_all(req.as_bytes())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut got = String::new();
+    let mut buf = [0u8; 4096];
+    while got.matches("response.output_text.delta").count() < 6 {
+        let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf))
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .unwrap_or(0);
+        assert!(n > 0, "stream ended early");
+        got.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    let id_at = got.find("\"id\":\"resp_").unwrap_or(0) + 6;
+    let id: String = got[id_at..].chars().take_while(|c| *c != '"').collect();
+    drop(s);
+    let mut stored = Value::Null;
+    for _ in 0..150 {
+        let (code, v) = get(&app, &id).await;
+        if code == 200 {
+            stored = v;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(stored["status"], "incomplete", "{stored}");
+    let text = stored["output_text"].as_str().unwrap_or("");
+    assert!(text.starts_with("w0 w1 w2 "), "partial text kept: {text}");
+    assert!(!text.contains("w99"));
+    assert!(
+        !app.fake.disconnects().is_empty(),
+        "the upstream request was dropped"
+    );
+}
