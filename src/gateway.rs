@@ -33,7 +33,7 @@ use actix_web::web;
 
 use crate::actors::pool::ArbiterPool;
 use crate::actors::response_store::{Limits, ResponseStoreActor};
-use crate::api::{self, AppState, auth::ApiKeys, auth::KeySource, state::Live};
+use crate::api::{self, AppState, auth::ApiKeys, auth::KeySource, state::Live, state::Parts};
 use crate::config::{self, Config, Env, LoadOptions, Loaded};
 use crate::db::Db;
 use crate::metrics::Metrics;
@@ -125,9 +125,16 @@ pub async fn start(loaded: &Loaded) -> Result<Running, StartError> {
     let metrics = Arc::new(Metrics::default());
     let max_runs = c.api_server.max_concurrent_runs;
     let responses = start_response_store(&db, &pool, &c.api_server.response_store).await?;
-    let state = web::Data::new(AppState::new(
-        live, pool, db, keys, metrics, platforms, responses, max_runs,
-    ));
+    let parts = Parts {
+        pool,
+        db,
+        keys,
+        metrics,
+        platforms,
+        responses,
+        max_runs,
+    };
+    let state = web::Data::new(AppState::new(live, parts));
     let workers = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(2);

@@ -130,6 +130,18 @@ impl Live {
     }
 }
 
+/// The long-lived parts a server is built from.
+pub struct Parts {
+    pub pool: ArbiterPool,
+    pub db: Db,
+    pub keys: ApiKeys,
+    pub metrics: Arc<Metrics>,
+    pub platforms: PlatformStatus,
+    pub responses: actix::Addr<ResponseStoreActor>,
+    /// Admission limit (0 = unlimited).
+    pub max_runs: usize,
+}
+
 /// Shared by every worker.
 pub struct AppState {
     live: RwLock<Arc<Live>>,
@@ -171,16 +183,16 @@ impl Drop for OwnedSessionGuard {
 
 impl AppState {
     /// State for a server.
-    pub fn new(
-        live: Live,
-        pool: ArbiterPool,
-        db: Db,
-        keys: ApiKeys,
-        metrics: Arc<Metrics>,
-        platforms: PlatformStatus,
-        responses: actix::Addr<ResponseStoreActor>,
-        max_runs: usize,
-    ) -> Self {
+    pub fn new(live: Live, parts: Parts) -> Self {
+        let Parts {
+            pool,
+            db,
+            keys,
+            metrics,
+            platforms,
+            responses,
+            max_runs,
+        } = parts;
         let started_at = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs())
