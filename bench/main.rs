@@ -304,6 +304,136 @@ async fn tool_loop(p: &Plan) -> Result<Figures, String> {
     ]))
 }
 
+/// 100 000 stored responses: GET from cache and from disk, restart to ready,
+/// database bytes per stored turn.
+async fn response_store(p: &Plan) -> Result<Figures, String> {
+    let n_stored: usize = if p.quick { 5_000 } else { 100_000 };
+    let n_turns: usize = if p.quick { 20 } else { 200 };
+    let fake = FakeUpstream::start_threads(
+        vec![],
+        Box::new(|_| {
+            Reply::text_stream(
+                &["A stored", " answer."],
+                Duration::ZERO,
+                Duration::ZERO,
+                (30, 5),
+            )
+        }),
+        1,
+    );
+    // Bytes per turn: a chain of real responses through the API, minus the
+    // empty database (schema pages).
+    let gw = procs::start_gateway(Some(&fake.url()), &[]).await?;
+    let db_path = gw.home().join("state.db");
+    let dir = gw.stop()?;
+    let empty_bytes = std::fs::metadata(&db_path).map(|m| m.len()).unwrap_or(0);
+    let gw = procs::start_gateway_in(dir, Some(&fake.url()), &[]).await?;
+    let c = load::client();
+    let url = format!("{}/v1/responses", gw.base);
+    let mut prev: Option<String> = None;
+    let mut template = String::new();
+    for i in 0..n_turns {
+        let mut body = json!({"model": "hermes-agent", "input": format!("question number {i}")});
+        if let Some(id) = &prev {
+            body["previous_response_id"] = json!(id);
+        }
+        let mut r = c
+            .post(&url)
+            .bearer_auth(procs::KEY)
+            .send_json(&body)
+            .await
+            .map_err(|e| e.to_string())?;
+        let v: serde_json::Value = r.json().limit(1 << 20).await.map_err(|e| e.to_string())?;
+        if v["status"] != "completed" {
+            return Err(format!("a response did not complete: {v}"));
+        }
+        prev = v["id"].as_str().map(String::from);
+        template = v.to_string();
+    }
+    let dir = gw.stop()?;
+    let chain_bytes = std::fs::metadata(&db_path).map(|m| m.len()).unwrap_or(0);
+
+    // Fill the store to its size directly (as many turns of the same shape).
+    let ids: Vec<String> = (0..n_stored).map(|i| format!("resp_bench{i:08}")).collect();
+    {
+        let mut conn = rusqlite::Connection::open(&db_path).map_err(|e| e.to_string())?;
+        let tx = conn.transaction().map_err(|e| e.to_string())?;
+        {
+            let mut ins = tx
+                .prepare(
+                    "INSERT INTO responses (id, previous_id, session_id, created_at, instructions, input_items, turn_messages, response)
+                     VALUES (?1, ?2, 's', strftime('%s','now'), NULL, '[]', ?3, ?4)",
+                )
+                .map_err(|e| e.to_string())?;
+            let turn = r#"[{"role":"user","content":"a stored question"},{"role":"assistant","content":"A stored answer."}]"#;
+            for (i, id) in ids.iter().enumerate() {
+                let prev = if i > 0 {
+                    Some(ids[i - 1].as_str())
+                } else {
+                    None
+                };
+                ins.execute(rusqlite::params![
+                    id,
+                    prev,
+                    turn,
+                    template.replace(prev.unwrap_or("resp_"), id)
+                ])
+                .map_err(|e| e.to_string())?;
+            }
+        }
+        tx.commit().map_err(|e| e.to_string())?;
+    }
+    let gw = procs::start_gateway_in(dir, Some(&fake.url()), &[]).await?;
+    let ready_ms = gw.ready_after.as_secs_f64() * 1000.0;
+    let get = |id: String| {
+        let c = c.clone();
+        let url = format!("{}/v1/responses/{id}", gw.base);
+        async move {
+            let started = Instant::now();
+            let ok = match c.get(url).bearer_auth(procs::KEY).send().await {
+                Ok(mut r) => r.status() == 200 && r.body().limit(1 << 20).await.is_ok(),
+                Err(_) => false,
+            };
+            (started.elapsed(), ok)
+        }
+    };
+    // Spread over the whole store, cold: every GET reads the disk.
+    let sample: Vec<String> = (0..500)
+        .map(|i| ids[(i * 7919) % n_stored].clone())
+        .collect();
+    let mut disk = Vec::new();
+    for id in &sample {
+        let (d, ok) = get(id.clone()).await;
+        if !ok {
+            return Err(format!("GET {id} failed"));
+        }
+        disk.push(d);
+    }
+    // The same ones again: now hot in the cache (default size 1000).
+    let mut hot = Vec::new();
+    for id in &sample {
+        let (d, ok) = get(id.clone()).await;
+        if !ok {
+            return Err(format!("GET {id} failed"));
+        }
+        hot.push(d);
+    }
+    let (_, peak) = procs::rss_kib(gw.pid);
+    Ok(BTreeMap::from([
+        ("stored", n_stored as f64),
+        ("restart_ready_ms", ready_ms),
+        ("get_cache_p50_ms", pct(&mut hot, 50.0)),
+        ("get_cache_p99_ms", pct(&mut hot, 99.0)),
+        ("get_disk_p50_ms", pct(&mut disk, 50.0)),
+        ("get_disk_p99_ms", pct(&mut disk, 99.0)),
+        (
+            "db_bytes_per_turn",
+            chain_bytes.saturating_sub(empty_bytes) as f64 / n_turns as f64,
+        ),
+        ("peak_rss_mib", peak as f64 / 1024.0),
+    ]))
+}
+
 /// Bytes sent upstream per call beyond the conversation (system prompt + tool schemas).
 async fn prompt_footprint(_: &Plan) -> Result<Figures, String> {
     let fake = FakeUpstream::start(vec![]);
@@ -372,16 +502,18 @@ const SCENARIOS: &[Scenario] = &[
         "system prompt + tool schemas <= 6 KiB",
         prompt_footprint
     ),
+    scenario!(
+        "response_store",
+        "100 000 stored: GET p99 <= 1 ms cached, <= 5 ms from disk; restart to ready <= 1 s",
+        response_store
+    ),
 ];
 
 /// Not yet measurable: the feature they need is not built.
-const PENDING: &[(&str, &str)] = &[
-    ("response_store", "needs the Responses API store (issue 4)"),
-    (
-        "stream_preview",
-        "needs the Telegram stream preview (issue 5)",
-    ),
-];
+const PENDING: &[(&str, &str)] = &[(
+    "stream_preview",
+    "needs the Telegram stream preview (issue 5)",
+)];
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));

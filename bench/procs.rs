@@ -27,6 +27,31 @@ impl Drop for Gateway {
     }
 }
 
+impl Gateway {
+    /// `HERMES_HOME` of this gateway.
+    pub fn home(&self) -> PathBuf {
+        self._dir.path().join("home")
+    }
+
+    /// Stops it with SIGTERM (a clean shutdown checkpoints the database) and
+    /// hands back its directory for a restart.
+    pub fn stop(mut self) -> Result<tempfile::TempDir, String> {
+        // SAFETY: signalling our own child.
+        unsafe {
+            libc::kill(self.pid as i32, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + START_LIMIT;
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+                return Ok(std::mem::replace(&mut self._dir, dir));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Err("the gateway did not stop".into())
+    }
+}
+
 /// The `hermes` binary next to this one.
 fn hermes_bin() -> PathBuf {
     let exe = std::env::current_exe().unwrap_or_default();
@@ -64,7 +89,18 @@ pub async fn start_gateway(
     extra_env: &[(&str, &str)],
 ) -> Result<Gateway, String> {
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-    let log = dir.path().join("gateway.log");
+    start_gateway_in(dir, upstream, extra_env).await
+}
+
+/// As [`start_gateway`], with `HERMES_HOME` at `dir/home` (kept across restarts).
+pub async fn start_gateway_in(
+    dir: tempfile::TempDir,
+    upstream: Option<&str>,
+    extra_env: &[(&str, &str)],
+) -> Result<Gateway, String> {
+    let log = dir
+        .path()
+        .join(format!("gateway-{}.log", std::process::id()));
     let log_file = std::fs::File::create(&log).map_err(|e| e.to_string())?;
     let mut cmd = Command::new(hermes_bin());
     cmd.arg("gateway")

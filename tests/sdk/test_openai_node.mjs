@@ -86,6 +86,23 @@ test('mid-stream failure throws', async () => {
   throw new Error('no APIError for the error chunk');
 });
 
+test('responses.stream finalResponse', async () => {
+  const stream = client.responses.stream({ model: 'hermes-agent', input: 'hi' });
+  let deltas = '';
+  stream.on('response.output_text.delta', (e) => { deltas += e.delta; });
+  const final = await stream.finalResponse();
+  assert(final.status === 'completed' && final.output_text === GREETING, JSON.stringify(final));
+  assert(deltas === GREETING, deltas);
+  const got = await client.responses.retrieve(final.id);
+  assert(got.id === final.id, JSON.stringify(got));
+});
+
+test('responses.create chained', async () => {
+  const first = await client.responses.create({ model: 'hermes-agent', input: 'hi' });
+  const second = await client.responses.create({ model: 'hermes-agent', input: 'again', previous_response_id: first.id });
+  assert(second.previous_response_id === first.id && second.output_text === GREETING, JSON.stringify(second));
+});
+
 let passed = 0, failed = 0;
 for (const [name, fn] of tests) {
   try { await fn(); passed++; console.log(`ok   node ${name}`); }

@@ -150,6 +150,74 @@ def mid_stream_failure_raises():
         raise AssertionError("no APIError for the error chunk")
 
 
+@test
+def responses_create_retrieve_delete():
+    r = client.responses.create(model="hermes-agent", input="hi", instructions="Be brief.")
+    assert r.status == "completed" and r.output_text == GREETING, r
+    assert r.usage.total_tokens == 16, r.usage
+    got = client.responses.retrieve(r.id)
+    assert got.id == r.id and got.output_text == GREETING
+    second = client.responses.create(model="hermes-agent", input="again", previous_response_id=r.id)
+    assert second.previous_response_id == r.id and second.instructions == "Be brief."
+    items = client.responses.input_items.list(second.id)
+    assert [i.type for i in items.data] == ["message"], items
+    assert items.data[0].content[0].text == "again"
+    deleted = client.responses.delete(r.id)
+    assert deleted is None or getattr(deleted, "deleted", True)
+    try:
+        client.responses.retrieve(r.id)
+    except openai.NotFoundError:
+        pass
+    else:
+        raise AssertionError("deleted response still retrievable")
+
+
+@test
+def responses_stream_get_final_response():
+    with client.responses.stream(model="hermes-agent", input="hi") as stream:
+        deltas = [e.delta for e in stream if e.type == "response.output_text.delta"]
+        final = stream.get_final_response()
+    assert "".join(deltas) == GREETING, deltas
+    assert final.status == "completed" and final.output_text == GREETING, final
+    assert client.responses.retrieve(final.id).output_text == GREETING
+
+
+@test
+def responses_stream_with_a_tool():
+    with client.responses.stream(model="hermes-agent", input="please use a tool") as stream:
+        final = stream.get_final_response()
+    kinds = [o.type for o in final.output]
+    assert kinds == ["function_call", "function_call_output", "message"], kinds
+    assert final.output_text == "The tool said: tool-output-42", final.output_text
+
+
+@test
+def responses_create_stream_events():
+    events = list(client.responses.create(model="hermes-agent", input="hi", stream=True))
+    assert events[0].type == "response.created" and events[-1].type == "response.completed"
+    assert [e.sequence_number for e in events] == list(range(len(events)))
+
+
+@test
+def responses_failure_raises():
+    try:
+        client.responses.create(model="hermes-agent", input="please fail")
+    except openai.InternalServerError as e:
+        assert e.status_code == 502
+    else:
+        raise AssertionError("no InternalServerError")
+
+
+@test
+def responses_unknown_previous_is_not_found():
+    try:
+        client.responses.create(model="hermes-agent", input="x", previous_response_id="resp_missing")
+    except openai.NotFoundError as e:
+        assert "resp_missing" in str(e)
+    else:
+        raise AssertionError("no NotFoundError")
+
+
 def main():
     passed = failed = 0
     for t in TESTS:
