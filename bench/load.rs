@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use hermes::sse::SseParser;
-use serde_json::Value;
 
 /// Where requests go.
 #[derive(Clone)]
@@ -19,12 +18,31 @@ pub struct Target {
 }
 
 /// One measured request.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Sample {
     pub latency: Duration,
     /// Time to the first content delta (streams only).
     pub ttft: Option<Duration>,
     pub ok: bool,
+    /// Why it failed (for the report).
+    pub error: Option<String>,
+}
+
+/// The most common failure reasons of samples, for a failed scenario's message.
+pub fn failure_summary(samples: &[Sample]) -> String {
+    let mut counts: std::collections::BTreeMap<&str, usize> = std::collections::BTreeMap::new();
+    for s in samples.iter().filter(|s| !s.ok) {
+        *counts
+            .entry(s.error.as_deref().unwrap_or("unknown"))
+            .or_default() += 1;
+    }
+    let mut v: Vec<_> = counts.into_iter().collect();
+    v.sort_by(|a, b| b.1.cmp(&a.1));
+    v.iter()
+        .take(3)
+        .map(|(e, n)| format!("{n}x {e}"))
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// An awc client with no connection cap and no timeout of its own.
@@ -52,15 +70,44 @@ fn request(c: &awc::Client, t: &Target) -> awc::ClientRequest {
 /// One non-streaming request.
 pub async fn plain(c: &awc::Client, t: &Target, body: &str) -> Sample {
     let started = Instant::now();
-    let ok = match request(c, t).send_body(body.to_string()).await {
-        Ok(mut r) => r.status() == 200 && r.body().limit(16 << 20).await.is_ok(),
-        Err(_) => false,
+    let error = match request(c, t).send_body(body.to_string()).await {
+        Ok(mut r) if r.status() == 200 => r
+            .body()
+            .limit(16 << 20)
+            .await
+            .err()
+            .map(|e| format!("body: {e}")),
+        Ok(r) => Some(format!("status {}", r.status())),
+        Err(e) => Some(format!("send: {e}")),
     };
     Sample {
         latency: started.elapsed(),
         ttft: None,
-        ok,
+        ok: error.is_none(),
+        error,
     }
+}
+
+/// Just the delta text of a chunk, borrowed where it can be: the load
+/// generator's own parsing cost stays small next to what it measures.
+#[derive(serde::Deserialize)]
+struct ChunkView<'a> {
+    #[serde(borrow, default)]
+    choices: Vec<ChoiceView<'a>>,
+    #[serde(default)]
+    error: Option<serde_json::Value>,
+}
+
+#[derive(serde::Deserialize)]
+struct ChoiceView<'a> {
+    #[serde(borrow, default)]
+    delta: Option<DeltaView<'a>>,
+}
+
+#[derive(serde::Deserialize)]
+struct DeltaView<'a> {
+    #[serde(borrow, default)]
+    content: Option<std::borrow::Cow<'a, str>>,
 }
 
 /// One streaming request; `expect` is the exact answer text (checked).
@@ -70,34 +117,62 @@ pub async fn stream(c: &awc::Client, t: &Target, body: &str, expect: &str) -> Sa
     let mut parser = SseParser::new();
     let mut text = String::new();
     let mut done = false;
-    let ok = match request(c, t).send_body(body.to_string()).await {
+    let mut broke = None;
+    let error = match request(c, t).send_body(body.to_string()).await {
         Ok(mut r) if r.status() == 200 => {
             while let Some(chunk) = r.next().await {
-                let Ok(bytes) = chunk else { break };
+                let bytes = match chunk {
+                    Ok(b) => b,
+                    Err(e) => {
+                        broke.get_or_insert(format!("stream: {e}"));
+                        break;
+                    }
+                };
                 for ev in parser.push(&bytes).unwrap_or_default() {
                     if ev.data == "[DONE]" {
                         done = true;
                         continue;
                     }
-                    let v: Value = serde_json::from_str(&ev.data).unwrap_or(Value::Null);
-                    if let Some(d) = v
-                        .pointer("/choices/0/delta/content")
-                        .and_then(Value::as_str)
-                        && !d.is_empty()
-                    {
+                    let Ok(view) = serde_json::from_str::<ChunkView<'_>>(&ev.data) else {
+                        continue;
+                    };
+                    if let Some(e) = &view.error {
+                        broke = Some(format!(
+                            "error chunk: {}",
+                            e["message"].as_str().unwrap_or("?")
+                        ));
+                    }
+                    let delta = view
+                        .choices
+                        .into_iter()
+                        .next()
+                        .and_then(|c| c.delta)
+                        .and_then(|d| d.content);
+                    if let Some(d) = delta.filter(|d| !d.is_empty()) {
                         ttft.get_or_insert_with(|| started.elapsed());
-                        text.push_str(d);
+                        text.push_str(&d);
                     }
                 }
             }
-            done && text == expect
+            match (broke, done) {
+                (Some(e), _) => Some(e),
+                (None, false) => Some("ended without [DONE]".into()),
+                (None, true) if text != expect => Some(format!(
+                    "text differs ({} of {} bytes)",
+                    text.len(),
+                    expect.len()
+                )),
+                _ => None,
+            }
         }
-        _ => false,
+        Ok(r) => Some(format!("status {}", r.status())),
+        Err(e) => Some(format!("send: {e}")),
     };
     Sample {
         latency: started.elapsed(),
         ttft,
-        ok,
+        ok: error.is_none(),
+        error,
     }
 }
 
@@ -174,6 +249,7 @@ pub async fn many_streams(t: &Target, body: &str, n: usize, expect: &str) -> Vec
             latency: Duration::ZERO,
             ttft: None,
             ok: false,
+            error: Some("task failed".into()),
         }));
     }
     out

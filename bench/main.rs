@@ -63,7 +63,10 @@ impl Plan {
                 max_secs: 10,
                 relay_streams: 200,
                 relay_deltas: 200,
-                open_streams: 10_000,
+                open_streams: std::env::var("BENCH_OPEN_STREAMS")
+                    .ok()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or_else(streams_the_fd_limit_allows),
                 open_deltas: 30,
                 open_gap: Duration::from_secs(1),
                 tool_turns: 20,
@@ -71,6 +74,26 @@ impl Plan {
         }
     }
 }
+
+/// Open streams the scenario holds: 10 000, or fewer when the open-file hard
+/// limit cannot give the gateway two sockets per stream (client and upstream)
+/// plus some room. The report says which.
+fn streams_the_fd_limit_allows() -> usize {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: reads a limit into a local struct.
+    let hard = if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0 {
+        lim.rlim_max as usize
+    } else {
+        0
+    };
+    10_000.min(hard.saturating_sub(FD_ROOM) / 2)
+}
+
+/// Descriptors kept free in the gateway beyond two per stream.
+const FD_ROOM: usize = 600;
 
 fn chat(text: &str, stream: bool) -> String {
     json!({"model":"hermes-agent","stream":stream,"messages":[{"role":"user","content":text}]})
@@ -182,8 +205,9 @@ async fn streaming_relay(p: &Plan) -> Result<Figures, String> {
     let bad = g.iter().filter(|s| !s.ok).count();
     if bad > 0 || d.iter().any(|s| !s.ok) {
         return Err(format!(
-            "{bad} of {} streams through the gateway lost, reordered or failed deltas",
-            g.len()
+            "{bad} of {} streams through the gateway lost, reordered or failed deltas: {}",
+            g.len(),
+            load::failure_summary(&g)
         ));
     }
     let mut gt: Vec<Duration> = g.iter().filter_map(|s| s.ttft).collect();
@@ -215,8 +239,14 @@ async fn open_streams(p: &Plan) -> Result<Figures, String> {
     let script = deltas.clone();
     let fake = FakeUpstream::start_threads(
         vec![],
-        Box::new(move |_| {
+        Box::new(move |r: &Recorded| {
             let refs: Vec<&str> = script.iter().map(String::as_str).collect();
+            // The warm-up streams answer at once; the measured ones slowly.
+            let warm = r.body["messages"]
+                .as_array()
+                .and_then(|m| m.last())
+                .is_some_and(|m| m["content"] == "warm");
+            let gap = if warm { Duration::ZERO } else { gap };
             Reply::text_stream(&refs, gap, gap, (10, refs.len() as u64))
         }),
         1,
@@ -232,8 +262,9 @@ async fn open_streams(p: &Plan) -> Result<Figures, String> {
     let bad = samples.iter().filter(|s| !s.ok).count();
     if bad > 0 {
         return Err(format!(
-            "{bad} of {} open streams failed or lost deltas",
-            samples.len()
+            "{bad} of {} open streams failed or lost deltas: {}",
+            samples.len(),
+            load::failure_summary(&samples)
         ));
     }
     let (_, peak) = procs::rss_kib(gw.pid);
@@ -551,8 +582,8 @@ fn main() {
         }
     }
     let runs = runs.unwrap_or(if quick { 1 } else { 3 }).max(1);
-    let plan = Plan::new(quick);
     procs::raise_fd_limit(65_536);
+    let plan = Plan::new(quick);
     let cores = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(0);

@@ -17,8 +17,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 
+/// Pending connections the kernel queues for the fake's listener.
+const LISTEN_BACKLOG: u32 = 8192;
 /// Largest request the fake reads.
 const MAX_REQUEST_BYTES: usize = 64 * 1024 * 1024;
 
@@ -270,7 +272,13 @@ impl FakeUpstream {
                 Err(_) => return,
             };
             rt.block_on(async move {
-                let Ok(listener) = TcpListener::bind("127.0.0.1:0").await else {
+                // A deep accept queue: benchmarks open thousands of streams at once.
+                let listener = tokio::net::TcpSocket::new_v4().and_then(|s| {
+                    s.set_reuseaddr(true)?;
+                    s.bind(SocketAddr::from(([127, 0, 0, 1], 0)))?;
+                    s.listen(LISTEN_BACKLOG)
+                });
+                let Ok(listener) = listener else {
                     return;
                 };
                 let _ = addr_tx.send(listener.local_addr().ok());

@@ -198,9 +198,13 @@ pub fn http_client(connect_timeout: Duration) -> awc::Client {
         {
             return c.clone();
         }
+        // `limit(0)`: no cap on simultaneous connections. awc's default of
+        // 100 per client would queue every stream beyond the hundredth on
+        // this thread until one ends.
         let mut connector = awc::Connector::new()
             .timeout(connect_timeout)
-            .conn_keep_alive(CONN_KEEP_ALIVE);
+            .conn_keep_alive(CONN_KEEP_ALIVE)
+            .limit(0);
         if let Some(tls) = tls_config() {
             connector = connector.rustls_0_23(tls);
         }
