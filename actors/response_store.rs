@@ -79,10 +79,7 @@ pub struct ResponseStoreActor {
 }
 
 fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
+    crate::clock::unix_now() as i64
 }
 
 impl ResponseStoreActor {

@@ -37,7 +37,7 @@ pub fn failure_summary(samples: &[Sample]) -> String {
             .or_default() += 1;
     }
     let mut v: Vec<_> = counts.into_iter().collect();
-    v.sort_by(|a, b| b.1.cmp(&a.1));
+    v.sort_by_key(|e| std::cmp::Reverse(e.1));
     v.iter()
         .take(3)
         .map(|(e, n)| format!("{n}x {e}"))

@@ -25,6 +25,7 @@ pub mod agent;
 pub mod api;
 pub mod chat;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod db;
 pub mod gateway;

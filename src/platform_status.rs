@@ -27,10 +27,7 @@ pub struct PlatformStatus {
 impl PlatformStatus {
     /// Records a platform's state.
     pub fn set(&self, platform: &str, state: &'static str, error: Option<String>) {
-        let since = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
+        let since = crate::clock::unix_now();
         let error = error.map(|e| crate::secrets::redact(&e));
         self.inner.lock().unwrap_or_else(|p| p.into_inner()).insert(
             platform.to_string(),

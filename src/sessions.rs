@@ -6,10 +6,7 @@ use crate::db::{Db, StoreError};
 use crate::openai::{Message, Usage};
 
 fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
+    crate::clock::unix_now() as i64
 }
 
 /// The session's messages in order (empty for an unknown session).

@@ -529,18 +529,8 @@ async fn a_client_leaving_a_stream_interrupts_the_upstream() {
     let words: Vec<String> = (0..100).map(|i| format!("w{i} ")).collect();
     let refs: Vec<&str> = words.iter().map(String::as_str).collect();
     let app = spawn_app(vec![Reply::text_stream(&refs, 10 * MS, 100 * MS, (1, 1))]).await;
-    let body = chat_body("talk", true).to_string();
-    let req = format!(
-        "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(app.addr)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    s.write_all(req.as_bytes())
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    use tokio::io::AsyncReadExt;
+    let mut s = raw_post(app.addr, "/v1/chat/completions", &chat_body("talk", true)).await;
     let mut got = String::new();
     let mut buf = [0u8; 4096];
     // Role chunk plus three content chunks.
@@ -576,12 +566,9 @@ async fn a_client_leaving_a_stream_interrupts_the_upstream() {
 #[actix_web::test]
 async fn a_client_leaving_a_plain_request_interrupts_it_too() {
     let app = spawn_app(vec![Reply::Hang]).await;
-    let body = chat_body("hi", false).to_string();
-    let req = format!(
-        "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    let _ = raw(app.addr, req.as_bytes(), Duration::from_millis(500)).await;
+    let s = raw_post(app.addr, "/v1/chat/completions", &chat_body("hi", false)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    drop(s);
     let left = Instant::now();
     while app.fake.disconnects().is_empty() && left.elapsed() < Duration::from_secs(3) {
         tokio::time::sleep(Duration::from_millis(20)).await;

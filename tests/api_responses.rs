@@ -657,18 +657,13 @@ async fn a_client_leaving_a_stream_leaves_an_incomplete_response() {
     let words: Vec<String> = (0..100).map(|i| format!("w{i} ")).collect();
     let refs: Vec<&str> = words.iter().map(String::as_str).collect();
     let app = spawn_app(vec![Reply::text_stream(&refs, 10 * MS, 100 * MS, (1, 1))]).await;
-    let body = json!({"input": "talk", "stream": true}).to_string();
-    let req = format!(
-        "POST /v1/responses HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(app.addr)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    s.write_all(req.as_bytes())
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    use tokio::io::AsyncReadExt;
+    let mut s = raw_post(
+        app.addr,
+        "/v1/responses",
+        &json!({"input": "talk", "stream": true}),
+    )
+    .await;
     let mut got = String::new();
     let mut buf = [0u8; 4096];
     while got.matches("response.output_text.delta").count() < 6 {

@@ -50,10 +50,7 @@ pub fn system_prompt(
 
 /// Today's date in UTC as `YYYY-MM-DD` (civil-from-days, no time crate needed).
 pub fn today() -> String {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
+    let secs = crate::clock::unix_now();
     let (y, m, d) = civil_from_days((secs / 86_400) as i64);
     format!("{y:04}-{m:02}-{d:02}")
 }

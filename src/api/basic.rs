@@ -40,10 +40,7 @@ pub async fn model(
 
 /// `GET /health/detailed` (auth): state of the gateway and its platforms.
 pub async fn health_detailed(state: web::Data<AppState>) -> HttpResponse {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
+    let now = crate::clock::unix_now();
     let platforms = state.platforms.snapshot();
     let degraded = state.is_draining() || platforms.values().any(|p| p.state != "connected");
     HttpResponse::Ok().json(json!({

@@ -19,12 +19,7 @@ use crate::agent::{AgentEvent, TurnStatus};
 /// Route label for metrics.
 const ROUTE: &str = "/v1/chat/completions";
 
-fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
+use crate::clock::unix_now;
 
 fn completion_id() -> String {
     format!("chatcmpl-{}", uuid::Uuid::new_v4().simple())

@@ -176,10 +176,7 @@ pub async fn create(
     .await?;
     let head = ResponseHead {
         id: format!("resp_{}", uuid::Uuid::new_v4().simple()),
-        created_at: std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0),
+        created_at: crate::clock::unix_now(),
         model: p.model.clone(),
         instructions: instructions.clone(),
         previous_response_id: chained_from.clone(),

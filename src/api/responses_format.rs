@@ -12,6 +12,7 @@ use serde_json::{Map, Value, json};
 use super::chat_format::Frame;
 use super::error::ApiError;
 use crate::agent::{AgentEvent, TurnOutcome, TurnStatus};
+use crate::clock::unix_now;
 use crate::openai::{Content, FunctionCall, Message, Role, ToolCall, Usage};
 
 /// History kept by `truncation: "auto"`.
@@ -418,13 +419,6 @@ pub struct ResponseBuilder {
     output: Vec<Value>,
     open: Option<OpenMessage>,
     seq: u64,
-}
-
-fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
 }
 
 fn usage_json(u: &Usage) -> Value {

@@ -193,10 +193,7 @@ impl AppState {
             responses,
             max_runs,
         } = parts;
-        let started_at = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
+        let started_at = crate::clock::unix_now();
         Self {
             live: RwLock::new(Arc::new(live)),
             pool,

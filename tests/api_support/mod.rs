@@ -196,3 +196,20 @@ pub async fn raw(addr: SocketAddr, request: &[u8], wait: Duration) -> String {
 pub fn chat_body(text: &str, stream: bool) -> Value {
     serde_json::json!({"model": "hermes-agent", "stream": stream, "messages": [{"role": "user", "content": text}]})
 }
+
+/// Opens a raw connection and sends an authenticated JSON POST on it; the
+/// caller reads the response and may drop the socket mid-way (a client leaving).
+pub async fn raw_post(addr: SocketAddr, path: &str, body: &Value) -> tokio::net::TcpStream {
+    let body = body.to_string();
+    let req = format!(
+        "POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let mut s = tokio::net::TcpStream::connect(addr)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    s.write_all(req.as_bytes())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    s
+}
