@@ -24,13 +24,13 @@ impl Drop for Gateway {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        // BENCH_KEEP_LOG=path keeps the gateway's log for a post-mortem.
+        // BENCH_KEEP_LOG=path keeps each gateway's log (path.<pid>) for a post-mortem.
         if let Ok(keep) = std::env::var("BENCH_KEEP_LOG") {
             let log = self
                 ._dir
                 .path()
                 .join(format!("gateway-{}.log", std::process::id()));
-            let _ = std::fs::copy(log, keep);
+            let _ = std::fs::copy(log, format!("{keep}.{}", self.pid));
         }
     }
 }

@@ -16,34 +16,10 @@ use crate::agent::{AgentEvent, AgentSettings, EVENT_CHANNEL_CAPACITY, TurnInput,
 use crate::cli::{ChatArgs, EXIT_CONFIG, EXIT_FAILED, EXIT_INTERRUPTED};
 use crate::config::{self, Loaded};
 use crate::openai::Message;
-use crate::tools::{ToolSettings, Toolbox};
-use crate::upstream::{UpstreamClient, UpstreamSettings};
+use crate::upstream::UpstreamSettings;
 
 /// The front-door name used for `platform_toolsets` and the prompt hint.
 const PLATFORM: &str = "cli";
-
-/// Builds the agent settings of a front door from configuration.
-pub fn agent_settings(
-    loaded: &Loaded,
-    platform: &str,
-    upstream: UpstreamSettings,
-    toolsets: &[String],
-) -> AgentSettings {
-    let c = &loaded.config;
-    AgentSettings {
-        upstream: UpstreamClient::new(upstream),
-        toolbox: Toolbox::new(toolsets),
-        tools: Arc::new(ToolSettings::from_config(
-            c,
-            &loaded.home,
-            loaded.env.get("HOME"),
-        )),
-        max_iterations: c.agent.max_iterations,
-        max_continuations: c.agent.max_continuations,
-        platform: platform.to_string(),
-        home: loaded.home.clone(),
-    }
-}
 
 /// Runs the command; returns the exit code.
 pub fn run(mut loaded: Loaded, args: &ChatArgs) -> i32 {
@@ -93,7 +69,9 @@ pub fn run(mut loaded: Loaded, args: &ChatArgs) -> i32 {
         eprintln!("hermes: the message is empty");
         return EXIT_CONFIG;
     }
-    let settings = Arc::new(agent_settings(&loaded, PLATFORM, upstream, &toolsets));
+    let settings = Arc::new(AgentSettings::for_front_door(
+        &loaded, PLATFORM, upstream, &toolsets,
+    ));
     let system = actix::System::new();
     system.block_on(drive(settings, message))
 }

@@ -24,10 +24,11 @@ use tokio_util::sync::CancellationToken;
 
 pub use events::{AgentEvent, TurnOutcome, TurnStatus};
 
+use crate::config::Loaded;
 use crate::openai::{Message, ToolCall, Usage};
 use crate::secrets;
 use crate::tools::{SessionTools, ToolContext, ToolSettings, Toolbox};
-use crate::upstream::{ChatRequest, Delta, DeltaSink, UpstreamClient};
+use crate::upstream::{ChatRequest, Delta, DeltaSink, UpstreamClient, UpstreamSettings};
 
 /// Events buffered between a turn and a slow listener before the turn waits.
 pub const EVENT_CHANNEL_CAPACITY: usize = 256;
@@ -58,6 +59,31 @@ pub struct AgentSettings {
     /// `cli`, `api_server`, `telegram`, ... (prompt hint and toolsets).
     pub platform: String,
     pub home: PathBuf,
+}
+
+impl AgentSettings {
+    /// The settings of one front door (`cli`, `api_server`, ...) from configuration.
+    pub fn for_front_door(
+        loaded: &Loaded,
+        platform: &str,
+        upstream: UpstreamSettings,
+        toolsets: &[String],
+    ) -> Self {
+        let c = &loaded.config;
+        Self {
+            upstream: UpstreamClient::new(upstream),
+            toolbox: Toolbox::new(toolsets),
+            tools: Arc::new(ToolSettings::from_config(
+                c,
+                &loaded.home,
+                loaded.env.get("HOME"),
+            )),
+            max_iterations: c.agent.max_iterations,
+            max_continuations: c.agent.max_continuations,
+            platform: platform.to_string(),
+            home: loaded.home.clone(),
+        }
+    }
 }
 
 /// One user input.

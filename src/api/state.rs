@@ -111,7 +111,7 @@ impl Live {
     pub fn from_loaded(loaded: &Loaded) -> Self {
         let c = &loaded.config;
         let agent = UpstreamSettings::from_config(c).map(|u| {
-            Arc::new(crate::chat::agent_settings(
+            Arc::new(crate::agent::AgentSettings::for_front_door(
                 loaded,
                 "api_server",
                 u,

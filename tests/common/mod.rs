@@ -38,7 +38,7 @@ pub fn settings(c: Config, home: &Path) -> Arc<AgentSettings> {
         config_file_found: false,
         env: Env::default(),
     };
-    Arc::new(hermes::chat::agent_settings(
+    Arc::new(hermes::agent::AgentSettings::for_front_door(
         &loaded, "cli", upstream, &toolsets,
     ))
 }
