@@ -36,12 +36,6 @@ pub struct RunTurn {
 #[rtype(result = "bool")]
 pub struct Interrupt;
 
-/// The conversation so far (history without system prompt).
-/// Sent by: the session router (`/status`) and tests.
-#[derive(Message)]
-#[rtype(result = "Vec<Message>")]
-pub struct GetHistory;
-
 /// A turn is already running in this session.
 #[derive(Debug, Clone, Copy, thiserror::Error)]
 #[error("a turn is already running in this session")]
@@ -153,13 +147,5 @@ impl Handler<Interrupt> for AgentActor {
             }
             None => false,
         }
-    }
-}
-
-impl Handler<GetHistory> for AgentActor {
-    type Result = MessageResult<GetHistory>;
-
-    fn handle(&mut self, _: GetHistory, _: &mut Context<Self>) -> Self::Result {
-        MessageResult((*self.history).clone())
     }
 }

@@ -40,16 +40,6 @@ impl ArbiterPool {
         self.arbiters[i].clone()
     }
 
-    /// Number of arbiters.
-    pub fn len(&self) -> usize {
-        self.arbiters.len()
-    }
-
-    /// Never true (a pool has at least one arbiter); here for clippy's sake.
-    pub fn is_empty(&self) -> bool {
-        self.arbiters.is_empty()
-    }
-
     /// Stops every arbiter (at shutdown).
     pub fn stop(&self) {
         for a in self.arbiters.iter() {

@@ -18,7 +18,7 @@ mod procs;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use hermes::testing::fake_upstream::{FakeUpstream, Recorded, Reply, ScriptedCall};
+use hermes::testing::fake_upstream::{FakeUpstream, Recorded, Reply, ScriptedCall, numbered_words};
 use load::{Target, pct};
 use serde_json::json;
 
@@ -175,13 +175,9 @@ async fn non_streaming(p: &Plan) -> Result<Figures, String> {
     ]))
 }
 
-fn words(n: usize) -> Vec<String> {
-    (0..n).map(|i| format!("w{i} ")).collect()
-}
-
 /// Streams relayed delta by delta; time to first token through the gateway and direct.
 async fn streaming_relay(p: &Plan) -> Result<Figures, String> {
-    let deltas = words(p.relay_deltas);
+    let deltas = numbered_words(p.relay_deltas);
     let expect = deltas.concat();
     let script = deltas.clone();
     let fake = FakeUpstream::start_threads(
@@ -233,7 +229,7 @@ async fn streaming_relay(p: &Plan) -> Result<Figures, String> {
 
 /// Many streams held open by a slow upstream: memory per open stream.
 async fn open_streams(p: &Plan) -> Result<Figures, String> {
-    let deltas = words(p.open_deltas);
+    let deltas = numbered_words(p.open_deltas);
     let expect = deltas.concat();
     let gap = p.open_gap;
     let script = deltas.clone();

@@ -228,9 +228,7 @@ async fn terminal_timeout_kills_the_command_and_its_children() {
 #[actix::test]
 async fn interrupt_mid_stream_closes_the_upstream_connection() {
     let (home, cwd) = dirs();
-    let deltas: Vec<String> = (0..50).map(|i| format!("w{i} ")).collect();
-    let refs: Vec<&str> = deltas.iter().map(String::as_str).collect();
-    let fake = FakeUpstream::start(vec![Reply::text_stream(&refs, 10 * MS, 200 * MS, (1, 1))]);
+    let fake = FakeUpstream::start(vec![Reply::numbered_stream(50, 10 * MS, 200 * MS)]);
     let h = Harness::new(settings(config(&fake.url(), cwd.path()), home.path()));
     let mut rx = h.start("talk slowly", true).await;
     let mut seen = String::new();

@@ -7,7 +7,9 @@ mod api_support;
 use std::time::{Duration, Instant};
 
 use api_support::*;
-use hermes::testing::fake_upstream::{FakeUpstream, Reply, ScriptedCall, StreamEnd};
+use hermes::testing::fake_upstream::{
+    FakeUpstream, Reply, ScriptedCall, StreamEnd, numbered_words,
+};
 use serde_json::{Value, json};
 
 const MS: Duration = Duration::from_millis(1);
@@ -526,9 +528,7 @@ async fn two_concurrent_streams_interleave_correctly() {
 
 #[actix_web::test]
 async fn a_client_leaving_a_stream_interrupts_the_upstream() {
-    let words: Vec<String> = (0..100).map(|i| format!("w{i} ")).collect();
-    let refs: Vec<&str> = words.iter().map(String::as_str).collect();
-    let app = spawn_app(vec![Reply::text_stream(&refs, 10 * MS, 100 * MS, (1, 1))]).await;
+    let app = spawn_app(vec![Reply::numbered_stream(100, 10 * MS, 100 * MS)]).await;
     use tokio::io::AsyncReadExt;
     let mut s = raw_post(app.addr, "/v1/chat/completions", &chat_body("talk", true)).await;
     let mut got = String::new();
@@ -581,12 +581,10 @@ async fn a_client_leaving_a_plain_request_interrupts_it_too() {
 
 #[actix_web::test]
 async fn the_admission_cap_answers_429_with_retry_after() {
-    let words: Vec<String> = (0..20).map(|i| format!("w{i} ")).collect();
-    let refs: Vec<&str> = words.iter().map(String::as_str).collect();
-    let app = spawn_app_with(
-        vec![Reply::text_stream(&refs, 10 * MS, 50 * MS, (1, 1))],
-        |c| c.api_server.max_concurrent_runs = 1,
-    )
+    let words = numbered_words(20);
+    let app = spawn_app_with(vec![Reply::numbered_stream(20, 10 * MS, 50 * MS)], |c| {
+        c.api_server.max_concurrent_runs = 1
+    })
     .await;
     let mut first = app
         .post("/v1/chat/completions")

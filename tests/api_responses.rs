@@ -654,9 +654,7 @@ async fn eviction_by_capacity_clears_the_conversation_name() {
 
 #[actix_web::test]
 async fn a_client_leaving_a_stream_leaves_an_incomplete_response() {
-    let words: Vec<String> = (0..100).map(|i| format!("w{i} ")).collect();
-    let refs: Vec<&str> = words.iter().map(String::as_str).collect();
-    let app = spawn_app(vec![Reply::text_stream(&refs, 10 * MS, 100 * MS, (1, 1))]).await;
+    let app = spawn_app(vec![Reply::numbered_stream(100, 10 * MS, 100 * MS)]).await;
     use tokio::io::AsyncReadExt;
     let mut s = raw_post(
         app.addr,

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use hermes::testing::fake_upstream::{FakeUpstream, Reply};
+use hermes::testing::fake_upstream::{FakeUpstream, Reply, numbered_words};
 use serde_json::{Value, json};
 
 const KEY: &str = "service-key-0123456789abcdef";
@@ -296,13 +296,11 @@ fn content(chunks: &[Value]) -> String {
 
 #[actix_web::test]
 async fn sigterm_lets_a_running_stream_finish_and_refuses_new_runs() {
-    let words: Vec<String> = (0..8).map(|i| format!("w{i} ")).collect();
-    let refs: Vec<&str> = words.iter().map(String::as_str).collect();
-    let fake = FakeUpstream::start(vec![Reply::text_stream(
-        &refs,
+    let words = numbered_words(8);
+    let fake = FakeUpstream::start(vec![Reply::numbered_stream(
+        8,
         Duration::from_millis(50),
         Duration::from_millis(150),
-        (1, 1),
     )]);
     let mut gw = spawn(&fake.url(), "gateway:\n  drain_timeout: 20\n", &[]);
     let c = client();
@@ -348,13 +346,11 @@ async fn sigterm_lets_a_running_stream_finish_and_refuses_new_runs() {
 
 #[actix_web::test]
 async fn after_the_drain_timeout_streams_end_with_final_frames() {
-    let words: Vec<String> = (0..200).map(|i| format!("w{i} ")).collect();
-    let refs: Vec<&str> = words.iter().map(String::as_str).collect();
-    let fake = FakeUpstream::start(vec![Reply::text_stream(
-        &refs,
+    let words = numbered_words(200);
+    let fake = FakeUpstream::start(vec![Reply::numbered_stream(
+        200,
         Duration::from_millis(10),
         Duration::from_millis(100),
-        (1, 1),
     )]);
     let mut gw = spawn(&fake.url(), "gateway:\n  drain_timeout: 0.5\n", &[]);
     let mut res = client()

@@ -55,10 +55,6 @@ pub fn key_name(req: &actix_web::HttpRequest) -> String {
         .unwrap_or_default()
 }
 
-/// The request's id (request extension), for logs.
-#[derive(Debug, Clone)]
-pub struct RequestId(pub String);
-
 fn request_id(headers: &HeaderMap) -> String {
     headers
         .get("x-request-id")
@@ -123,6 +119,8 @@ pub async fn edge(
             req.into_response(ApiError::internal("application state missing").error_response())
         );
     };
+    // One read of the live settings per request.
+    let live = state.live();
     let origin = req
         .headers()
         .get(header::ORIGIN)
@@ -130,9 +128,7 @@ pub async fn edge(
 
     // CORS: browser requests only; others (no Origin) are unaffected.
     let early = match &origin {
-        Some(o) if !state.live().cors.allows(o) => {
-            Some(ApiError::forbidden_origin(o).error_response())
-        }
+        Some(o) if !live.cors.allows(o) => Some(ApiError::forbidden_origin(o).error_response()),
         Some(o)
             if method == Method::OPTIONS
                 && req.headers().contains_key("access-control-request-method") =>
@@ -141,14 +137,12 @@ pub async fn edge(
         }
         _ => None,
     };
-    let cors_origin = origin.as_deref().filter(|o| state.live().cors.allows(o));
+    let cors_origin = origin.as_deref().filter(|o| live.cors.allows(o));
 
     // Auth (after CORS: a preflight carries no key).
     let mut key_name = String::from("-");
     let early = early.or_else(|| {
-        if PUBLIC_PATHS.contains(&path.as_str())
-            || (path == "/metrics" && state.live().metrics_public)
-        {
+        if PUBLIC_PATHS.contains(&path.as_str()) || (path == "/metrics" && live.metrics_public) {
             return None;
         }
         match state.keys.check(
@@ -168,7 +162,6 @@ pub async fn edge(
         Some(r) => req.into_response(r),
         None => {
             req.extensions_mut().insert(KeyName(key_name.clone()));
-            req.extensions_mut().insert(RequestId(rid.clone()));
             match next.call(req).await {
                 Ok(r) => r.map_into_boxed_body(),
                 // Handlers render their own errors; an error escaping here

@@ -90,7 +90,21 @@ fn usage_chunk(prompt: u64, completion: u64) -> Value {
            "usage":{"prompt_tokens":prompt,"completion_tokens":completion,"total_tokens":prompt+completion}})
 }
 
+/// `n` numbered words (`"w0 "`, `"w1 "`, ...): a long answer whose order and
+/// completeness a test can check.
+pub fn numbered_words(n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("w{i} ")).collect()
+}
+
 impl Reply {
+    /// Streams [`numbered_words`]`(n)`, `first` before the first and `gap`
+    /// between the others (a slow answer to interrupt, drain or cap).
+    pub fn numbered_stream(n: usize, first: Duration, gap: Duration) -> Self {
+        let words = numbered_words(n);
+        let refs: Vec<&str> = words.iter().map(String::as_str).collect();
+        Self::text_stream(&refs, first, gap, (1, n as u64))
+    }
+
     /// Streams `deltas` with `first` before the first and `gap` between the
     /// others, then `finish_reason: stop`, a usage chunk and `[DONE]`.
     pub fn text_stream(deltas: &[&str], first: Duration, gap: Duration, usage: (u64, u64)) -> Self {

@@ -121,14 +121,6 @@ impl UpstreamError {
             _ => "",
         }
     }
-
-    /// The HTTP status the upstream answered, if it answered.
-    pub fn status(&self) -> Option<u16> {
-        match self {
-            Self::Status { status, .. } => Some(*status),
-            _ => None,
-        }
-    }
 }
 
 /// What the agent sends: the conversation and the tool schemas.
@@ -225,11 +217,6 @@ impl UpstreamClient {
         Self {
             settings: Arc::new(settings),
         }
-    }
-
-    /// The settings in use.
-    pub fn settings(&self) -> &UpstreamSettings {
-        &self.settings
     }
 
     /// One chat completion. Streams deltas into `sink` when `req.stream`.
