@@ -4,8 +4,14 @@
 //! - [`agent::AgentActor`]: one per session or HTTP run; runs turns, owns history.
 //! - [`response_store::ResponseStoreActor`]: one; stored Responses API responses
 //!   (LRU cache in front of the database).
+//! - [`stream_preview::StreamPreviewActor`]: one per chat answer; types it
+//!   out by editing a message, and alone decides when it is delivered.
+//! - [`outbox`]: the messages every platform actor accepts (send, edit,
+//!   typing) and the platform-neutral handle to them.
 //! - [`pool::ArbiterPool`]: the worker threads actors are spread over.
 
 pub mod agent;
+pub mod outbox;
 pub mod pool;
 pub mod response_store;
+pub mod stream_preview;

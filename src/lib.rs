@@ -33,6 +33,7 @@ pub mod metrics;
 pub mod notify;
 pub mod openai;
 pub mod platform_status;
+pub mod platforms;
 pub mod response_db;
 pub mod secrets;
 pub mod service;
