@@ -70,6 +70,20 @@ impl AgentActor {
         Self::start_in_arbiter(&pool.pick(), move |_| Self::new(settings, history))
     }
 
+    /// Starts a chat session's agent, whose tools can ask its user for approval.
+    pub fn start_for_session(
+        pool: &super::pool::ArbiterPool,
+        settings: Arc<AgentSettings>,
+        history: Vec<Message>,
+        session: SessionTools,
+    ) -> Addr<Self> {
+        Self::start_in_arbiter(&pool.pick(), move |_| {
+            let mut a = Self::new(settings, history);
+            a.session = session;
+            a
+        })
+    }
+
     fn record(&mut self, user: Message, outcome: &TurnOutcome) {
         // A turn that failed before producing anything leaves no trace, so a
         // retry does not see the same question twice.

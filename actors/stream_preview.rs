@@ -199,8 +199,7 @@ impl StreamPreviewActor {
 
     /// The earliest moment the next call may go out: the interval after the
     /// last call on the current message, and never inside a rate-limit hold.
-    fn earliest(&self) -> Instant {
-        let now = Instant::now();
+    fn earliest(&self, now: Instant) -> Instant {
         let mut t = match (&self.msg, self.last_call) {
             (Some(_), Some(l)) => l + self.interval,
             _ => now,
@@ -316,8 +315,10 @@ impl StreamPreviewActor {
                 }
                 return self.commit(commit, ctx);
             }
-            if Instant::now() < self.earliest() {
-                return self.wake_at(self.earliest(), ctx);
+            let now = Instant::now();
+            let earliest = self.earliest(now);
+            if now < earliest {
+                return self.wake_at(earliest, ctx);
             }
             return self.write(text, format, commit, ctx);
         }
@@ -549,6 +550,7 @@ impl Handler<Delta> for StreamPreviewActor {
             return;
         }
         self.tokens += 1;
+        log::trace!("preview: delta {} ({} bytes)", self.tokens, msg.0.len());
         self.segment.push_str(&msg.0);
         self.step(ctx);
     }

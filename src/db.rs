@@ -55,6 +55,14 @@ const MIGRATIONS: &[&str] = &[
         updated_at INTEGER NOT NULL
     );
     CREATE INDEX conversations_by_response ON conversations(response_id);",
+    // 3: small per-platform state that must survive restarts (the Telegram
+    // polling offset).
+    "CREATE TABLE platform_state (
+        platform TEXT NOT NULL,
+        key TEXT NOT NULL,
+        value TEXT NOT NULL,
+        PRIMARY KEY (platform, key)
+    );",
 ];
 
 /// Errors of the embedded store.

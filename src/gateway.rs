@@ -33,12 +33,18 @@ use actix_web::web;
 
 use crate::actors::pool::ArbiterPool;
 use crate::actors::response_store::{Limits, ResponseStoreActor};
+use crate::actors::session_router::{
+    Drain, InterruptAll, RouterSettings, RouterStats, SessionRouter, SetSettings,
+};
+use crate::actors::telegram::{TelegramActor, TelegramSettings};
+use crate::api::state::{ChatParts, TelegramWebhook};
 use crate::api::{self, AppState, auth::ApiKeys, auth::KeySource, state::Live, state::Parts};
 use crate::config::{self, Config, Env, LoadOptions, Loaded};
 use crate::db::Db;
 use crate::metrics::Metrics;
 use crate::notify::Notifier;
 use crate::platform_status::PlatformStatus;
+use crate::platforms::telegram::BotApi;
 
 /// After interrupting what the drain left, how long streams get to send their final frames.
 const FINAL_FRAMES_GRACE: Duration = Duration::from_secs(5);
@@ -62,11 +68,12 @@ pub enum StartError {
 
 /// A started gateway.
 pub struct Running {
-    /// Where the API listens.
-    pub addr: SocketAddr,
+    /// Where the HTTP server listens (`None` when it is off: chat platforms
+    /// only, no `API_SERVER_ENABLED`, no webhook).
+    pub addr: Option<SocketAddr>,
     pub state: web::Data<AppState>,
     /// The HTTP server; await it (or spawn it) to serve.
-    pub server: Server,
+    pub server: Option<Server>,
 }
 
 /// Raises the open-file soft limit to the hard limit: every open stream holds
@@ -90,11 +97,7 @@ pub async fn start(loaded: &Loaded) -> Result<Running, StartError> {
     let c = &loaded.config;
     raise_fd_limit();
     let platforms = PlatformStatus::default();
-    for (name, p) in [
-        ("telegram", &c.telegram),
-        ("discord", &c.discord),
-        ("slack", &c.slack),
-    ] {
+    for (name, p) in [("discord", &c.discord), ("slack", &c.slack)] {
         if p.bot_token.is_some() {
             let why =
                 format!("{name} is configured, but this build does not connect to {name} yet");
@@ -125,6 +128,7 @@ pub async fn start(loaded: &Loaded) -> Result<Running, StartError> {
     let metrics = Arc::new(Metrics::default());
     let max_runs = c.api_server.max_concurrent_runs;
     let responses = start_response_store(&db, &pool, &c.api_server.response_store).await?;
+    let chat = start_chat(loaded, &db, &pool, &metrics, &platforms);
     let parts = Parts {
         pool,
         db,
@@ -133,8 +137,23 @@ pub async fn start(loaded: &Loaded) -> Result<Running, StartError> {
         platforms,
         responses,
         max_runs,
+        chat,
     };
     let state = web::Data::new(AppState::new(live, parts));
+    let any_platform = [&c.telegram, &c.discord, &c.slack]
+        .iter()
+        .any(|p| p.bot_token.is_some());
+    let webhook = state.chat.as_ref().is_some_and(|c| c.webhook.is_some());
+    if any_platform && !c.api_server.enabled && !webhook {
+        log::info!(
+            "API server off (chat platforms are configured; set API_SERVER_ENABLED=true to serve it too)"
+        );
+        return Ok(Running {
+            addr: None,
+            state,
+            server: None,
+        });
+    }
     let workers = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(2);
@@ -147,10 +166,78 @@ pub async fn start(loaded: &Loaded) -> Result<Running, StartError> {
         })?;
     log::info!("API server listening on http://{addr}/v1");
     Ok(Running {
-        addr,
+        addr: Some(addr),
         state,
-        server,
+        server: Some(server),
     })
+}
+
+/// Starts the session router and every configured chat platform. A
+/// platform that cannot start is reported in the platform status and does
+/// not stop the rest.
+fn start_chat(
+    loaded: &Loaded,
+    db: &Db,
+    pool: &ArbiterPool,
+    metrics: &Arc<Metrics>,
+    platforms: &PlatformStatus,
+) -> Option<ChatParts> {
+    use actix::Actor;
+    let c = &loaded.config;
+    let token = c.telegram.bot_token.clone()?;
+    let stats = Arc::new(RouterStats::default());
+    let settings = Arc::new(RouterSettings::from_loaded(loaded));
+    let router = {
+        let (db, pool2, metrics, stats) =
+            (db.clone(), pool.clone(), metrics.clone(), stats.clone());
+        SessionRouter::start_in_arbiter(&pool.pick(), move |_| {
+            SessionRouter::new(settings, db, pool2, metrics, stats)
+        })
+    };
+    let webhook = match (&c.telegram.webhook_url, &c.telegram.webhook_secret) {
+        (Some(url), Some(secret)) => Some((url.clone(), secret.clone())),
+        _ => None,
+    };
+    let tg_settings = TelegramSettings {
+        api: BotApi::new(c.telegram.api_base_url.as_deref(), &token),
+        require_mention: c.telegram.require_mention.unwrap_or(false),
+        webhook: webhook.clone(),
+    };
+    let telegram = {
+        let (router, db, status, metrics) = (
+            router.clone(),
+            db.clone(),
+            platforms.clone(),
+            metrics.clone(),
+        );
+        TelegramActor::start_in_arbiter(&pool.pick(), move |_| {
+            TelegramActor::new(tg_settings, router, db, status, metrics)
+        })
+    };
+    let webhook = webhook.map(|(url, secret)| TelegramWebhook {
+        path: webhook_path(&url),
+        secret,
+        telegram: telegram.clone(),
+    });
+    Some(ChatParts {
+        router,
+        stats,
+        telegram: Some(telegram),
+        webhook,
+    })
+}
+
+/// The path part of a webhook URL (`https://bot.example.com/tg/hook` → `/tg/hook`).
+fn webhook_path(url: &str) -> String {
+    let after_scheme = url.split_once("://").map_or(url, |(_, rest)| rest);
+    match after_scheme.find('/') {
+        Some(i) => after_scheme[i..]
+            .split(['?', '#'])
+            .next()
+            .unwrap_or("/")
+            .to_string(),
+        None => "/".into(),
+    }
 }
 
 /// Starts the `ResponseStoreActor` on its own arbiter.
@@ -174,12 +261,37 @@ async fn start_response_store(
     ))
 }
 
+/// What stops the gateway at the end of a drain.
+#[derive(Clone)]
+struct Stopper {
+    server: Option<actix_web::dev::ServerHandle>,
+    /// Wakes `run` when there is no HTTP server to wait on.
+    stopped: Arc<std::sync::Mutex<Option<tokio::sync::oneshot::Sender<()>>>>,
+}
+
+impl Stopper {
+    async fn stop(&self) {
+        if let Some(s) = &self.server {
+            s.stop(true).await;
+        }
+        if let Some(tx) = self
+            .stopped
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        {
+            let _ = tx.send(());
+        }
+    }
+}
+
 /// A one-line summary for systemd's `STATUS=`.
-fn status_line(state: &AppState, addr: SocketAddr) -> String {
+fn status_line(state: &AppState, addr: Option<SocketAddr>) -> String {
+    let api = addr.map_or_else(|| "API off".to_string(), |a| format!("API on {a}"));
     format!(
-        "API on {addr}; {}; {} run(s) in flight{}",
+        "{api}; {}; {} run(s) in flight{}",
         state.platforms.summary(),
-        state.admission.running(),
+        state.runs_in_flight(),
         if state.is_draining() {
             "; draining"
         } else {
@@ -202,6 +314,7 @@ pub fn run(loaded: Loaded, opts: LoadOptions) -> i32 {
         };
         let notifier = Notifier::from_env(&loaded.env);
         let (state, addr) = (running.state.clone(), running.addr);
+        let (stopped_tx, stopped_rx) = tokio::sync::oneshot::channel::<()>();
         // The listener is bound: connections are accepted from here on.
         notifier.ready(&status_line(&state, addr));
         if let Some(every) = notifier.watchdog_interval() {
@@ -216,7 +329,10 @@ pub fn run(loaded: Loaded, opts: LoadOptions) -> i32 {
         }
         let drain_timeout = Duration::from_secs_f64(loaded.config.gateway.drain_timeout);
         actix::spawn(signals(
-            running.server.handle(),
+            Stopper {
+                server: running.server.as_ref().map(|s| s.handle()),
+                stopped: Arc::new(std::sync::Mutex::new(Some(stopped_tx))),
+            },
             state.clone(),
             notifier,
             addr,
@@ -224,7 +340,14 @@ pub fn run(loaded: Loaded, opts: LoadOptions) -> i32 {
             opts,
             drain_timeout,
         ));
-        let result = running.server.await;
+        let result = match running.server {
+            Some(server) => server.await,
+            // No HTTP server: run until the drain says stop.
+            None => {
+                let _ = stopped_rx.await;
+                Ok(())
+            }
+        };
         // Flush the store before exiting.
         if let Err(e) = state.db.checkpoint().await {
             log::warn!("database checkpoint at shutdown failed: {e}");
@@ -245,10 +368,10 @@ pub fn run(loaded: Loaded, opts: LoadOptions) -> i32 {
 
 /// Waits for signals: SIGHUP reloads; the first SIGTERM/SIGINT drains and stops.
 async fn signals(
-    server: actix_web::dev::ServerHandle,
+    server: Stopper,
     state: web::Data<AppState>,
     notifier: Notifier,
-    addr: SocketAddr,
+    addr: Option<SocketAddr>,
     mut current: Loaded,
     opts: LoadOptions,
     drain_timeout: Duration,
@@ -291,7 +414,7 @@ async fn signals(
 /// Waits until no run is in flight, or `limit` passes; true when none is left.
 async fn runs_finished(state: &AppState, limit: Duration) -> bool {
     let deadline = tokio::time::Instant::now() + limit;
-    while state.admission.running() > 0 {
+    while state.runs_in_flight() > 0 {
         if tokio::time::Instant::now() >= deadline {
             return false;
         }
@@ -302,30 +425,36 @@ async fn runs_finished(state: &AppState, limit: Duration) -> bool {
 
 /// The drain protocol (see the module docs).
 async fn drain(
-    server: actix_web::dev::ServerHandle,
+    server: Stopper,
     state: web::Data<AppState>,
     notifier: Notifier,
     timeout: Duration,
     signal: &str,
 ) {
-    let running = state.admission.running();
+    let running = state.runs_in_flight();
     log::info!(
         "{signal}: draining; {running} run(s) in flight get up to {} s",
         timeout.as_secs_f64()
     );
     notifier.stopping(&format!("draining {running} run(s)"));
     state.start_draining();
+    if let Some(chat) = &state.chat {
+        chat.router.do_send(Drain);
+    }
     if !runs_finished(&state, timeout).await {
-        let n = state.interrupt_all();
+        let mut n = state.interrupt_all();
+        if let Some(chat) = &state.chat {
+            n += chat.router.send(InterruptAll).await.unwrap_or(0);
+        }
         log::warn!("drain timeout: interrupting {n} run(s)");
         if !runs_finished(&state, FINAL_FRAMES_GRACE).await {
             log::warn!(
                 "{} run(s) did not end in time; stopping anyway",
-                state.admission.running()
+                state.runs_in_flight()
             );
         }
     }
-    server.stop(true).await;
+    server.stop().await;
 }
 
 /// Re-reads the configuration and applies what can change while running.
@@ -341,6 +470,11 @@ fn reload(state: &AppState, current: &mut Loaded, opts: &LoadOptions) {
         log::warn!("reload: {what} changed; that takes effect after a restart");
     }
     state.set_live(Live::from_loaded(&new));
+    if let Some(chat) = &state.chat {
+        // Allowlists, streaming, model, toolsets and session policy apply to the next message.
+        chat.router
+            .do_send(SetSettings(Arc::new(RouterSettings::from_loaded(&new))));
+    }
     state
         .admission
         .set_limit(new.config.api_server.max_concurrent_runs);

@@ -60,6 +60,69 @@ pub fn append(
     })
 }
 
+/// What `/status` shows about a session.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SessionInfo {
+    pub created_at: u64,
+    /// Unix time of the last turn.
+    pub updated_at: u64,
+    pub title: Option<String>,
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    pub turns: u64,
+    pub messages: u64,
+}
+
+/// A session's summary (`None` for a session never written).
+pub fn info(
+    db: &Db,
+    key: &str,
+) -> impl Future<Output = Result<Option<SessionInfo>, StoreError>> + use<> {
+    let key = key.to_string();
+    db.call(move |c| {
+        let row = c.query_row(
+            "SELECT created_at, updated_at, title, prompt_tokens, completion_tokens, turns,
+               (SELECT COUNT(*) FROM messages WHERE session_key = ?1)
+             FROM sessions WHERE key = ?1",
+            [&key],
+            |r| {
+                Ok(SessionInfo {
+                    created_at: r.get::<_, i64>(0)?.max(0) as u64,
+                    updated_at: r.get::<_, i64>(1)?.max(0) as u64,
+                    title: r.get(2)?,
+                    prompt_tokens: r.get::<_, i64>(3)?.max(0) as u64,
+                    completion_tokens: r.get::<_, i64>(4)?.max(0) as u64,
+                    turns: r.get::<_, i64>(5)?.max(0) as u64,
+                    messages: r.get::<_, i64>(6)?.max(0) as u64,
+                })
+            },
+        );
+        match row {
+            Ok(i) => Ok(Some(i)),
+            Err(rusqlite::Error::QueryReturnedNoRows) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    })
+}
+
+/// Names a session (creating its row when it has none yet).
+pub fn set_title(
+    db: &Db,
+    key: &str,
+    title: &str,
+) -> impl Future<Output = Result<(), StoreError>> + use<> {
+    let (key, title) = (key.to_string(), title.to_string());
+    db.call(move |c| {
+        let t = now();
+        c.execute(
+            "INSERT INTO sessions (key, created_at, updated_at, title) VALUES (?1, ?2, ?2, ?3)
+             ON CONFLICT(key) DO UPDATE SET title = ?3",
+            rusqlite::params![key, t, title],
+        )?;
+        Ok(())
+    })
+}
+
 /// Forgets a session's history.
 pub fn reset(db: &Db, key: &str) -> impl Future<Output = Result<(), StoreError>> + use<> {
     let key = key.to_string();
@@ -97,7 +160,21 @@ mod tests {
             h.iter().map(Message::text).collect::<Vec<_>>(),
             vec!["hi", "hello", "again"]
         );
+        let i = info(&db, "s1")
+            .await
+            .unwrap_or_default()
+            .unwrap_or_default();
+        assert_eq!((i.turns, i.messages, i.title), (2, 3, None));
+        set_title(&db, "s1", "Trip plans")
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let i = info(&db, "s1")
+            .await
+            .unwrap_or_default()
+            .unwrap_or_default();
+        assert_eq!(i.title.as_deref(), Some("Trip plans"));
         reset(&db, "s1").await.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(info(&db, "s1").await.unwrap_or_default(), None);
         assert!(load(&db, "s1").await.unwrap_or_default().is_empty());
     }
 }

@@ -48,7 +48,7 @@ pub async fn health_detailed(state: web::Data<AppState>) -> HttpResponse {
         "version": env!("CARGO_PKG_VERSION"),
         "uptime_s": now.saturating_sub(state.started_at),
         "platforms": platforms,
-        "runs_in_flight": state.admission.running(),
+        "runs_in_flight": state.runs_in_flight(),
         "sessions_active": state.sessions_active(),
         "draining": state.is_draining(),
     }))

@@ -142,7 +142,16 @@ pub async fn edge(
     // Auth (after CORS: a preflight carries no key).
     let mut key_name = String::from("-");
     let early = early.or_else(|| {
-        if PUBLIC_PATHS.contains(&path.as_str()) || (path == "/metrics" && live.metrics_public) {
+        // The Telegram webhook carries its own secret instead of a key.
+        let webhook = state
+            .chat
+            .as_ref()
+            .and_then(|c| c.webhook.as_ref())
+            .is_some_and(|w| w.path == path);
+        if PUBLIC_PATHS.contains(&path.as_str())
+            || (path == "/metrics" && live.metrics_public)
+            || webhook
+        {
             return None;
         }
         match state.keys.check(

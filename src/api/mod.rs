@@ -19,6 +19,7 @@ pub mod responses_format;
 pub mod run;
 pub mod sse_out;
 pub mod state;
+pub mod webhook;
 
 use std::net::SocketAddr;
 
@@ -67,11 +68,22 @@ pub fn start(
     port: u16,
     workers: usize,
 ) -> std::io::Result<(Server, SocketAddr)> {
+    let hook = state
+        .chat
+        .as_ref()
+        .and_then(|c| c.webhook.as_ref())
+        .map(|w| w.path.clone());
     let server = HttpServer::new(move || {
+        let hook = hook.clone();
         App::new()
             .app_data(state.clone())
             .wrap(from_fn(edge::edge))
             .configure(routes)
+            .configure(move |cfg| {
+                if let Some(path) = hook {
+                    cfg.service(resource(&path).route(web::post().to(webhook::telegram)));
+                }
+            })
             .default_service(web::to(edge::not_found))
     })
     .workers(workers.max(1))

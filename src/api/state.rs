@@ -130,6 +130,24 @@ impl Live {
     }
 }
 
+/// The chat side of the gateway, when a chat platform is configured.
+pub struct ChatParts {
+    pub router: actix::Addr<crate::actors::session_router::SessionRouter>,
+    pub stats: Arc<crate::actors::session_router::RouterStats>,
+    pub telegram: Option<actix::Addr<crate::actors::telegram::TelegramActor>>,
+    /// Telegram webhook mode: where updates are posted and the secret they carry.
+    pub webhook: Option<TelegramWebhook>,
+}
+
+/// The Telegram webhook route.
+pub struct TelegramWebhook {
+    /// The path of `telegram.webhook_url`.
+    pub path: String,
+    /// Must match `X-Telegram-Bot-Api-Secret-Token`.
+    pub secret: String,
+    pub telegram: actix::Addr<crate::actors::telegram::TelegramActor>,
+}
+
 /// The long-lived parts a server is built from.
 pub struct Parts {
     pub pool: ArbiterPool,
@@ -140,6 +158,7 @@ pub struct Parts {
     pub responses: actix::Addr<ResponseStoreActor>,
     /// Admission limit (0 = unlimited).
     pub max_runs: usize,
+    pub chat: Option<ChatParts>,
 }
 
 /// Shared by every worker.
@@ -157,6 +176,8 @@ pub struct AppState {
     pub responses: actix::Addr<ResponseStoreActor>,
     /// Unix time the server started (`created` of `/v1/models`).
     pub started_at: u64,
+    /// The session router and chat platforms, if any are configured.
+    pub chat: Option<ChatParts>,
     draining: AtomicBool,
     /// Session ids with a turn running (one turn at a time per session).
     busy_sessions: Mutex<HashSet<String>>,
@@ -192,6 +213,7 @@ impl AppState {
             platforms,
             responses,
             max_runs,
+            chat,
         } = parts;
         let started_at = crate::clock::unix_now();
         Self {
@@ -206,6 +228,7 @@ impl AppState {
             platforms,
             responses,
             started_at,
+            chat,
             draining: AtomicBool::new(false),
             busy_sessions: Mutex::new(HashSet::new()),
             runs: Mutex::new(HashMap::new()),
@@ -240,12 +263,25 @@ impl AppState {
         runs.len()
     }
 
-    /// Sessions with a turn running.
+    /// Sessions with a turn running (HTTP) or held in memory (chats).
     pub fn sessions_active(&self) -> usize {
-        self.busy_sessions
+        let http = self
+            .busy_sessions
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .len()
+            .len();
+        let chat = self.chat.as_ref().map_or(0, |c| {
+            c.stats.sessions.load(std::sync::atomic::Ordering::Relaxed)
+        });
+        http + chat
+    }
+
+    /// Agent runs in flight over every front door (HTTP runs and chat turns).
+    pub fn runs_in_flight(&self) -> usize {
+        let chat = self.chat.as_ref().map_or(0, |c| {
+            c.stats.turns.load(std::sync::atomic::Ordering::Relaxed)
+        });
+        self.admission.running() + chat
     }
 
     /// The current live settings.

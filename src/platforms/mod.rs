@@ -98,6 +98,9 @@ pub enum PlatformError {
     /// The token was rejected.
     #[error("unauthorized: {0}")]
     Unauthorized(String),
+    /// Another connection holds the bot's updates (a second poller, a webhook).
+    #[error("conflict: {0}")]
+    Conflict(String),
 }
 
 #[cfg(test)]

@@ -89,10 +89,49 @@ impl ToolSettings {
     }
 }
 
-/// Per-session state some tools keep (the todo list).
+/// Per-session state some tools keep (the todo list), and the way to ask
+/// the session's user for approval where there is one.
 #[derive(Debug, Clone, Default)]
 pub struct SessionTools {
     pub todo: Arc<Mutex<Vec<todo::TodoItem>>>,
+    /// Set on chat platforms: `approvals.mode: ask` asks the user here.
+    pub approver: Option<Approver>,
+}
+
+/// How long a dangerous command waits for `/approve` or `/deny` before it is refused.
+pub const APPROVAL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// A dangerous command waiting for the user's answer.
+#[derive(Debug)]
+pub struct ApprovalRequest {
+    pub command: String,
+    /// Which pattern matched, in words.
+    pub reason: String,
+    /// `true` runs the command; dropping it refuses.
+    pub reply: tokio::sync::oneshot::Sender<bool>,
+}
+
+/// The sending side of a session's approval requests (the session router
+/// asks the user and answers).
+#[derive(Debug, Clone)]
+pub struct Approver(pub tokio::sync::mpsc::Sender<ApprovalRequest>);
+
+impl Approver {
+    /// Asks the user; `Some(answer)`, or `None` when nobody answered in time
+    /// (or nobody can be asked).
+    pub async fn ask(&self, command: &str, reason: &str) -> Option<bool> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let req = ApprovalRequest {
+            command: command.to_string(),
+            reason: reason.to_string(),
+            reply,
+        };
+        self.0.send(req).await.ok()?;
+        tokio::time::timeout(APPROVAL_TIMEOUT, answer)
+            .await
+            .ok()?
+            .ok()
+    }
 }
 
 /// Everything one tool call runs with.

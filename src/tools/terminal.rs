@@ -129,12 +129,29 @@ pub async fn run(a: TerminalArgs, ctx: &ToolContext) -> ToolOutput {
                      so it will not run. Tell the user what you wanted to run and why, or find a safer way."
                 ));
             }
-            ApprovalMode::Ask => {
-                return ToolOutput::err(format!(
-                    "refused: this command looks dangerous ({why}) and needs the user's approval, \
-                     which cannot be asked for here. Tell the user what you wanted to run and why."
-                ));
-            }
+            ApprovalMode::Ask => match &ctx.session.approver {
+                Some(approver) => match approver.ask(command, why).await {
+                    Some(true) => {
+                        log::info!("running a dangerous command ({why}): the user approved it")
+                    }
+                    Some(false) => {
+                        return ToolOutput::err(format!(
+                            "refused: the user denied this command ({why}). Do not retry it; ask the user how to proceed."
+                        ));
+                    }
+                    None => {
+                        return ToolOutput::err(format!(
+                            "refused: this command looks dangerous ({why}) and the user did not approve it in time."
+                        ));
+                    }
+                },
+                None => {
+                    return ToolOutput::err(format!(
+                        "refused: this command looks dangerous ({why}) and needs the user's approval, \
+                         which cannot be asked for here. Tell the user what you wanted to run and why."
+                    ));
+                }
+            },
         }
     }
     let timeout = Duration::from_secs(

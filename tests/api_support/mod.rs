@@ -111,10 +111,11 @@ pub async fn start_in(
     let running = hermes::gateway::start(&loaded)
         .await
         .unwrap_or_else(|e| panic!("{e}"));
-    let handle = running.server.handle();
-    actix_web::rt::spawn(running.server);
+    let server = running.server.unwrap_or_else(|| panic!("no HTTP server"));
+    let handle = server.handle();
+    actix_web::rt::spawn(server);
     App {
-        addr: running.addr,
+        addr: running.addr.unwrap_or_else(|| panic!("no HTTP address")),
         fake,
         home: home_path.to_path_buf(),
         _home_dir: home,
