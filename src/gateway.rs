@@ -304,6 +304,13 @@ fn status_line(state: &AppState, addr: Option<SocketAddr>) -> String {
 pub fn run(loaded: Loaded, opts: LoadOptions) -> i32 {
     let system = actix::System::new();
     system.block_on(async move {
+        // Handlers go in before anything listens: a signal that arrives
+        // while starting (a reload right after READY) must not hit the
+        // default action, which for SIGHUP is to terminate.
+        let Some(handlers) = SignalHandlers::install() else {
+            log::error!("cannot install signal handlers");
+            return crate::cli::EXIT_FAILED;
+        };
         let running = match start(&loaded).await {
             Ok(r) => r,
             Err(e) => {
@@ -327,8 +334,8 @@ pub fn run(loaded: Loaded, opts: LoadOptions) -> i32 {
                 }
             });
         }
-        let drain_timeout = Duration::from_secs_f64(loaded.config.gateway.drain_timeout);
         actix::spawn(signals(
+            handlers,
             Stopper {
                 server: running.server.as_ref().map(|s| s.handle()),
                 stopped: Arc::new(std::sync::Mutex::new(Some(stopped_tx))),
@@ -338,7 +345,6 @@ pub fn run(loaded: Loaded, opts: LoadOptions) -> i32 {
             addr,
             loaded,
             opts,
-            drain_timeout,
         ));
         let result = match running.server {
             Some(server) => server.await,
@@ -367,26 +373,42 @@ pub fn run(loaded: Loaded, opts: LoadOptions) -> i32 {
 }
 
 /// Waits for signals: SIGHUP reloads; the first SIGTERM/SIGINT drains and stops.
+/// The signal streams the gateway listens on.
+struct SignalHandlers {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl SignalHandlers {
+    fn install() -> Option<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Some(Self {
+            term: signal(SignalKind::terminate()).ok()?,
+            int: signal(SignalKind::interrupt()).ok()?,
+            hup: signal(SignalKind::hangup()).ok()?,
+        })
+    }
+}
+
 async fn signals(
+    handlers: SignalHandlers,
     server: Stopper,
     state: web::Data<AppState>,
     notifier: Notifier,
     addr: Option<SocketAddr>,
     mut current: Loaded,
     opts: LoadOptions,
-    drain_timeout: Duration,
 ) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::hangup()),
-    ) else {
-        log::error!("cannot install signal handlers; stop the gateway with SIGKILL");
-        return;
-    };
+    let SignalHandlers {
+        mut term,
+        mut int,
+        mut hup,
+    } = handlers;
+    // The drain timeout in force when the signal came (a reload may change it).
     let mut draining = false;
     loop {
+        let drain_timeout = Duration::from_secs_f64(current.config.gateway.drain_timeout);
         tokio::select! {
             _ = hup.recv() => {
                 notifier.reloading();
