@@ -280,7 +280,7 @@ impl SessionRouter {
     }
 
     /// Handles a command, if `text` is one; false for anything else.
-    fn command(&mut self, key: &str, inc: &Incoming, ctx: &mut Context<Self>) -> bool {
+    fn command(&mut self, key: &str, inc: &Incoming) -> bool {
         let text = inc.msg.text.trim();
         let Some(first) = text
             .split_whitespace()
@@ -398,7 +398,6 @@ impl SessionRouter {
             }
             _ => return false,
         }
-        let _ = ctx;
         true
     }
 
@@ -780,7 +779,7 @@ impl Handler<Incoming> for SessionRouter {
             return;
         }
         let key = m.chat.session_key(m.platform);
-        if self.command(&key, &inc, ctx) {
+        if self.command(&key, &inc) {
             return;
         }
         if self.draining {
