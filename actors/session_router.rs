@@ -414,25 +414,35 @@ impl SessionRouter {
         let Some(session) = self.sessions.get_mut(&key) else {
             return;
         };
-        let settings = match self.settings.agents.get(inc.msg.platform) {
-            Some(Ok(s)) => s.clone(),
-            Some(Err(reason)) => {
+        let platform = inc.msg.platform;
+        let (Some(agent_settings), Some(preview)) = (
+            self.settings.agents.get(platform),
+            self.settings.preview.get(platform).cloned(),
+        ) else {
+            log::error!("{platform}: no settings for this platform; message dropped");
+            return;
+        };
+        let settings = match agent_settings {
+            Ok(s) => s.clone(),
+            Err(reason) => {
                 Self::reply(&inc, format!("⚠️ The agent is not available: {reason}"));
                 return;
             }
-            None => return,
         };
         session.busy = true;
         session.last = Some(inc.clone());
         let generation = session.generation;
         let idle = self.settings.idle;
-        // An idle session in memory restarts here; one not in memory is
-        // judged by its last stored turn.
-        let idle_in_memory =
-            session.agent.is_some() && idle.is_some_and(|d| session.last_active.elapsed() >= d);
-        if idle_in_memory {
+        // How long the session has been idle, when that is long enough to
+        // start fresh: judged in memory for a loaded session, by its last
+        // stored turn otherwise.
+        let idle_in_memory = session
+            .agent
+            .as_ref()
+            .map(|_| session.last_active.elapsed().as_secs())
+            .filter(|secs| idle.is_some_and(|d| *secs >= d.as_secs()));
+        if idle_in_memory.is_some() {
             session.agent = None;
-            session.generation += 1;
         }
         let need_agent = session.agent.is_none();
         let db = self.db.clone();
@@ -441,16 +451,13 @@ impl SessionRouter {
             if !need_agent {
                 return Ok((None, None));
             }
-            let info = crate::sessions::info(&db, &key2).await?;
-            let stale = info.as_ref().and_then(|i| {
-                let d = idle?;
-                let since = crate::clock::unix_now().saturating_sub(i.updated_at);
-                (i.turns > 0 && since >= d.as_secs()).then_some(since)
-            });
-            let stale = match (stale, idle_in_memory) {
-                (Some(s), _) => Some(s),
-                (None, true) => idle.map(|d| d.as_secs()),
-                (None, false) => None,
+            let stale = match idle_in_memory {
+                Some(secs) => Some(secs),
+                None => crate::sessions::info(&db, &key2).await?.and_then(|i| {
+                    let d = idle?;
+                    let since = crate::clock::unix_now().saturating_sub(i.updated_at);
+                    (i.turns > 0 && since >= d.as_secs()).then_some(since)
+                }),
             };
             if stale.is_some() {
                 crate::sessions::reset(&db, &key2).await?;
@@ -463,7 +470,7 @@ impl SessionRouter {
             let Some(session) = act.sessions.get_mut(&key) else {
                 return;
             };
-            let (history, stale) = match res {
+            let (mut history, stale) = match res {
                 Ok(x) => x,
                 Err(e) => {
                     log::error!("session {key}: cannot load its history: {e}");
@@ -476,23 +483,29 @@ impl SessionRouter {
                     return;
                 }
             };
-            if let Some(mut history) = history {
-                if session.generation != generation && !idle_in_memory {
-                    // Reset while loading: start empty.
-                    history.clear();
-                }
-                let (tx, rx) = mpsc::channel(APPROVAL_QUEUE);
-                let tools = SessionTools {
-                    approver: Some(Approver(tx)),
-                    ..SessionTools::default()
-                };
-                session.agent = Some(AgentActor::start_for_session(
-                    &act.pool, settings, history, tools,
-                ));
-                forward_approvals(key.clone(), rx, ctx.address());
+            if session.generation != generation {
+                // Reset (`/new`) while loading: the agent, if any, was
+                // dropped; start empty.
+                history = Some(Vec::new());
             }
-            let Some(agent) = session.agent.clone() else {
-                return;
+            let agent = match (&session.agent, history) {
+                (Some(a), _) => a.clone(),
+                (None, history) => {
+                    let (tx, rx) = mpsc::channel(APPROVAL_QUEUE);
+                    let tools = SessionTools {
+                        approver: Some(Approver(tx)),
+                        ..SessionTools::default()
+                    };
+                    let a = AgentActor::start_for_session(
+                        &act.pool,
+                        settings,
+                        history.unwrap_or_default(),
+                        tools,
+                    );
+                    forward_approvals(key.clone(), rx, ctx.address());
+                    session.agent = Some(a.clone());
+                    a
+                }
             };
             let notice = stale.map(|secs| {
                 format!(
@@ -500,17 +513,6 @@ impl SessionRouter {
                     human_duration(secs)
                 )
             });
-            let preview = act
-                .settings
-                .preview
-                .get(inc.msg.platform)
-                .cloned()
-                .unwrap_or(PreviewSettings {
-                    live: false,
-                    min_tokens: 20,
-                    edit_interval: Duration::from_millis(1500),
-                    cursor: String::new(),
-                });
             let driver = Driver {
                 agent,
                 inc,

@@ -106,8 +106,6 @@ pub struct Delivery {
 struct Finishing {
     end: End,
     reply: Option<oneshot::Sender<Delivery>>,
-    /// The final edit of the current message is done (or not needed).
-    edited: bool,
 }
 
 /// What a planned write does to the state once it succeeded.
@@ -231,9 +229,9 @@ impl StreamPreviewActor {
     }
 
     /// The answer's end text: the open segment, marked when interrupted.
-    fn end_text(&self, f: &Finishing) -> String {
+    fn end_text(&self, end: End) -> String {
         let mut text = self.segment.clone();
-        if f.end == End::Interrupted && !(text.trim().is_empty() && self.backlog.is_empty()) {
+        if end == End::Interrupted && !(text.trim().is_empty() && self.backlog.is_empty()) {
             text.push_str(INTERRUPTED_MARK);
         }
         text
@@ -258,10 +256,10 @@ impl StreamPreviewActor {
             });
         }
         if let Some(f) = &self.finishing {
-            if f.edited || self.msg.is_none() {
-                return None;
-            }
-            let text = self.end_text(f);
+            // The final edit leaves no current message: after it, or when
+            // nothing was ever shown, the rest is sent by `deliver_rest`.
+            self.msg.as_ref()?;
+            let text = self.end_text(f.end);
             return Some(match cut(&text, limit, self.measure()) {
                 Some(c) => {
                     let rest = c.rest(&text);
@@ -350,7 +348,6 @@ impl StreamPreviewActor {
             }
             Commit::Final { rest } => {
                 if let Some(f) = self.finishing.as_mut() {
-                    f.edited = true;
                     // The mark, if any, is in the text already sent or in `rest`.
                     f.end = End::Completed;
                 }
@@ -368,18 +365,13 @@ impl StreamPreviewActor {
             return;
         };
         let reply = f.reply.take();
-        let f_end = f.end;
+        let end = f.end;
         let mut tail = std::mem::take(&mut self.backlog);
         for seg in self.sealed.drain(..) {
             tail.push_str(&seg);
             tail.push_str("\n\n");
         }
-        let end = Finishing {
-            end: f_end,
-            reply: None,
-            edited: true,
-        };
-        tail.push_str(&self.end_text(&end));
+        tail.push_str(&self.end_text(end));
         self.segment.clear();
         let out = self.out.clone();
         let chat = self.chat.clone();
@@ -591,7 +583,6 @@ impl Handler<Finish> for StreamPreviewActor {
         self.finishing = Some(Finishing {
             end: msg.end,
             reply: Some(tx),
-            edited: false,
         });
         self.step(ctx);
         Box::pin(async move { rx.await.unwrap_or_default() })

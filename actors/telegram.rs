@@ -341,8 +341,12 @@ impl Handler<SendText> for TelegramActor {
                 format,
                 reply_to,
             } = msg;
-            let html = to_telegram_html(&text);
             let mut use_html = format == Format::Markdown;
+            let html = if use_html {
+                to_telegram_html(&text)
+            } else {
+                String::new()
+            };
             let group = chat.kind != ChatKind::Dm;
             let mut last = PlatformError::Unavailable("no attempt made".into());
             for attempt in 1..=MAX_SEND_ATTEMPTS {

@@ -393,3 +393,76 @@ async fn the_webhook_needs_its_secret() {
         "no polling in webhook mode"
     );
 }
+
+/// The tool results (role `tool`) the upstream saw in its last request.
+fn last_tool_results(app: &App) -> Vec<String> {
+    let reqs = app.fake.requests();
+    reqs.last()
+        .and_then(|r| r.body["messages"].as_array().cloned())
+        .unwrap_or_default()
+        .iter()
+        .filter(|m| m["role"] == "tool")
+        .map(|m| m["content"].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+#[actix_web::test]
+async fn approve_runs_a_dangerous_command_and_deny_refuses_it() {
+    use hermes::config::ApprovalMode;
+    use hermes::testing::fake_upstream::ScriptedCall;
+    let tg = FakeTelegram::start(TOKEN);
+    let call = |id: &str, word: &str| {
+        Reply::tool_completion(
+            &[ScriptedCall::new(
+                id,
+                "terminal",
+                json!({"command": format!("echo guarded-{word}")}),
+            )],
+            (1, 1),
+        )
+    };
+    let script = vec![
+        call("c1", "yes"),
+        Reply::completion("ran it", "stop", (1, 1)),
+        call("c2", "no"),
+        Reply::completion("did not run it", "stop", (1, 1)),
+    ];
+    let base = telegram(&tg, false);
+    let app = start(FakeUpstream::start(script), move |c: &mut Config| {
+        base(c);
+        c.approvals.mode = ApprovalMode::Ask;
+        // A harmless command the operator declared dangerous.
+        c.approvals.patterns = vec!["echo guarded-".into()];
+    })
+    .await;
+    tg.push_dm(USER, "run the guarded command");
+    until(&tg, |m| {
+        m.iter()
+            .any(|s| s.text.contains("/approve") && s.text.contains("echo guarded-yes"))
+    })
+    .await;
+    tg.push_dm(USER, "/approve");
+    until(&tg, |m| has_text(m, "ran it")).await;
+    let results = last_tool_results(&app);
+    assert!(
+        results
+            .iter()
+            .any(|r| r.contains("guarded-yes") && !r.contains("refused")),
+        "{results:?}"
+    );
+
+    tg.push_dm(USER, "and the other one");
+    until(&tg, |m| {
+        m.iter().any(|s| s.text.contains("echo guarded-no"))
+    })
+    .await;
+    tg.push_dm(USER, "/deny");
+    until(&tg, |m| has_text(m, "did not run it")).await;
+    let results = last_tool_results(&app);
+    assert!(
+        results.last().is_some_and(|r| r.contains("denied")),
+        "{results:?}"
+    );
+    tg.push_dm(USER, "/approve");
+    until(&tg, |m| has_text(m, "Nothing is waiting for approval.")).await;
+}

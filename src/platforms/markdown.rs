@@ -46,16 +46,14 @@ pub fn to_telegram_html(md: &str) -> String {
                 .chars()
                 .take_while(|c| c.is_ascii_alphanumeric() || "+-_#.".contains(*c))
                 .collect();
+            // An unclosed fence runs to the end, as Markdown renders it.
             let mut code = Vec::new();
-            let mut closed = false;
             for l in lines.by_ref() {
                 if l.trim_start().starts_with("```") {
-                    closed = true;
                     break;
                 }
                 code.push(l);
             }
-            let _ = closed; // An unclosed fence runs to the end, as Markdown renders it.
             if lang.is_empty() {
                 out.push_str("<pre><code>");
             } else {

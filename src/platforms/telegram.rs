@@ -129,8 +129,9 @@ fn classify(method: &str, code: u16, description: &str, parameters: &Value) -> P
             let secs = parameters["retry_after"].as_f64().unwrap_or(1.0).max(0.0);
             PlatformError::RateLimited(Duration::from_secs_f64(secs))
         }
-        401 | 404 if method == "getMe" => PlatformError::Unauthorized(text),
+        // A token Telegram does not know answers getMe with 404.
         401 => PlatformError::Unauthorized(text),
+        404 if method == "getMe" => PlatformError::Unauthorized(text),
         409 => PlatformError::Conflict(text),
         400 | 403 | 404 => PlatformError::Refused(text),
         _ => PlatformError::Unavailable(text),
@@ -144,7 +145,7 @@ pub fn is_not_modified(e: &PlatformError) -> bool {
 
 /// Telegram could not parse the HTML of a message.
 pub fn is_parse_error(e: &PlatformError) -> bool {
-    matches!(e, PlatformError::Refused(t) if t.contains("can't parse entities") || t.contains("parse entities"))
+    matches!(e, PlatformError::Refused(t) if t.contains("can't parse entities"))
 }
 
 /// `sendMessage` parameters.
