@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use crate::agent::{
     AgentEvent, AgentSettings, EventSink, TurnInput, TurnOutcome, TurnStatus, run_turn,
 };
-use crate::openai::{Message, Usage};
+use crate::openai::Message;
 use crate::tools::SessionTools;
 
 /// Runs one turn and streams its events into `events`.
@@ -124,15 +124,7 @@ impl Handler<RunTurn> for AgentActor {
                 .await
                 .unwrap_or_else(|_| {
                     log::error!("a turn panicked; reporting it as failed");
-                    TurnOutcome {
-                        status: TurnStatus::Failed,
-                        text: String::new(),
-                        messages: Vec::new(),
-                        usage: Usage::default(),
-                        error: Some("internal error in the agent".into()),
-                        upstream_time: Default::default(),
-                        tool_time: Default::default(),
-                    }
+                    TurnOutcome::failed("internal error in the agent")
                 });
             (outcome, events)
         };

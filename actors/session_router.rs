@@ -642,12 +642,8 @@ impl Driver {
             StreamPreviewActor::new(p_out, p_chat, p_reply, preview)
         });
         let (tx, mut rx) = mpsc::channel(EVENT_CHANNEL_CAPACITY);
-        let input = TurnInput {
-            user: user.clone(),
-            system: None,
-            // Deltas are only worth streaming when the answer types itself out.
-            stream: live,
-        };
+        // Deltas are only worth streaming when the answer types itself out.
+        let input = TurnInput::new(user.clone(), None, live);
         let started = agent.send(RunTurn { input, events: tx }).await;
         let outcome = match started {
             Ok(Ok(())) => drive_events(&mut rx, &preview, &out, &chat).await,
@@ -721,15 +717,7 @@ async fn drive_events(
 }
 
 fn failed(error: String) -> TurnOutcome {
-    TurnOutcome {
-        status: TurnStatus::Failed,
-        text: String::new(),
-        messages: Vec::new(),
-        usage: Default::default(),
-        error: Some(error),
-        upstream_time: Duration::ZERO,
-        tool_time: Duration::ZERO,
-    }
+    TurnOutcome::failed(error)
 }
 
 impl Actor for SessionRouter {

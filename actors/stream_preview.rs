@@ -45,8 +45,7 @@ use crate::platforms::{ChatRef, Format, PlatformError};
 pub const MAX_EDIT_INTERVAL: Duration = Duration::from_secs(10);
 /// Failed edits in a row after which editing stops for this answer.
 pub const MAX_EDIT_FAILURES: u32 = 3;
-/// Appended to the text of an answer whose turn was interrupted.
-pub const INTERRUPTED_MARK: &str = " (interrupted)";
+pub use crate::agent::INTERRUPTED_MARK;
 
 /// How one answer is shown.
 #[derive(Debug, Clone)]

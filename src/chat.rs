@@ -34,10 +34,15 @@ pub fn run(mut loaded: Loaded, args: &ChatArgs) -> i32 {
         }
         c.agent.max_iterations = n;
     }
-    let toolsets = args
-        .toolsets
-        .clone()
-        .unwrap_or_else(|| c.toolsets_for(PLATFORM));
+    // `--toolsets ""` (or only commas and spaces) means no tools at all.
+    let toolsets: Vec<String> = match &args.toolsets {
+        Some(given) => given
+            .iter()
+            .map(|t| t.trim().to_string())
+            .filter(|t| !t.is_empty())
+            .collect(),
+        None => c.toolsets_for(PLATFORM),
+    };
     if let Some(bad) = toolsets
         .iter()
         .find(|t| !config::TOOLSETS.contains(&t.as_str()))
@@ -80,11 +85,7 @@ async fn drive(settings: Arc<AgentSettings>, message: String) -> i32 {
     let pool = ArbiterPool::new(Some(1));
     let agent = AgentActor::start_on(&pool, settings, Vec::new());
     let (tx, mut rx) = mpsc::channel(EVENT_CHANNEL_CAPACITY);
-    let input = TurnInput {
-        user: Message::user(message),
-        system: None,
-        stream: true,
-    };
+    let input = TurnInput::new(Message::user(message), None, true);
     match agent.send(RunTurn { input, events: tx }).await {
         Ok(Ok(())) => {}
         _ => {

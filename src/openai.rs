@@ -44,9 +44,12 @@ impl Content {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Message {
     pub role: Role,
-    /// Always serialised (as `null` when absent): some servers require the key
-    /// on assistant messages that only carry tool calls.
-    #[serde(default)]
+    /// Always serialised, as `""` when absent: some servers require the key
+    /// on assistant messages that only carry tool calls, and some reject
+    /// `null` there (llama-cpp-python answers 500 "Input should be a valid
+    /// string"). OpenAI, vLLM and Ollama accept `""`. Stored transcripts that
+    /// hold `null` from older versions are sent as `""` too.
+    #[serde(default, serialize_with = "content_or_empty")]
     pub content: Option<Content>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tool_calls: Vec<ToolCall>,
@@ -102,6 +105,13 @@ impl Message {
     }
 }
 
+fn content_or_empty<S: serde::Serializer>(c: &Option<Content>, s: S) -> Result<S::Ok, S::Error> {
+    match c {
+        Some(c) => c.serialize(s),
+        None => s.serialize_str(""),
+    }
+}
+
 /// A tool call the model asked for.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ToolCall {
@@ -123,6 +133,10 @@ pub struct FunctionCall {
     pub arguments: String,
 }
 
+/// Characters per token assumed when a server reports no usage (OpenAI's
+/// rule of thumb for English text; documented in the README).
+pub const CHARS_PER_TOKEN: usize = 4;
+
 /// Token counts, summed over every upstream call of a turn.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Usage {
@@ -132,6 +146,14 @@ pub struct Usage {
     pub completion_tokens: u64,
     #[serde(default)]
     pub total_tokens: u64,
+    /// True when at least one call's figures are our estimate (the server
+    /// reported none), not the server's count. Never read from a server.
+    #[serde(default, skip_deserializing, skip_serializing_if = "is_false")]
+    pub estimated: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 impl Usage {
@@ -144,6 +166,20 @@ impl Usage {
         } else {
             other.prompt_tokens + other.completion_tokens
         };
+        self.estimated |= other.estimated;
+    }
+
+    /// An estimate for a call the server reported no usage for: the request
+    /// body's and the output's characters over [`CHARS_PER_TOKEN`], rounded up.
+    pub fn estimate(prompt_chars: usize, completion_chars: usize) -> Self {
+        let tokens = |chars: usize| chars.div_ceil(CHARS_PER_TOKEN) as u64;
+        let (prompt, completion) = (tokens(prompt_chars), tokens(completion_chars));
+        Self {
+            prompt_tokens: prompt,
+            completion_tokens: completion,
+            total_tokens: prompt + completion,
+            estimated: true,
+        }
     }
 }
 
@@ -273,7 +309,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn assistant_tool_calls_serialise_with_null_content() {
+    fn assistant_tool_calls_serialise_with_empty_content() {
         let m = Message::assistant_tool_calls(
             "",
             vec![ToolCall {
@@ -286,7 +322,16 @@ mod tests {
             }],
         );
         let v = serde_json::to_value(&m).unwrap_or_default();
-        assert_eq!(v["content"], Value::Null);
+        assert_eq!(v["content"], "");
+        // A transcript stored with `null` by an older version is sent as `""`.
+        let old: Message = serde_json::from_str(
+            r#"{"role":"assistant","content":null,"tool_calls":[{"id":"c","type":"function","function":{"name":"t","arguments":"{}"}}]}"#,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            serde_json::to_value(&old).unwrap_or_default()["content"],
+            ""
+        );
         assert_eq!(v["tool_calls"][0]["type"], "function");
         assert!(v.get("tool_call_id").is_none());
     }
@@ -308,19 +353,27 @@ mod tests {
             prompt_tokens: 3,
             completion_tokens: 2,
             total_tokens: 5,
+            estimated: false,
         });
         u.add(&Usage {
             prompt_tokens: 1,
             completion_tokens: 1,
             total_tokens: 0,
+            estimated: false,
         });
         assert_eq!(
             u,
             Usage {
                 prompt_tokens: 4,
                 completion_tokens: 3,
-                total_tokens: 7
+                total_tokens: 7,
+                estimated: false,
             }
+        );
+        u.add(&Usage::estimate(9, 4));
+        assert_eq!(
+            (u.prompt_tokens, u.completion_tokens, u.estimated),
+            (7, 4, true)
         );
     }
 }

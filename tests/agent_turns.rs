@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use hermes::actors::agent::Interrupt;
-use hermes::agent::{AgentEvent, TurnStatus};
+use hermes::agent::{AgentEvent, FailureKind, TurnStatus};
 use hermes::testing::fake_upstream::{FakeUpstream, Reply, ScriptedCall, StreamEnd};
 use serde_json::{Value, json};
 
@@ -130,6 +130,7 @@ async fn two_tool_rounds_carry_results_with_matching_ids_and_usage_sums() {
     assert_eq!(outcome.usage.prompt_tokens, 60);
     assert_eq!(outcome.usage.completion_tokens, 18);
     assert_eq!(outcome.usage.total_tokens, 78);
+    assert!(!outcome.usage.estimated, "the server's own figures");
     // Tool activity and segment breaks were reported.
     let breaks = events
         .iter()
@@ -612,5 +613,120 @@ async fn interrupt_kills_running_tool_processes_at_once() {
             hermes::openai::Role::Tool,
             "Interrupted by the user before this tool finished.".into()
         ))
+    );
+}
+
+#[actix::test]
+async fn streamed_calls_reuse_one_upstream_connection() {
+    let (home, cwd) = dirs();
+    let fake = FakeUpstream::start(vec![
+        Reply::tool_stream(
+            &[ScriptedCall::new("c1", "todo", json!({"items": []}))],
+            (1, 1),
+        ),
+        Reply::text_stream(&["one"], MS, MS, (1, 1)),
+        Reply::text_stream(&["two"], MS, MS, (1, 1)),
+        Reply::text_stream(&["three"], MS, MS, (1, 1)),
+    ]);
+    let h = Harness::new(settings(config(&fake.url(), cwd.path()), home.path()));
+    for want in ["one", "two", "three"] {
+        let (_, outcome) = h.run("hi", true).await;
+        assert_eq!(outcome.text, want, "{outcome:?}");
+    }
+    assert_eq!(fake.requests().len(), 4);
+    // The body is read to its end after `[DONE]`, so the connection goes
+    // back to the pool instead of being closed after every streamed step.
+    assert_eq!(
+        fake.connections(),
+        1,
+        "one connection for four streamed calls"
+    );
+}
+
+#[actix::test]
+async fn a_500_is_not_retried_and_a_dropped_request_is_not_sent_again() {
+    let (home, cwd) = dirs();
+    let fake = FakeUpstream::start(vec![
+        Reply::error(500, "content: Input should be a valid string"),
+        Reply::text_stream(&["must not be used"], MS, MS, (1, 1)),
+    ]);
+    let h = Harness::new(settings(config(&fake.url(), cwd.path()), home.path()));
+    let (_, outcome) = h.run("hi", true).await;
+    assert_eq!(outcome.status, TurnStatus::Failed);
+    assert!(
+        outcome
+            .error
+            .as_deref()
+            .unwrap_or("")
+            .contains("valid string"),
+        "{outcome:?}"
+    );
+    assert_eq!(
+        fake.requests().len(),
+        1,
+        "a 500 is billed once, not three times"
+    );
+
+    // The server took the request and closed the connection without an answer.
+    let fake = FakeUpstream::start(vec![
+        Reply::Drop,
+        Reply::text_stream(&["must not be used"], MS, MS, (1, 1)),
+    ]);
+    let h = Harness::new(settings(config(&fake.url(), cwd.path()), home.path()));
+    let (_, outcome) = h.run("hi", true).await;
+    assert_eq!(outcome.status, TurnStatus::Failed, "{outcome:?}");
+    assert_eq!(
+        fake.requests().len(),
+        1,
+        "a request the server received is not resent"
+    );
+}
+
+#[actix::test]
+async fn a_context_overflow_is_the_clients_input_not_a_server_failure() {
+    let (home, cwd) = dirs();
+    for message in [
+        "This model's maximum context length is 4096 tokens. However, you requested 5000 tokens",
+        "Requested tokens (5000) exceed context window of 4096",
+    ] {
+        let fake = FakeUpstream::start(vec![Reply::error(400, message)]);
+        let h = Harness::new(settings(config(&fake.url(), cwd.path()), home.path()));
+        let (_, outcome) = h.run("hi", true).await;
+        assert_eq!(outcome.status, TurnStatus::Failed);
+        assert_eq!(outcome.failure, FailureKind::ContextOverflow, "{message}");
+        assert_eq!(fake.requests().len(), 1);
+    }
+    let fake = FakeUpstream::start(vec![Reply::error(400, "unknown model")]);
+    let h = Harness::new(settings(config(&fake.url(), cwd.path()), home.path()));
+    let (_, outcome) = h.run("hi", true).await;
+    assert_eq!(outcome.failure, FailureKind::Upstream);
+}
+
+#[actix::test]
+async fn usage_is_estimated_and_marked_when_the_server_reports_none() {
+    let (home, cwd) = dirs();
+    let fake = FakeUpstream::start(vec![
+        Reply::text_stream(&["12345678"], MS, MS, (0, 0)).without_usage(),
+        Reply::completion("abcd", "stop", (0, 0)).without_usage(),
+    ]);
+    let h = Harness::new(settings(config(&fake.url(), cwd.path()), home.path()));
+    let (_, streamed) = h.run("hi", true).await;
+    assert!(streamed.usage.estimated, "{:?}", streamed.usage);
+    assert_eq!(
+        streamed.usage.completion_tokens, 2,
+        "8 characters, 4 per token"
+    );
+    assert!(streamed.usage.prompt_tokens > 0);
+    assert_eq!(
+        streamed.usage.total_tokens,
+        streamed.usage.prompt_tokens + streamed.usage.completion_tokens
+    );
+    let (_, whole) = h.run("hi", false).await;
+    assert!(whole.usage.estimated);
+    assert_eq!(whole.usage.completion_tokens, 1);
+    // The request asked for usage.
+    assert_eq!(
+        fake.requests()[0].body["stream_options"]["include_usage"],
+        true
     );
 }

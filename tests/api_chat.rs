@@ -717,6 +717,11 @@ async fn a_failed_turn_is_502_or_an_error_chunk() {
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(res.status(), 502);
+    assert_eq!(
+        header(&res, "x-should-retry").as_deref(),
+        Some("false"),
+        "a retry would run the whole turn again"
+    );
     let b = body(&mut res).await;
     assert_envelope(&b, "server_error", Some("agent_failed"));
     let msg = b["error"]["message"].as_str().unwrap_or("");
@@ -1058,4 +1063,158 @@ async fn named_keys_all_work() {
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(res.status(), 200, "{k}");
     }
+}
+
+#[actix_web::test]
+async fn sampling_parameters_reach_every_upstream_call_of_the_turn() {
+    let app = spawn_app(vec![
+        Reply::tool_completion(
+            &[ScriptedCall::new("c1", "todo", json!({"items": []}))],
+            (1, 1),
+        ),
+        Reply::completion("done", "stop", (1, 1)),
+    ])
+    .await;
+    let mut req = chat_body("hi", false);
+    for (k, v) in [
+        ("max_tokens", json!(16)),
+        ("temperature", json!(0.2)),
+        ("top_p", json!(0.9)),
+        ("stop", json!(["END"])),
+        ("seed", json!(42)),
+        ("presence_penalty", json!(0.1)),
+        ("frequency_penalty", json!(0.3)),
+        ("response_format", json!({"type": "json_object"})),
+        ("reasoning_effort", json!("low")),
+        ("n", json!(1)),
+        (
+            "tool_choice",
+            json!({"type": "function", "function": {"name": "todo"}}),
+        ),
+    ] {
+        req[k] = v;
+    }
+    let mut res = app.send("/v1/chat/completions", &req).await;
+    assert_eq!(res.status(), 200, "{}", body(&mut res).await);
+    let reqs = app.fake.requests();
+    assert_eq!(reqs.len(), 2);
+    for (i, r) in reqs.iter().enumerate() {
+        let b = &r.body;
+        assert_eq!(b["max_tokens"], 16, "call {i}");
+        assert_eq!(b["temperature"], 0.2, "call {i}");
+        assert_eq!(b["top_p"], 0.9);
+        assert_eq!(b["stop"], json!(["END"]));
+        assert_eq!(b["seed"], 42);
+        assert_eq!(b["presence_penalty"], 0.1);
+        assert_eq!(b["frequency_penalty"], 0.3);
+        assert_eq!(b["response_format"], json!({"type": "json_object"}));
+        assert_eq!(b["reasoning_effort"], "low");
+        assert!(b.get("n").is_none());
+    }
+    // The forced tool applies to the first call only; later ones are "auto".
+    assert_eq!(reqs[0].body["tool_choice"]["function"]["name"], "todo");
+    assert_eq!(reqs[1].body["tool_choice"], "auto");
+
+    // Without parameters, none are sent (the server's defaults hold).
+    let mut res = app
+        .send(
+            "/v1/chat/completions",
+            &json!({"messages": [{"role": "user", "content": "hi"}], "tool_choice": "none"}),
+        )
+        .await;
+    assert_eq!(res.status(), 200, "{}", body(&mut res).await);
+    let last = app
+        .fake
+        .requests()
+        .pop()
+        .map(|r| r.body)
+        .unwrap_or_default();
+    for k in [
+        "max_tokens",
+        "temperature",
+        "top_p",
+        "stop",
+        "seed",
+        "tools",
+        "tool_choice",
+    ] {
+        assert!(last.get(k).is_none(), "{k} in {last}");
+    }
+}
+
+#[actix_web::test]
+async fn wrong_parameters_are_400_naming_them() {
+    let app = spawn_app(vec![]).await;
+    for (k, v, param) in [
+        ("temperature", json!("hot"), "temperature"),
+        ("max_tokens", json!(-1), "max_tokens"),
+        ("n", json!(2), "n"),
+        ("tools", json!("garbage"), "tools"),
+        (
+            "tool_choice",
+            json!({"type": "function", "function": {"name": "rm_rf"}}),
+            "tool_choice",
+        ),
+    ] {
+        let mut req = chat_body("hi", false);
+        req[k] = v;
+        let mut res = app.send("/v1/chat/completions", &req).await;
+        assert_eq!(res.status(), 400, "{k}");
+        let b = body(&mut res).await;
+        assert_envelope(&b, "invalid_request_error", None);
+        assert_eq!(b["error"]["param"], param, "{b}");
+    }
+    assert!(app.fake.requests().is_empty(), "nothing reached the model");
+}
+
+#[actix_web::test]
+async fn model_server_failures_are_answered_in_kind() {
+    let app = spawn_app_with(
+        vec![
+            Reply::error(400, "This model's maximum context length is 4096 tokens"),
+            Reply::error(429, "quota").with_header("Retry-After", "7"),
+            Reply::error(400, "Requested tokens (9000) exceed context window of 4096"),
+        ],
+        |c| c.model.max_attempts = 1,
+    )
+    .await;
+    let mut res = app
+        .send("/v1/chat/completions", &chat_body("hi", false))
+        .await;
+    assert_eq!(res.status(), 400, "the conversation is the client's input");
+    let b = body(&mut res).await;
+    assert_envelope(&b, "invalid_request_error", Some("context_length_exceeded"));
+
+    let mut res = app
+        .send("/v1/chat/completions", &chat_body("hi", false))
+        .await;
+    assert_eq!(res.status(), 429);
+    assert_eq!(header(&res, "retry-after").as_deref(), Some("7"));
+    assert_envelope(
+        &body(&mut res).await,
+        "rate_limit_error",
+        Some("rate_limit_exceeded"),
+    );
+
+    let mut res = app
+        .send("/v1/chat/completions", &chat_body("hi", true))
+        .await;
+    let (_, events) = sse(&mut res).await;
+    let err = chunks(&events).pop().unwrap_or_default();
+    assert_eq!(err["error"]["code"], "context_length_exceeded", "{err}");
+}
+
+#[actix_web::test]
+async fn usage_the_server_did_not_report_is_estimated_and_says_so() {
+    let app = spawn_app(vec![
+        Reply::text_stream(&["12345678"], MS, MS, (0, 0)).without_usage(),
+    ])
+    .await;
+    let mut req = chat_body("hi", true);
+    req["stream_options"] = json!({"include_usage": true});
+    let mut res = app.send("/v1/chat/completions", &req).await;
+    let (_, events) = sse(&mut res).await;
+    let usage = chunks(&events).pop().unwrap_or_default()["usage"].clone();
+    assert_eq!(usage["completion_tokens"], 2, "{usage}");
+    assert_eq!(usage["estimated"], true, "{usage}");
 }

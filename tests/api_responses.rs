@@ -40,6 +40,16 @@ async fn get(app: &App, id: &str) -> (u16, Value) {
     (res.status().as_u16(), body(&mut res).await)
 }
 
+/// Streams a response and returns its last event.
+async fn last_event(app: &App, body: Value) -> Value {
+    let mut res = app.send("/v1/responses", &body).await;
+    let (_, events) = sse(&mut res).await;
+    events
+        .last()
+        .map(|e| serde_json::from_str(&e.data).unwrap_or_default())
+        .unwrap_or_default()
+}
+
 fn user_texts(body: &Value) -> Vec<String> {
     body["messages"]
         .as_array()
@@ -70,6 +80,7 @@ const KEYS: &[&str] = &[
     "store",
     "temperature",
     "top_p",
+    "max_output_tokens",
     "tool_choice",
     "tools",
     "truncation",
@@ -471,16 +482,7 @@ async fn a_failed_turn_is_502_and_stored_as_failed() {
     let (s, e, _) = create(&app, json!({"input": "x"})).await;
     assert_eq!(s, 502);
     assert_eq!(e["error"]["code"], "agent_failed");
-    let mut res = app
-        .post("/v1/responses")
-        .send_json(&json!({"input": "x", "stream": true}))
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    let (_, events) = sse(&mut res).await;
-    let last: Value = events
-        .last()
-        .map(|e| serde_json::from_str(&e.data).unwrap_or_default())
-        .unwrap_or_default();
+    let last = last_event(&app, json!({"input": "x", "stream": true})).await;
     assert_eq!(last["type"], "response.failed");
     assert_eq!(last["response"]["status"], "failed");
     assert_eq!(last["response"]["error"]["code"], "server_error");
@@ -693,4 +695,69 @@ async fn a_client_leaving_a_stream_leaves_an_incomplete_response() {
         !app.fake.disconnects().is_empty(),
         "the upstream request was dropped"
     );
+}
+
+#[actix_web::test]
+async fn sampling_parameters_reach_the_model_and_are_echoed() {
+    let app = spawn_app(vec![Reply::text_stream(&["{}"], MS, MS, (3, 2))]).await;
+    let (s, r, _) = create(
+        &app,
+        json!({"input": "x", "max_output_tokens": 16, "temperature": 0.3, "top_p": 0.8,
+               "reasoning": {"effort": "low"},
+               "text": {"format": {"type": "json_object"}}}),
+    )
+    .await;
+    assert_eq!(s, 200, "{r}");
+    let sent = &app.fake.requests()[0].body;
+    assert_eq!(sent["max_tokens"], 16, "{sent}");
+    assert_eq!(sent["temperature"], 0.3);
+    assert_eq!(sent["top_p"], 0.8);
+    assert_eq!(sent["reasoning_effort"], "low");
+    assert_eq!(sent["response_format"], json!({"type": "json_object"}));
+    assert_eq!(sent["tool_choice"], "auto", "tools are sent with a choice");
+    assert_eq!(r["max_output_tokens"], 16);
+    assert_eq!(r["temperature"], 0.3);
+    assert_eq!(r["top_p"], 0.8);
+    assert_eq!(r["reasoning"]["effort"], "low");
+    assert_eq!(r["text"]["format"]["type"], "json_object");
+    assert!(
+        r["usage"].get("estimated").is_none(),
+        "the server reported usage"
+    );
+
+    for (body, param) in [
+        (json!({"input": ""}), "input"),
+        (json!({"input": "x", "temperature": "hot"}), "temperature"),
+        (
+            json!({"input": "x", "max_output_tokens": -1}),
+            "max_output_tokens",
+        ),
+        (
+            json!({"input": "x", "tools": [{"type": "function"}]}),
+            "tools[0]",
+        ),
+    ] {
+        let (s, e, _) = create(&app, body.clone()).await;
+        assert_eq!(s, 400, "{body}");
+        assert_eq!(e["error"]["param"], param, "{e}");
+    }
+    assert_eq!(
+        app.fake.requests().len(),
+        1,
+        "refusals never reach the model"
+    );
+}
+
+#[actix_web::test]
+async fn a_context_overflow_is_400_and_a_stream_says_why() {
+    let app = spawn_app(vec![
+        Reply::error(400, "This model's maximum context length is 2048 tokens"),
+        Reply::error(400, "This model's maximum context length is 2048 tokens"),
+    ])
+    .await;
+    let (s, e, _) = create(&app, json!({"input": "x"})).await;
+    assert_eq!(s, 400, "{e}");
+    assert_eq!(e["error"]["code"], "context_length_exceeded");
+    let last = last_event(&app, json!({"input": "x", "stream": true})).await;
+    assert_eq!(last["response"]["error"]["code"], "context_length_exceeded");
 }

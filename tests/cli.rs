@@ -101,6 +101,32 @@ fn chat_shows_tool_activity_on_stderr_and_sends_the_key() {
     );
     let tools = fake.requests()[0].body["tools"].as_array().map(|t| t.len());
     assert_eq!(tools, Some(1), "--toolsets picked only the terminal");
+    // Servers whose default is "none" (llama-cpp-python) must be told.
+    assert_eq!(fake.requests()[0].body["tool_choice"], "auto");
+    // The follow-up call carries the tool call with `""` content, never
+    // `null` (llama-cpp-python answers 500 to that).
+    let second = &fake.requests()[1].body["messages"];
+    assert_eq!(second[2]["role"], "assistant");
+    assert_eq!(second[2]["content"], "");
+    assert_eq!(second[3]["role"], "tool");
+}
+
+#[test]
+fn chat_with_an_empty_toolset_list_sends_no_tools() {
+    let fake = FakeUpstream::start(vec![Reply::text_stream(&["ok"], MS, MS, (1, 1))]);
+    let dir = tmp();
+    let (code, out, err) = run(hermes(dir.path())
+        .env("OPENAI_BASE_URL", fake.url())
+        .env("HERMES_MODEL", "m")
+        .args(["chat", "--toolsets", "", "hi"]));
+    assert_eq!(code, 0, "stderr: {err}");
+    assert_eq!(out, "ok\n");
+    let body = &fake.requests()[0].body;
+    assert!(body.get("tools").is_none(), "{body}");
+    assert!(
+        body.get("tool_choice").is_none(),
+        "no tools, no tool_choice"
+    );
 }
 
 #[test]

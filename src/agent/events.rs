@@ -31,6 +31,24 @@ impl TurnStatus {
     }
 }
 
+/// Appended to the text of an answer whose turn was interrupted, wherever a
+/// user sees it (a chat message, an API answer cut off by a shutdown).
+pub const INTERRUPTED_MARK: &str = " (interrupted)";
+
+/// Why a failed turn failed, so a front door can answer in kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FailureKind {
+    /// The model server or the agent failed (an API client gets a 502).
+    #[default]
+    Upstream,
+    /// The conversation does not fit the model's context: the client's
+    /// input is at fault (400 `context_length_exceeded`).
+    ContextOverflow,
+    /// The model server's rate limit outlasted the retries (429, with the
+    /// server's `Retry-After` in seconds when it gave one).
+    RateLimited { retry_after_secs: Option<u64> },
+}
+
 /// Everything about a finished turn.
 #[derive(Debug, Clone)]
 pub struct TurnOutcome {
@@ -45,10 +63,28 @@ pub struct TurnOutcome {
     pub usage: Usage,
     /// Why the turn failed, in words for the user (already redacted).
     pub error: Option<String>,
+    /// What kind of failure (meaningful only when `status` is `Failed`).
+    pub failure: FailureKind,
     /// Time spent waiting on the upstream model (for overhead metrics).
     pub upstream_time: Duration,
     /// Time spent running tools.
     pub tool_time: Duration,
+}
+
+impl TurnOutcome {
+    /// A turn that failed before producing anything.
+    pub fn failed(error: impl Into<String>) -> Self {
+        Self {
+            status: TurnStatus::Failed,
+            text: String::new(),
+            messages: Vec::new(),
+            usage: Usage::default(),
+            error: Some(error.into()),
+            failure: FailureKind::Upstream,
+            upstream_time: Duration::ZERO,
+            tool_time: Duration::ZERO,
+        }
+    }
 }
 
 /// One event of a running turn.

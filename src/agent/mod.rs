@@ -22,13 +22,16 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-pub use events::{AgentEvent, TurnOutcome, TurnStatus};
+pub use events::{AgentEvent, FailureKind, INTERRUPTED_MARK, TurnOutcome, TurnStatus};
 
 use crate::config::Loaded;
 use crate::openai::{Message, ToolCall, Usage};
 use crate::secrets;
 use crate::tools::{SessionTools, ToolContext, ToolSettings, Toolbox};
-use crate::upstream::{ChatRequest, Delta, DeltaSink, UpstreamClient, UpstreamSettings};
+use crate::upstream::{
+    ChatRequest, Delta, DeltaSink, Sampling, ToolChoice, UpstreamClient, UpstreamError,
+    UpstreamSettings,
+};
 
 /// Events buffered between a turn and a slow listener before the turn waits.
 pub const EVENT_CHANNEL_CAPACITY: usize = 256;
@@ -95,6 +98,23 @@ pub struct TurnInput {
     pub system: Option<String>,
     /// Stream from the upstream (someone shows deltas as they arrive).
     pub stream: bool,
+    /// The client's sampling parameters, sent with every upstream call of the turn.
+    pub sampling: Sampling,
+    /// Which tools the model may or must call.
+    pub tool_choice: ToolChoice,
+}
+
+impl TurnInput {
+    /// Plain input: the server's defaults for sampling, tools as the model likes.
+    pub fn new(user: Message, system: Option<String>, stream: bool) -> Self {
+        Self {
+            user,
+            system,
+            stream,
+            sampling: Sampling::default(),
+            tool_choice: ToolChoice::Auto,
+        }
+    }
 }
 
 /// What the turn has produced so far; survives the cancellation of any step.
@@ -113,6 +133,15 @@ struct TurnState {
 
 impl TurnState {
     fn outcome(self, status: TurnStatus, error: Option<String>) -> TurnOutcome {
+        self.outcome_with(status, error, FailureKind::Upstream)
+    }
+
+    fn outcome_with(
+        self,
+        status: TurnStatus,
+        error: Option<String>,
+        failure: FailureKind,
+    ) -> TurnOutcome {
         let text = format!("{}{}", self.continued, self.segment);
         let mut messages = self.messages;
         if status != TurnStatus::Completed && status != TurnStatus::Incomplete && !text.is_empty() {
@@ -125,6 +154,7 @@ impl TurnState {
             messages,
             usage: self.usage,
             error: error.map(|e| secrets::redact(&e)),
+            failure,
             upstream_time: self.upstream_time,
             tool_time: self.tool_time,
         }
@@ -188,13 +218,20 @@ pub async fn run_turn(
     let mut st = TurnState::default();
     let mut calls = 0;
     let mut continuations = 0;
+    // A client that set a token limit meant it: a cut-off answer ends the
+    // turn instead of being continued past the limit.
+    let max_continuations = if input.sampling.max_tokens.is_some() {
+        0
+    } else {
+        settings.max_continuations
+    };
     loop {
         let summary = calls >= settings.max_iterations;
         if summary {
             convo.push(Message::user(SUMMARY_PROMPT));
         }
         calls += 1;
-        let tools = if summary {
+        let tools = if summary || input.tool_choice == ToolChoice::None {
             None
         } else {
             settings.toolbox.schemas_json()
@@ -202,7 +239,9 @@ pub async fn run_turn(
         let req = ChatRequest {
             messages: &convo,
             tools,
+            tool_choice: input.tool_choice.wire(calls),
             stream: input.stream,
+            sampling: &input.sampling,
         };
         let started = Instant::now();
         let result = {
@@ -221,7 +260,8 @@ pub async fn run_turn(
             None => return st.outcome(TurnStatus::Cancelled, None),
             Some(Err(e)) => {
                 log::warn!("upstream call {calls} failed: {e}");
-                return st.outcome(TurnStatus::Failed, Some(format!("{e}{}", e.hint())));
+                let kind = failure_kind(&e);
+                return st.outcome_with(TurnStatus::Failed, Some(format!("{e}{}", e.hint())), kind);
             }
             Some(Ok(c)) => c,
         };
@@ -261,7 +301,7 @@ pub async fn run_turn(
         }
 
         let cut_off = completion.finish_reason.as_deref() == Some("length");
-        if cut_off && continuations < settings.max_continuations && !summary {
+        if cut_off && continuations < max_continuations && !summary {
             continuations += 1;
             convo.push(Message::assistant(completion.content.clone()));
             convo.push(Message::user(CONTINUE_PROMPT));
@@ -282,6 +322,19 @@ pub async fn run_turn(
         let text = format!("{}{}", st.continued, st.segment);
         st.messages.push(Message::assistant(text));
         return st.outcome(status, None);
+    }
+}
+
+/// What kind of failure an upstream error is, for the front door.
+fn failure_kind(e: &UpstreamError) -> FailureKind {
+    if e.is_context_overflow() {
+        FailureKind::ContextOverflow
+    } else if let Some(wait) = e.rate_limited() {
+        FailureKind::RateLimited {
+            retry_after_secs: wait.map(|d| d.as_secs().max(1)),
+        }
+    } else {
+        FailureKind::Upstream
     }
 }
 

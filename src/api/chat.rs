@@ -104,20 +104,26 @@ async fn complete(
             history: p.history,
             stream: false,
             session: RunSession::Header,
+            params: p.params,
         },
     )
     .await?;
     let outcome = run.outcome().await;
     let mut headers = vec![(SESSION_HEADER.to_string(), run.session_id.clone())];
     if outcome.status == TurnStatus::Failed && outcome.text.is_empty() {
-        let e = ApiError::agent_failed(outcome.error.as_deref().unwrap_or("unknown error"));
+        let e = ApiError::turn_failed(&outcome, "messages");
+        if e.status.as_u16() == 429 {
+            // Worth retrying later: not kept as this key's result.
+            return Err(e);
+        }
+        headers.extend(e.headers().into_iter().map(|(k, v)| (k.to_string(), v)));
         return Ok(Stored {
             status: e.status.as_u16(),
             headers,
             body: Bytes::from(e.body().to_string()),
         });
     }
-    if outcome.status == TurnStatus::Failed {
+    if matches!(outcome.status, TurnStatus::Failed | TurnStatus::Cancelled) {
         headers.push(("X-Hermes-Completed".into(), "false".into()));
     }
     let body = completion_body(&completion_id(), unix_now(), &p.model, &outcome);
@@ -150,10 +156,7 @@ async fn next_frame(mut st: StreamState) -> Option<(Frame, StreamState)> {
                 st.run.finish(&o);
                 match o.status {
                     TurnStatus::Failed => {
-                        frames.push(
-                            st.framer
-                                .error(o.error.as_deref().unwrap_or("unknown error")),
-                        );
+                        frames.push(st.framer.error(&ApiError::turn_failed(&o, "messages")));
                     }
                     status => st.framer.finish(status, &o.usage, &mut frames),
                 }
@@ -165,7 +168,10 @@ async fn next_frame(mut st: StreamState) -> Option<(Frame, StreamState)> {
                 st.framer.event(&ev, &mut frames);
             }
             None => {
-                frames.push(st.framer.error("the agent stopped unexpectedly"));
+                frames.push(
+                    st.framer
+                        .error(&ApiError::agent_failed("the agent stopped unexpectedly")),
+                );
                 frames.push(Frame::Data("[DONE]".into()));
                 st.done = true;
             }
@@ -191,6 +197,7 @@ async fn stream(
             history: p.history,
             stream: true,
             session: RunSession::Header,
+            params: p.params,
         },
     )
     .await?;

@@ -9,7 +9,8 @@
 use serde_json::{Value, json};
 
 use super::error::ApiError;
-use crate::agent::{AgentEvent, TurnOutcome, TurnStatus};
+use super::sampling::{ModelParams, chat_params};
+use crate::agent::{AgentEvent, INTERRUPTED_MARK, TurnOutcome, TurnStatus};
 use crate::config::ToolProgress;
 use crate::openai::{Content, FunctionCall, Message, Role, ToolCall, Usage};
 
@@ -26,6 +27,8 @@ pub struct ChatRequest {
     pub user: Message,
     pub stream: bool,
     pub include_usage: bool,
+    /// Sampling parameters and tool choice for every upstream call of the turn.
+    pub params: ModelParams,
 }
 
 fn role_of(v: &Value, i: usize) -> Result<&str, ApiError> {
@@ -176,6 +179,7 @@ pub fn parse_request(body: &Value, default_model: &str) -> Result<ChatRequest, A
         Some(_) => return Err(ApiError::invalid("model must be a string", "model")),
     };
     let stream = parse_bool(body.get("stream"), "stream")?;
+    let params = chat_params(body)?;
     let include_usage = match body.get("stream_options") {
         None | Some(Value::Null) => false,
         Some(o @ Value::Object(_)) => {
@@ -269,6 +273,7 @@ pub fn parse_request(body: &Value, default_model: &str) -> Result<ChatRequest, A
         user,
         stream,
         include_usage,
+        params,
     })
 }
 
@@ -280,11 +285,24 @@ fn has_visible_content(m: &Message) -> bool {
     }
 }
 
-/// `finish_reason` for an outcome.
+/// `finish_reason` for an outcome. An interrupted turn stopped (clients read
+/// `length` as "the token limit was hit"); its text carries
+/// [`INTERRUPTED_MARK`] instead.
 pub fn finish_reason(status: TurnStatus) -> &'static str {
     match status {
-        TurnStatus::Completed => "stop",
-        _ => "length",
+        TurnStatus::Completed | TurnStatus::Cancelled => "stop",
+        TurnStatus::Incomplete | TurnStatus::Failed => "length",
+    }
+}
+
+/// The answer text a client gets: an interrupted one is marked as such.
+pub fn answer_text(outcome: &TurnOutcome) -> String {
+    if outcome.status == TurnStatus::Cancelled {
+        format!("{}{INTERRUPTED_MARK}", outcome.text)
+            .trim_start()
+            .to_string()
+    } else {
+        outcome.text.clone()
     }
 }
 
@@ -297,7 +315,7 @@ pub fn completion_body(id: &str, created: u64, model: &str, outcome: &TurnOutcom
         "model": model,
         "choices": [{
             "index": 0,
-            "message": {"role": "assistant", "content": outcome.text},
+            "message": {"role": "assistant", "content": answer_text(outcome)},
             "logprobs": null,
             "finish_reason": finish_reason(outcome.status),
         }],
@@ -305,8 +323,14 @@ pub fn completion_body(id: &str, created: u64, model: &str, outcome: &TurnOutcom
     })
 }
 
+/// Usage as Chat Completions shows it; `"estimated": true` when some of it
+/// is our estimate because the model server reported none.
 fn usage_json(u: &Usage) -> Value {
-    json!({"prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens, "total_tokens": u.total_tokens})
+    let mut v = json!({"prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens, "total_tokens": u.total_tokens});
+    if u.estimated {
+        v["estimated"] = Value::Bool(true);
+    }
+    v
 }
 
 /// One SSE frame of a chat stream.
@@ -417,8 +441,17 @@ impl ChunkFramer {
     }
 
     /// The closing frames after a turn ended with text (completed,
-    /// incomplete, or cancelled at shutdown): finish chunk and optional usage.
+    /// incomplete, or cancelled at shutdown: then the interrupted mark first),
+    /// the finish chunk and the optional usage chunk.
     pub fn finish(&self, status: TurnStatus, usage: &Usage, out: &mut Vec<Frame>) {
+        if status == TurnStatus::Cancelled {
+            let mark = if self.sent_text {
+                INTERRUPTED_MARK
+            } else {
+                INTERRUPTED_MARK.trim_start()
+            };
+            out.push(self.chunk(&format!("{{\"content\":{}}}", json_str(mark)), None));
+        }
         out.push(self.chunk("{}", Some(finish_reason(status))));
         if self.include_usage {
             // The usage chunk replaces `"usage":null` with the figures.
@@ -431,8 +464,7 @@ impl ChunkFramer {
     }
 
     /// The error chunk for a turn that failed after the stream started.
-    pub fn error(&self, message: &str) -> Frame {
-        let e = ApiError::agent_failed(message);
+    pub fn error(&self, e: &ApiError) -> Frame {
         Frame::Data(e.body().to_string())
     }
 }
@@ -533,6 +565,16 @@ mod tests {
         }
     }
 
+    /// The JSON of each data frame (`null` for named ones).
+    fn parsed(out: &[Frame]) -> Vec<Value> {
+        out.iter()
+            .map(|fr| match fr {
+                Frame::Data(d) => serde_json::from_str(d).unwrap_or(Value::Null),
+                Frame::Named(..) => Value::Null,
+            })
+            .collect()
+    }
+
     #[test]
     fn frames_are_valid_chunks() {
         let mut f = ChunkFramer::new("chatcmpl-1", 7, "m", true, ToolProgress::Off);
@@ -546,16 +588,11 @@ mod tests {
                 prompt_tokens: 1,
                 completion_tokens: 2,
                 total_tokens: 3,
+                estimated: false,
             },
             &mut out,
         );
-        let v: Vec<Value> = out
-            .iter()
-            .map(|fr| match fr {
-                Frame::Data(d) => serde_json::from_str(d).unwrap_or(Value::Null),
-                Frame::Named(..) => Value::Null,
-            })
-            .collect();
+        let v = parsed(&out);
         assert_eq!(v[0]["choices"][0]["delta"]["role"], "assistant");
         assert_eq!(v[1]["choices"][0]["delta"]["content"], "a\"b");
         assert_eq!(v[2]["choices"][0]["delta"]["content"], "\n\nc");
@@ -568,5 +605,17 @@ mod tests {
             assert_eq!(x["created"], 7);
             assert_eq!(x["object"], "chat.completion.chunk");
         }
+    }
+
+    #[test]
+    fn an_interrupted_stream_stops_with_the_mark_not_length() {
+        let mut f = ChunkFramer::new("c", 1, "m", false, ToolProgress::Off);
+        let mut out = Vec::new();
+        f.event(&AgentEvent::TextDelta("half".into()), &mut out);
+        f.finish(TurnStatus::Cancelled, &Usage::default(), &mut out);
+        let v = parsed(&out);
+        assert_eq!(v[1]["choices"][0]["delta"]["content"], " (interrupted)");
+        assert_eq!(v[2]["choices"][0]["finish_reason"], "stop");
+        assert_eq!(finish_reason(TurnStatus::Incomplete), "length");
     }
 }

@@ -6,6 +6,7 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
 use serde_json::json;
 
+use crate::agent::{FailureKind, TurnOutcome};
 use crate::secrets;
 
 /// An API error: status, OpenAI `type`, `code`, `param` and a message.
@@ -143,6 +144,45 @@ impl ApiError {
         )
     }
 
+    /// The answer for a turn that failed without producing text, by why it
+    /// failed: the model server's context overflow is the client's input
+    /// (400 naming `param`), its rate limit a 429 with its `Retry-After`,
+    /// anything else a 502 that must not be retried.
+    pub fn turn_failed(outcome: &TurnOutcome, param: &str) -> Self {
+        let reason = outcome.error.as_deref().unwrap_or("unknown error");
+        match outcome.failure {
+            FailureKind::ContextOverflow => Self::bad_request(
+                format!("The conversation is too long for the model: {reason}"),
+                "context_length_exceeded",
+                Some(param),
+            ),
+            FailureKind::RateLimited { retry_after_secs } => Self {
+                retry_after: retry_after_secs.map(|s| u32::try_from(s).unwrap_or(u32::MAX)),
+                ..Self::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    format!("The model server is rate limiting requests: {reason}"),
+                    Some("rate_limit_exceeded"),
+                )
+            },
+            FailureKind::Upstream => Self::agent_failed(reason),
+        }
+    }
+
+    /// Response headers that go with the envelope: `Retry-After` when the
+    /// client should come back later; `x-should-retry: false` on a failed
+    /// agent turn, because a retry would run the whole turn (tools and their
+    /// side effects) again and the SDKs retry 5xx by default.
+    pub fn headers(&self) -> Vec<(&'static str, String)> {
+        let mut h = Vec::new();
+        if let Some(s) = self.retry_after {
+            h.push(("Retry-After", s.to_string()));
+        }
+        if self.code == Some("agent_failed") {
+            h.push(("x-should-retry", "false".into()));
+        }
+        h
+    }
+
     /// 500 for what should not happen.
     pub fn internal(message: impl Into<String>) -> Self {
         Self::new(
@@ -190,8 +230,8 @@ impl ResponseError for ApiError {
 
     fn error_response(&self) -> HttpResponse {
         let mut b = HttpResponse::build(self.status);
-        if let Some(s) = self.retry_after {
-            b.insert_header(("Retry-After", s.to_string()));
+        for h in self.headers() {
+            b.insert_header(h);
         }
         b.json(self.body())
     }

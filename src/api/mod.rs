@@ -17,6 +17,7 @@ pub mod idempotency;
 pub mod responses;
 pub mod responses_format;
 pub mod run;
+pub mod sampling;
 pub mod sse_out;
 pub mod state;
 pub mod webhook;

@@ -171,6 +171,7 @@ pub async fn create(
                 id: session_id.clone(),
                 exclusive: p.conversation.is_some(),
             },
+            params: p.params.clone(),
         },
     )
     .await?;
@@ -183,6 +184,7 @@ pub async fn create(
         store: p.store,
         truncation_auto: p.truncation_auto,
         metadata: p.metadata.clone(),
+        echo: p.echo.clone(),
     };
     let record = Record {
         store: p.store.then_some(store),
@@ -238,9 +240,7 @@ async fn complete(
     record.keep(&id, &outcome, &object);
     if outcome.status == TurnStatus::Failed {
         // The SDKs raise on this, instead of showing an error as if it were the answer.
-        return Err(ApiError::agent_failed(
-            outcome.error.as_deref().unwrap_or("unknown error"),
-        ));
+        return Err(ApiError::turn_failed(&outcome, "input"));
     }
     Ok(HttpResponse::Ok()
         .insert_header((SESSION_HEADER, session_id))
@@ -248,15 +248,7 @@ async fn complete(
 }
 
 fn stopped_outcome() -> TurnOutcome {
-    TurnOutcome {
-        status: TurnStatus::Failed,
-        text: String::new(),
-        messages: Vec::new(),
-        usage: Default::default(),
-        error: Some("the agent stopped unexpectedly".into()),
-        upstream_time: Default::default(),
-        tool_time: Default::default(),
-    }
+    TurnOutcome::failed("the agent stopped unexpectedly")
 }
 
 /// Relays a streamed response to the client; outlives the client if it leaves.

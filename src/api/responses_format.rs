@@ -11,7 +11,8 @@ use serde_json::{Map, Value, json};
 
 use super::chat_format::Frame;
 use super::error::ApiError;
-use crate::agent::{AgentEvent, TurnOutcome, TurnStatus};
+use super::sampling::{ModelParams, responses_params};
+use crate::agent::{AgentEvent, FailureKind, TurnOutcome, TurnStatus};
 use crate::clock::unix_now;
 use crate::openai::{Content, FunctionCall, Message, Role, ToolCall, Usage};
 
@@ -37,6 +38,54 @@ pub struct ResponsesRequest {
     pub truncation_auto: bool,
     pub stream: bool,
     pub metadata: Value,
+    /// Sampling parameters and tool choice for every upstream call of the turn.
+    pub params: ModelParams,
+    /// What the response object echoes of them.
+    pub echo: Echo,
+}
+
+/// Request settings the response object repeats, as the client sent them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Echo {
+    pub temperature: Value,
+    pub top_p: Value,
+    pub max_output_tokens: Value,
+    pub tool_choice: Value,
+    pub text: Value,
+    pub reasoning_effort: Value,
+}
+
+impl Default for Echo {
+    fn default() -> Self {
+        Self {
+            temperature: Value::Null,
+            top_p: Value::Null,
+            max_output_tokens: Value::Null,
+            tool_choice: json!("auto"),
+            text: json!({"format": {"type": "text"}}),
+            reasoning_effort: Value::Null,
+        }
+    }
+}
+
+impl Echo {
+    fn of(body: &Value) -> Self {
+        let d = Self::default();
+        let given = |k: &str| body.get(k).filter(|v| !v.is_null()).cloned();
+        Self {
+            temperature: given("temperature").unwrap_or(d.temperature),
+            top_p: given("top_p").unwrap_or(d.top_p),
+            max_output_tokens: given("max_output_tokens").unwrap_or(d.max_output_tokens),
+            tool_choice: given("tool_choice").unwrap_or(d.tool_choice),
+            text: given("text")
+                .filter(|t| t.get("format").is_some_and(|f| !f.is_null()))
+                .unwrap_or(d.text),
+            reasoning_effort: body
+                .pointer("/reasoning/effort")
+                .cloned()
+                .unwrap_or(d.reasoning_effort),
+        }
+    }
 }
 
 fn new_id(prefix: &str) -> String {
@@ -192,7 +241,11 @@ pub fn parse_request(body: &Value, default_model: &str) -> Result<ResponsesReque
         _ => json!({}),
     };
 
+    let params = responses_params(body)?;
     let items: Vec<Value> = match body.get("input") {
+        Some(Value::String(s)) if s.trim().is_empty() => {
+            return Err(ApiError::invalid("input must not be empty", "input"));
+        }
         Some(Value::String(s)) => vec![Value::String(s.clone())],
         Some(Value::Array(a)) if !a.is_empty() => a.clone(),
         Some(Value::Array(_)) => return Err(ApiError::invalid("input must not be empty", "input")),
@@ -355,6 +408,8 @@ pub fn parse_request(body: &Value, default_model: &str) -> Result<ResponsesReque
         truncation_auto,
         stream,
         metadata,
+        params,
+        echo: Echo::of(body),
     })
 }
 
@@ -411,6 +466,7 @@ pub struct ResponseHead {
     pub store: bool,
     pub truncation_auto: bool,
     pub metadata: Value,
+    pub echo: Echo,
 }
 
 /// Builds a response from agent events, emitting the streaming events.
@@ -421,10 +477,16 @@ pub struct ResponseBuilder {
     seq: u64,
 }
 
+/// Usage as the Responses API shows it; `"estimated": true` when some of it
+/// is our estimate because the model server reported none.
 fn usage_json(u: &Usage) -> Value {
-    json!({"input_tokens": u.prompt_tokens, "input_tokens_details": {"cached_tokens": 0},
+    let mut v = json!({"input_tokens": u.prompt_tokens, "input_tokens_details": {"cached_tokens": 0},
            "output_tokens": u.completion_tokens, "output_tokens_details": {"reasoning_tokens": 0},
-           "total_tokens": u.total_tokens})
+           "total_tokens": u.total_tokens});
+    if u.estimated {
+        v["estimated"] = Value::Bool(true);
+    }
+    v
 }
 
 fn message_item(id: &str, text: &str, status: &str) -> Value {
@@ -493,14 +555,15 @@ impl ResponseBuilder {
             "parallel_tool_calls": true,
             "previous_response_id": self.head.previous_response_id,
             "store": self.head.store,
-            "temperature": null,
-            "top_p": null,
-            "tool_choice": "auto",
+            "temperature": self.head.echo.temperature,
+            "top_p": self.head.echo.top_p,
+            "max_output_tokens": self.head.echo.max_output_tokens,
+            "tool_choice": self.head.echo.tool_choice,
             "tools": [],
             "truncation": if self.head.truncation_auto { "auto" } else { "disabled" },
             "metadata": self.head.metadata,
-            "text": {"format": {"type": "text"}},
-            "reasoning": {"effort": null, "summary": null},
+            "text": self.head.echo.text,
+            "reasoning": {"effort": self.head.echo.reasoning_effort, "summary": null},
             "user": null,
             "usage": usage.map(usage_json),
         })
@@ -668,10 +731,15 @@ impl ResponseBuilder {
                     .error
                     .clone()
                     .unwrap_or_else(|| "the agent failed".into());
+                let code = match outcome.failure {
+                    FailureKind::ContextOverflow => "context_length_exceeded",
+                    FailureKind::RateLimited { .. } => "rate_limit_exceeded",
+                    FailureKind::Upstream => "server_error",
+                };
                 (
                     "failed",
                     "response.failed",
-                    Some(json!({"code": "server_error", "message": message})),
+                    Some(json!({"code": code, "message": message})),
                     None,
                 )
             }

@@ -8,7 +8,7 @@
 //! the turn notices the closed channel and is interrupted.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use actix::Actor;
 use actix_web::{HttpRequest, web};
@@ -16,6 +16,7 @@ use tokio::sync::mpsc;
 
 use super::admission::Permit;
 use super::error::ApiError;
+use super::sampling::{ModelParams, check_tool_choice};
 use super::state::{AppState, OwnedSessionGuard, PendingSessions};
 use crate::actors::agent::{AgentActor, RunTurn};
 use crate::agent::{AgentEvent, EVENT_CHANNEL_CAPACITY, TurnInput, TurnOutcome, TurnStatus};
@@ -80,6 +81,8 @@ pub struct RunRequest {
     pub stream: bool,
     /// Where the history comes from and goes to.
     pub session: RunSession,
+    /// Sampling parameters and tool choice from the client.
+    pub params: ModelParams,
 }
 
 /// How a run finds its history and session id.
@@ -138,6 +141,7 @@ impl Run {
             .agent
             .clone()
             .map_err(|reason| ApiError::no_upstream(&reason))?;
+        check_tool_choice(&r.params.tool_choice, settings.toolbox.names())?;
         let permit = state
             .admission
             .try_admit()
@@ -205,6 +209,8 @@ impl Run {
             user: r.user.clone(),
             system: r.system,
             stream: r.stream,
+            sampling: r.params.sampling,
+            tool_choice: r.params.tool_choice,
         };
         agent
             .send(RunTurn { input, events: tx })
@@ -291,15 +297,7 @@ impl Run {
             self.observe(&ev);
         }
         // The agent went away without Finished (it cannot, but never hang).
-        let o = TurnOutcome {
-            status: TurnStatus::Failed,
-            text: String::new(),
-            messages: Vec::new(),
-            usage: Default::default(),
-            error: Some("the agent stopped unexpectedly".into()),
-            upstream_time: Duration::ZERO,
-            tool_time: Duration::ZERO,
-        };
+        let o = TurnOutcome::failed("the agent stopped unexpectedly");
         self.finish(&o);
         o
     }

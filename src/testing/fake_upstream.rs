@@ -59,6 +59,9 @@ pub enum Reply {
     },
     /// Accept the request and never answer.
     Hang,
+    /// Read the request, then close the connection without answering
+    /// (a server that crashed while working on it).
+    Drop,
 }
 
 /// A tool call to script: id, function name, JSON arguments.
@@ -203,6 +206,20 @@ impl Reply {
             body: json!({"error":{"message":message,"type":"error","code":null}}),
             headers: Vec::new(),
         }
+    }
+
+    /// The same stream without its usage chunk (servers that ignore
+    /// `stream_options.include_usage`, as llama-cpp-python does).
+    pub fn without_usage(mut self) -> Self {
+        if let Reply::Stream { steps, .. } = &mut self {
+            steps.retain(|s| !matches!(s, Step::Data(v) if v.get("usage").is_some()));
+        }
+        if let Reply::Json { body, .. } = &mut self
+            && let Some(o) = body.as_object_mut()
+        {
+            o.remove("usage");
+        }
+        self
     }
 
     /// Adds a response header (e.g. `Retry-After`) to a JSON reply.
@@ -459,6 +476,7 @@ async fn connection(mut sock: TcpStream, sh: Arc<Shared>) {
                 wait_for_close(&mut sock, &sh).await;
                 false
             }
+            Reply::Drop => false,
             Reply::Stream { steps, end } => stream(&mut sock, &sh, steps, end).await,
         };
         if !keep_going {

@@ -33,6 +33,20 @@ pub struct Completion {
     pub usage: Option<Usage>,
 }
 
+impl Completion {
+    /// Characters the model produced: text, reasoning and tool calls (for
+    /// usage estimates when the server reports none).
+    pub fn output_chars(&self) -> usize {
+        self.content.len()
+            + self.reasoning.len()
+            + self
+                .tool_calls
+                .iter()
+                .map(|c| c.function.name.len() + c.function.arguments.len())
+                .sum::<usize>()
+    }
+}
+
 #[derive(Debug, Default)]
 struct PartialCall {
     id: String,

@@ -6,11 +6,20 @@
 //!
 //! Behaviour (see `agent.md`): streaming with `stream_options.include_usage`
 //! whenever someone listens for deltas; a stream that fails before its first
-//! delta falls back to one non-streaming request; connect errors and
-//! 408/429/5xx are retried with exponential back-off and jitter, honouring
-//! `Retry-After`; other statuses are returned with the server's own message.
+//! delta falls back to one non-streaming request. Only what provably did not
+//! reach the model is sent again: connect errors and 408/429/502/503/504 are
+//! retried with exponential back-off and jitter, honouring `Retry-After`; a
+//! 500 (often "your input is invalid") or a connection the server closed
+//! after taking the request is not, so a call is never billed twice. Other
+//! statuses are returned with the server's own message.
+//!
+//! A stream's body is read to its end after `[DONE]`, so its connection goes
+//! back to the pool instead of being closed (every streamed step would
+//! otherwise pay a new TCP and TLS handshake). A server that reports no
+//! usage gets an estimate, marked as one ([`Usage::estimate`]).
 
 pub mod accumulate;
+pub mod params;
 
 use std::cell::RefCell;
 use std::future::Future;
@@ -24,9 +33,10 @@ use serde::Serialize;
 use serde_json::Value;
 
 pub use accumulate::{Completion, Delta};
+pub use params::{MaxTokens, Sampling, ToolChoice};
 
 use crate::config::Config;
-use crate::openai::{self, ChunkIn, CompletionIn, Message};
+use crate::openai::{self, ChunkIn, CompletionIn, Message, Usage};
 use crate::sse::SseParser;
 
 /// First retry waits about this long; each further retry doubles it.
@@ -41,6 +51,12 @@ const MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
 const MAX_ERROR_BODY_BYTES: usize = 64 * 1024;
 /// Idle upstream connections are kept this long for reuse.
 const CONN_KEEP_ALIVE: Duration = Duration::from_secs(30);
+/// Bytes read after `[DONE]` to finish a stream's body (normally just the
+/// chunked terminator); a server that keeps sending is cut off and its
+/// connection closed instead of returned to the pool.
+const MAX_TRAILING_BYTES: usize = 64 * 1024;
+/// How long the end of a stream's body may take after `[DONE]`.
+const TRAILER_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Where and how to reach the upstream.
 #[derive(Clone)]
@@ -96,14 +112,64 @@ pub enum UpstreamError {
     #[error("the model server did not answer within {secs} s ({what})")]
     Timeout { what: &'static str, secs: u64 },
     #[error("the model server answered {status}: {message}")]
-    Status { status: u16, message: String },
+    Status {
+        status: u16,
+        message: String,
+        /// The server's `Retry-After`, when it sent one.
+        retry_after: Option<Duration>,
+    },
     #[error("the model server's stream broke off: {0}")]
     Stream(String),
     #[error("the model server sent a response that is not a chat completion: {0}")]
     Protocol(String),
+    #[error(
+        "the model server closed the connection after receiving the request, without answering"
+    )]
+    Dropped,
 }
 
+/// Phrases model servers use when the conversation does not fit the model's
+/// context (OpenAI and vLLM: "maximum context length"; llama.cpp: "exceed
+/// context window"; Anthropic via OpenRouter: "prompt is too long").
+const CONTEXT_OVERFLOW_PHRASES: &[&str] = &[
+    "context_length_exceeded",
+    "maximum context length",
+    "context length",
+    "context window",
+    "prompt is too long",
+    "input is too long",
+    "too many tokens",
+    "exceeds the context",
+];
+
 impl UpstreamError {
+    /// The conversation is too long for the model: the client's input is at
+    /// fault (a 400 for it), not the gateway.
+    pub fn is_context_overflow(&self) -> bool {
+        match self {
+            Self::Status {
+                status, message, ..
+            } if (400..500).contains(status) || *status == 500 => {
+                let m = message.to_ascii_lowercase();
+                CONTEXT_OVERFLOW_PHRASES.iter().any(|p| m.contains(p))
+            }
+            _ => false,
+        }
+    }
+
+    /// The model server's own rate limit, still in force after the retries,
+    /// with the wait it asked for.
+    pub fn rate_limited(&self) -> Option<Option<Duration>> {
+        match self {
+            Self::Status {
+                status: 429,
+                retry_after,
+                ..
+            } => Some(*retry_after),
+            _ => None,
+        }
+    }
+
     /// What the user can do about it, as a sentence fragment (may be empty).
     pub fn hint(&self) -> &'static str {
         match self {
@@ -123,13 +189,17 @@ impl UpstreamError {
     }
 }
 
-/// What the agent sends: the conversation and the tool schemas.
+/// What the agent sends: the conversation, the tool schemas and the
+/// client's sampling parameters.
 pub struct ChatRequest<'a> {
     pub messages: &'a [Message],
     /// The tool schemas as a JSON array, `None` for no tools.
     pub tools: Option<&'a serde_json::value::RawValue>,
+    /// `tool_choice` for this call (sent only with tools).
+    pub tool_choice: Value,
     /// Stream (someone listens for deltas) or ask for the whole answer.
     pub stream: bool,
+    pub sampling: &'a Sampling,
 }
 
 /// Receives deltas while a completion streams.
@@ -144,9 +214,17 @@ struct Body<'a> {
     messages: &'a [Message],
     #[serde(skip_serializing_if = "Option::is_none")]
     tools: Option<&'a serde_json::value::RawValue>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tool_choice: Option<&'a Value>,
     stream: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     stream_options: Option<StreamOptions>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_tokens: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_completion_tokens: Option<u32>,
+    #[serde(flatten)]
+    sampling: &'a Sampling,
 }
 
 #[derive(Serialize)]
@@ -220,7 +298,22 @@ impl UpstreamClient {
     }
 
     /// One chat completion. Streams deltas into `sink` when `req.stream`.
+    /// When the server reports no usage, the completion carries an estimate.
     pub async fn chat<S: DeltaSink>(
+        &self,
+        req: &ChatRequest<'_>,
+        sink: &mut S,
+    ) -> Result<Completion, UpstreamError> {
+        let mut completion = self.call(req, sink).await?;
+        if completion.usage.is_none() {
+            let prompt_chars = req.messages.iter().map(message_chars).sum::<usize>()
+                + req.tools.map_or(0, |t| t.get().len());
+            completion.usage = Some(Usage::estimate(prompt_chars, completion.output_chars()));
+        }
+        Ok(completion)
+    }
+
+    async fn call<S: DeltaSink>(
         &self,
         req: &ChatRequest<'_>,
         sink: &mut S,
@@ -263,14 +356,28 @@ impl UpstreamClient {
     }
 
     fn body(&self, req: &ChatRequest<'_>, stream: bool) -> Result<Bytes, UpstreamError> {
+        let (max_tokens, max_completion_tokens) = match req.sampling.max_tokens {
+            None => (None, None),
+            Some(MaxTokens::Legacy(n)) => (Some(n), None),
+            Some(MaxTokens::Completion(n)) => (None, Some(n)),
+            // OpenAI's reasoning models refuse `max_tokens`.
+            Some(MaxTokens::Unnamed(n)) if self.settings.base_url.contains("api.openai.com") => {
+                (None, Some(n))
+            }
+            Some(MaxTokens::Unnamed(n)) => (Some(n), None),
+        };
         let body = Body {
             model: &self.settings.model,
             messages: req.messages,
             tools: req.tools,
+            tool_choice: req.tools.is_some().then_some(&req.tool_choice),
             stream,
             stream_options: stream.then_some(StreamOptions {
                 include_usage: true,
             }),
+            max_tokens,
+            max_completion_tokens,
+            sampling: req.sampling,
         };
         serde_json::to_vec(&body)
             .map(Bytes::from)
@@ -332,6 +439,7 @@ impl UpstreamClient {
             for ev in events {
                 let data = ev.data.trim();
                 if data == "[DONE]" {
+                    finish_body(&mut resp).await;
                     return Ok(());
                 }
                 if data.is_empty() {
@@ -404,6 +512,7 @@ impl UpstreamClient {
                     let err = UpstreamError::Status {
                         status: status.as_u16(),
                         message,
+                        retry_after,
                     };
                     if !retryable_status(status) {
                         return Err(err);
@@ -436,6 +545,37 @@ impl UpstreamClient {
     }
 }
 
+/// Reads what is left of a stream's body after `[DONE]` (normally only the
+/// chunked terminator), so awc hands the connection back to its pool: a
+/// response dropped before its end closes the connection.
+async fn finish_body(resp: &mut awc::ClientResponse) {
+    let mut left = MAX_TRAILING_BYTES;
+    let drain = async {
+        while let Some(Ok(bytes)) = resp.next().await {
+            left = left.saturating_sub(bytes.len());
+            if left == 0 {
+                break;
+            }
+        }
+    };
+    // Whatever happens here, the answer is complete; only reuse is at stake.
+    let _ = tokio::time::timeout(TRAILER_TIMEOUT, drain).await;
+}
+
+/// Characters a message puts into the prompt (for usage estimates).
+fn message_chars(m: &Message) -> usize {
+    let content = match &m.content {
+        Some(openai::Content::Text(t)) => t.len(),
+        Some(openai::Content::Parts(p)) => p.iter().map(|v| v.to_string().len()).sum(),
+        None => 0,
+    };
+    content
+        + m.tool_calls
+            .iter()
+            .map(|c| c.function.name.len() + c.function.arguments.len())
+            .sum::<usize>()
+}
+
 /// Forwards a whole completion to a listener as if it had streamed.
 async fn forward_whole<S: DeltaSink>(c: &Completion, sink: &mut S) {
     if !c.reasoning.is_empty() {
@@ -446,8 +586,11 @@ async fn forward_whole<S: DeltaSink>(c: &Completion, sink: &mut S) {
     }
 }
 
+/// Statuses that mean the model did not process the request (timeouts,
+/// rate limits, gateways in front of it). A 500 is not among them: it is
+/// usually the server rejecting this very input, and retrying bills again.
 fn retryable_status(s: StatusCode) -> bool {
-    matches!(s.as_u16(), 408 | 429 | 500 | 502 | 503 | 504)
+    matches!(s.as_u16(), 408 | 429 | 502 | 503 | 504)
 }
 
 fn map_send_error(
@@ -461,11 +604,16 @@ fn map_send_error(
             what: "waiting for the response",
             secs: timeout.as_secs(),
         },
+        // awc reports a connection closed before the response head as
+        // `Disconnected`: the request was written, the server may have
+        // started on it, so it is not sent again.
+        E::Connect(awc::error::ConnectError::Disconnected) => UpstreamError::Dropped,
         E::Connect(c) => UpstreamError::Connect {
             url: base_url.to_string(),
             reason: c.to_string(),
         },
-        // A pooled connection the server had closed: safe to send again.
+        // Writing the request failed (typically a pooled connection the
+        // server had closed): the server never got a whole request.
         E::Send(io) => UpstreamError::Connect {
             url: base_url.to_string(),
             reason: io.to_string(),

@@ -40,6 +40,14 @@ impl App {
             .timeout(Duration::from_secs(30))
     }
 
+    /// POSTs a JSON body with the bearer key.
+    pub async fn send(&self, path: &str, body: &Value) -> awc::ClientResponse {
+        self.post(path)
+            .send_json(body)
+            .await
+            .unwrap_or_else(|e| panic!("POST {path}: {e}"))
+    }
+
     /// A GET with the bearer key.
     pub fn get(&self, path: &str) -> awc::ClientRequest {
         client()

@@ -68,11 +68,7 @@ impl Harness {
     /// Starts a turn and returns the event receiver.
     pub async fn start(&self, text: &str, stream: bool) -> tokio::sync::mpsc::Receiver<AgentEvent> {
         let (tx, rx) = tokio::sync::mpsc::channel(EVENT_CHANNEL_CAPACITY);
-        let input = TurnInput {
-            user: Message::user(text),
-            system: None,
-            stream,
-        };
+        let input = TurnInput::new(Message::user(text), None, stream);
         self.agent
             .send(RunTurn { input, events: tx })
             .await
