@@ -1,6 +1,7 @@
 //! `ResponseStoreActor`: the one owner of stored Responses API responses.
 //!
-//! Hot responses live in an LRU cache (`api_server.response_store.cache_size`);
+//! Hot responses live in an LRU cache bounded by entries and bytes
+//! (`api_server.response_store.cache_size`, `cache_mb`);
 //! every response is also in `state.db`, written by the database thread, so
 //! nothing is lost on restart and no actor or HTTP worker ever blocks on disk.
 //! Handlers answer from the cache at once and otherwise wait on the database
@@ -10,12 +11,11 @@
 //! write and hourly; the oldest go first, and conversation names that pointed
 //! at an evicted or deleted response are cleared with it.
 
-use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::cache::ByteLru;
 use actix::prelude::*;
-use lru::LruCache;
 
 use crate::db::{Db, StoreError};
 use crate::openai::Message;
@@ -65,6 +65,8 @@ pub struct Chain {
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
     pub cache_size: usize,
+    /// Bytes the cached responses may take.
+    pub cache_bytes: usize,
     pub max_responses: usize,
     pub ttl: Duration,
 }
@@ -72,7 +74,7 @@ pub struct Limits {
 /// The actor.
 pub struct ResponseStoreActor {
     db: Db,
-    cache: LruCache<String, Arc<StoredResponse>>,
+    cache: ByteLru<String, Arc<StoredResponse>>,
     limits: Limits,
     /// Responses on disk (kept in memory to avoid counting on every write).
     count: usize,
@@ -85,10 +87,9 @@ fn now() -> i64 {
 impl ResponseStoreActor {
     /// A store over `db`; `count` is the number of responses already stored.
     pub fn new(db: Db, limits: Limits, count: usize) -> Self {
-        let cap = NonZeroUsize::new(limits.cache_size.max(1)).unwrap_or(NonZeroUsize::MIN);
         Self {
             db,
-            cache: LruCache::new(cap),
+            cache: ByteLru::new(limits.cache_bytes, limits.cache_size),
             limits,
             count,
         }
@@ -114,6 +115,17 @@ impl ResponseStoreActor {
             }
             Err(e) => log::warn!("response store eviction failed: {e}"),
         }));
+    }
+
+    /// Caches a response, counting every part it holds.
+    fn cache(&mut self, r: Arc<StoredResponse>) {
+        let size = r.id.len()
+            + r.session_id.len()
+            + r.input_items.len()
+            + r.turn_messages.len()
+            + r.response.len()
+            + r.instructions.as_ref().map_or(0, String::len);
+        self.cache.put(r.id.clone(), r, size);
     }
 
     /// Parses a chain of `turn_messages` JSON arrays into one conversation.
@@ -143,18 +155,23 @@ impl Handler<Put> for ResponseStoreActor {
 
     fn handle(&mut self, msg: Put, _: &mut Context<Self>) -> Self::Result {
         let stored = Arc::new(msg.response);
-        // Cached at once: a GET right after the response sees it.
-        self.cache.put(stored.id.clone(), stored.clone());
+        let id = stored.id.clone();
+        // Cached at once: a GET while the write commits sees it.
+        self.cache(stored.clone());
         let conversation = msg.conversation;
         let job = self
             .db
             .call(move |c| response_db::insert(c, &stored, conversation.as_deref()));
-        Box::pin(job.into_actor(self).map(|res, act, ctx| {
-            if res.is_ok() {
-                act.count += 1;
-                if act.count > act.limits.max_responses {
-                    act.evict(ctx);
+        Box::pin(job.into_actor(self).map(move |res, act, ctx| {
+            match &res {
+                Ok(()) => {
+                    act.count += 1;
+                    if act.count > act.limits.max_responses {
+                        act.evict(ctx);
+                    }
                 }
+                // Not stored: nobody may find it.
+                Err(_) => drop(act.cache.pop(&id)),
             }
             res
         }))
@@ -174,7 +191,7 @@ impl Handler<Get> for ResponseStoreActor {
         Box::pin(job.into_actor(self).map(|res, act, _| {
             let found = res?.map(Arc::new);
             if let Some(r) = &found {
-                act.cache.put(r.id.clone(), r.clone());
+                act.cache(r.clone());
             }
             Ok(found)
         }))

@@ -46,6 +46,8 @@ use crate::notify::Notifier;
 use crate::platform_status::PlatformStatus;
 use crate::platforms::telegram::BotApi;
 
+/// Bytes in a MiB (cache budgets are configured in MiB).
+const MIB: usize = 1024 * 1024;
 /// After interrupting what the drain left, how long streams get to send their final frames.
 const FINAL_FRAMES_GRACE: Duration = Duration::from_secs(5);
 /// How often the drain checks whether runs have finished.
@@ -138,6 +140,8 @@ pub async fn start(loaded: &Loaded) -> Result<Running, StartError> {
         responses,
         max_runs,
         chat,
+        session_cache_bytes: c.api_server.session_cache_mb.saturating_mul(MIB),
+        idempotency_cache_bytes: c.api_server.idempotency_cache_mb.saturating_mul(MIB),
     };
     let state = web::Data::new(AppState::new(live, parts));
     let any_platform = [&c.telegram, &c.discord, &c.slack]
@@ -251,6 +255,7 @@ async fn start_response_store(
     log::info!("response store: {count} stored response(s)");
     let limits = Limits {
         cache_size: cfg.cache_size,
+        cache_bytes: cfg.cache_mb.saturating_mul(MIB),
         max_responses: cfg.max_responses,
         ttl: Duration::from_secs(u64::from(cfg.ttl_days) * 86_400),
     };
@@ -334,6 +339,14 @@ pub fn run(loaded: Loaded, opts: LoadOptions) -> i32 {
                 }
             });
         }
+        // Memory the caches let go of goes back to the system.
+        actix::spawn(async {
+            let mut tick = tokio::time::interval(crate::memory::TRIM_EVERY);
+            loop {
+                tick.tick().await;
+                crate::memory::trim();
+            }
+        });
         actix::spawn(signals(
             handlers,
             Stopper {

@@ -23,12 +23,14 @@ pub mod actors;
 
 pub mod agent;
 pub mod api;
+pub mod cache;
 pub mod chat;
 pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod db;
 pub mod gateway;
+pub mod memory;
 pub mod metrics;
 pub mod notify;
 pub mod openai;

@@ -3,6 +3,7 @@
 use clap::Parser;
 
 fn main() {
+    hermes::memory::tune();
     let cli = hermes::cli::Cli::parse();
     std::process::exit(hermes::cli::run(cli));
 }

@@ -103,6 +103,34 @@ impl Message {
     pub fn text(&self) -> String {
         self.content.as_ref().map(Content::text).unwrap_or_default()
     }
+
+    /// Roughly the bytes the message holds in memory: its text, every part
+    /// (images included), its tool calls' arguments and ids. For cache budgets.
+    pub fn approx_bytes(&self) -> usize {
+        const OVERHEAD: usize = 64;
+        let content = match &self.content {
+            Some(Content::Text(t)) => t.len(),
+            Some(Content::Parts(parts)) => parts.iter().map(value_bytes).sum(),
+            None => 0,
+        };
+        let calls: usize = self
+            .tool_calls
+            .iter()
+            .map(|c| OVERHEAD + c.id.len() + c.function.name.len() + c.function.arguments.len())
+            .sum();
+        OVERHEAD + content + calls + self.tool_call_id.as_ref().map_or(0, String::len)
+    }
+}
+
+/// Roughly the bytes a JSON value holds: its strings and keys, plus a little per node.
+pub fn value_bytes(v: &Value) -> usize {
+    const NODE: usize = 16;
+    NODE + match v {
+        Value::String(s) => s.len(),
+        Value::Array(a) => a.iter().map(value_bytes).sum(),
+        Value::Object(o) => o.iter().map(|(k, v)| k.len() + value_bytes(v)).sum(),
+        _ => 0,
+    }
 }
 
 fn content_or_empty<S: serde::Serializer>(c: &Option<Content>, s: S) -> Result<S::Ok, S::Error> {
@@ -334,6 +362,29 @@ mod tests {
         );
         assert_eq!(v["tool_calls"][0]["type"], "function");
         assert!(v.get("tool_call_id").is_none());
+    }
+
+    #[test]
+    fn sizes_count_images_and_tool_arguments() {
+        let image = format!("data:image/png;base64,{}", "A".repeat(4_000_000));
+        let m = Message {
+            role: Role::User,
+            content: Some(Content::Parts(vec![
+                serde_json::json!({"type": "image_url", "image_url": {"url": image}}),
+            ])),
+            tool_calls: Vec::new(),
+            tool_call_id: None,
+        };
+        assert!(m.approx_bytes() > 4_000_000);
+        let call = ToolCall {
+            id: "c".into(),
+            kind: "function".into(),
+            function: FunctionCall {
+                name: "t".into(),
+                arguments: "x".repeat(3_000_000),
+            },
+        };
+        assert!(Message::assistant_tool_calls("", vec![call]).approx_bytes() > 3_000_000);
     }
 
     #[test]

@@ -46,6 +46,9 @@ RestartSec=5
 WatchdogSec=30
 TimeoutStopSec=60
 KillSignal=SIGTERM
+# A tool's child killed for memory must not take the whole gateway down.
+OOMPolicy=continue
+# MemoryMax= is left to the operator: `systemctl edit hermes-gateway`.
 
 [Install]
 WantedBy={wanted_by}

@@ -75,6 +75,24 @@ async fn health_needs_no_key_and_carries_the_headers() {
         res.ok().and_then(|r| header(&r, "x-request-id")).as_deref(),
         Some("abc-123")
     );
+    // HEAD works wherever GET does (load balancers and uptime checks use it).
+    for path in ["/health", "/v1/health"] {
+        let out = raw(
+            app.addr,
+            format!("HEAD {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+            Duration::from_secs(5),
+        )
+        .await;
+        assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+        assert!(out.ends_with("\r\n\r\n"), "a head, no body: {out}");
+    }
+    let res = client()
+        .head(app.url("/v1/models"))
+        .bearer_auth(KEY)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(res.status(), 200);
 }
 
 #[actix_web::test]
@@ -338,6 +356,25 @@ async fn oversized_bodies_get_413_also_when_chunked() {
     );
     let out = raw(app.addr, head.as_bytes(), Duration::from_secs(5)).await;
     assert!(out.starts_with("HTTP/1.1 413"), "{out}");
+    assert!(app.fake.requests().is_empty());
+}
+
+#[actix_web::test]
+async fn a_body_sent_too_slowly_is_cut_off_with_408() {
+    let app = spawn_app_with(vec![], |c| c.api_server.body_timeout = 0.5).await;
+    // Headers promise 100 bytes; one arrives, then nothing.
+    let req = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{{"
+    );
+    let started = Instant::now();
+    let out = raw(app.addr, req.as_bytes(), Duration::from_secs(10)).await;
+    assert!(out.starts_with("HTTP/1.1 408"), "{out}");
+    assert!(out.contains("request_timeout"), "{out}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "the connection was not held: {:?}",
+        started.elapsed()
+    );
     assert!(app.fake.requests().is_empty());
 }
 
@@ -1217,4 +1254,126 @@ async fn usage_the_server_did_not_report_is_estimated_and_says_so() {
     let usage = chunks(&events).pop().unwrap_or_default()["usage"].clone();
     assert_eq!(usage["completion_tokens"], 2, "{usage}");
     assert_eq!(usage["estimated"], true, "{usage}");
+}
+
+/// Reads a raw response until `n` content chunks arrived.
+async fn read_chunks(s: &mut tokio::net::TcpStream, n: usize) {
+    use tokio::io::AsyncReadExt;
+    let mut got = String::new();
+    let mut buf = [0u8; 4096];
+    while got.matches("\"content\":\"w").count() < n {
+        let read = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf))
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .unwrap_or(0);
+        assert!(read > 0, "stream ended early: {got}");
+        got.push_str(&String::from_utf8_lossy(&buf[..read]));
+    }
+}
+
+#[actix_web::test]
+async fn a_stream_the_client_stops_is_recorded_interrupted_and_counted() {
+    let app = spawn_app(vec![
+        Reply::numbered_stream(100, 10 * MS, 100 * MS),
+        Reply::completion("next answer", "stop", (1, 1)),
+    ])
+    .await;
+    let session = [("X-Hermes-Session-Id", "stopped-1")];
+    let mut s = raw_post_with(
+        app.addr,
+        "/v1/chat/completions",
+        &chat_body("talk", true),
+        &session,
+    )
+    .await;
+    read_chunks(&mut s, 3).await;
+    drop(s); // Open WebUI's Stop button
+    // The run holds its admission slot until its turn is recorded.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while app.state.admission.running() > 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(app.state.admission.running(), 0);
+
+    let mut res = app
+        .post("/v1/chat/completions")
+        .insert_header(session[0])
+        .send_json(&chat_body("and now?", false))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(res.status(), 200, "{}", body(&mut res).await);
+    let msgs = app.fake.requests()[1].body["messages"].clone();
+    let texts: Vec<(String, String)> = msgs
+        .as_array()
+        .map(|m| {
+            m.iter()
+                .skip(1)
+                .map(|x| {
+                    (
+                        x["role"].as_str().unwrap_or("").to_string(),
+                        x["content"].as_str().unwrap_or("").to_string(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    assert_eq!(
+        texts[0],
+        ("user".to_string(), "talk".to_string()),
+        "{texts:?}"
+    );
+    assert_eq!(texts[1].0, "assistant");
+    assert!(
+        texts[1].1.starts_with("w0 ") && texts[1].1.ends_with(" (interrupted)"),
+        "the partial answer is kept and marked: {texts:?}"
+    );
+    assert_eq!(texts[2], ("user".to_string(), "and now?".to_string()));
+
+    let mut m = app
+        .get("/metrics")
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let text = String::from_utf8_lossy(&m.body().await.unwrap_or_default()).into_owned();
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("hermes_upstream_requests_total") && l.contains("cancelled")),
+        "{text}"
+    );
+}
+
+#[actix_web::test]
+async fn a_turn_that_cannot_be_stored_is_an_error_not_a_silent_200() {
+    let app = spawn_app(vec![]).await;
+    // Make every transcript write fail, as a full disk would.
+    let db =
+        rusqlite::Connection::open(app.home.join("state.db")).unwrap_or_else(|e| panic!("{e}"));
+    db.execute_batch(
+        "CREATE TRIGGER full BEFORE INSERT ON messages BEGIN SELECT RAISE(FAIL, 'database or disk is full'); END;",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let mut res = app
+        .post("/v1/chat/completions")
+        .insert_header(("X-Hermes-Session-Id", "full-disk"))
+        .send_json(&chat_body("hi", false))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(res.status(), 500);
+    assert_envelope(&body(&mut res).await, "server_error", Some("storage_error"));
+
+    let mut res = app
+        .post("/v1/chat/completions")
+        .insert_header(("X-Hermes-Session-Id", "full-disk"))
+        .send_json(&chat_body("hi", true))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let (raw, events) = sse(&mut res).await;
+    let last = chunks(&events).pop().unwrap_or_default();
+    assert_eq!(last["error"]["code"], "storage_error", "{raw}");
+    assert!(raw.trim_end().ends_with("data: [DONE]"));
+    assert!(
+        !raw.contains("finish_reason\":\"stop"),
+        "no clean finish for an answer that was not stored: {raw}"
+    );
 }

@@ -761,3 +761,39 @@ async fn a_context_overflow_is_400_and_a_stream_says_why() {
     let last = last_event(&app, json!({"input": "x", "stream": true})).await;
     assert_eq!(last["response"]["error"]["code"], "context_length_exceeded");
 }
+
+#[actix_web::test]
+async fn a_response_that_cannot_be_stored_fails_instead_of_completing() {
+    let app = spawn_app(vec![]).await;
+    let db =
+        rusqlite::Connection::open(app.home.join("state.db")).unwrap_or_else(|e| panic!("{e}"));
+    db.execute_batch(
+        "CREATE TRIGGER full BEFORE INSERT ON responses BEGIN SELECT RAISE(FAIL, 'database or disk is full'); END;",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let (s, e, _) = create(&app, json!({"input": "x"})).await;
+    assert_eq!(s, 500, "{e}");
+    assert_eq!(e["error"]["code"], "storage_error");
+    let last = last_event(&app, json!({"input": "x", "stream": true})).await;
+    assert_eq!(last["type"], "response.failed", "{last}");
+    assert_eq!(last["response"]["error"]["code"], "storage_error");
+    // With store: false nothing is written, so nothing can fail.
+    let (s, _, _) = create(&app, json!({"input": "x", "store": false})).await;
+    assert_eq!(s, 200);
+}
+
+#[actix_web::test]
+async fn a_bad_query_string_gets_the_envelope() {
+    let app = spawn_app(vec![Reply::completion("ok", "stop", (1, 1))]).await;
+    let (_, r, _) = create(&app, json!({"input": "x"})).await;
+    let id = r["id"].as_str().unwrap_or("");
+    let mut res = app
+        .get(&format!("/v1/responses/{id}/input_items?limit=1&limit=2"))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(res.status(), 400);
+    let b = body_of(&mut res).await;
+    assert_eq!(b["error"]["type"], "invalid_request_error", "{b}");
+    assert_eq!(b["error"]["param"], "limit", "{b}");
+}

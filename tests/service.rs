@@ -140,7 +140,11 @@ fn install_print_writes_the_unit_of_the_spec() {
     let unit = run(&["gateway", "install", "--print"]);
     let mut section = String::new();
     let mut fields: Vec<(String, String, String)> = Vec::new();
-    for line in unit.lines().filter(|l| !l.trim().is_empty()) {
+    // systemd's own syntax: blank lines and `#` comments carry no settings.
+    for line in unit
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+    {
         if line.starts_with('[') {
             section = line.to_string();
             continue;
@@ -179,6 +183,7 @@ fn install_print_writes_the_unit_of_the_spec() {
     assert_eq!(get("[Service]", "Restart"), vec!["always"]);
     assert_eq!(get("[Service]", "RestartSec"), vec!["5"]);
     assert_eq!(get("[Service]", "WatchdogSec"), vec!["30"]);
+    assert_eq!(get("[Service]", "OOMPolicy"), vec!["continue"]);
     assert_eq!(get("[Service]", "TimeoutStopSec"), vec!["60"]);
     assert_eq!(get("[Service]", "KillSignal"), vec!["SIGTERM"]);
     assert!(
@@ -186,7 +191,7 @@ fn install_print_writes_the_unit_of_the_spec() {
         "user units have no User="
     );
     assert_eq!(get("[Install]", "WantedBy"), vec!["default.target"]);
-    assert_eq!(fields.len(), 14, "exactly the lines above: {unit}");
+    assert_eq!(fields.len(), 15, "exactly the lines above: {unit}");
     assert!(
         !dir.path().join(".config").exists(),
         "--print touches nothing"

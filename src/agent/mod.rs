@@ -145,8 +145,14 @@ impl TurnState {
         let text = format!("{}{}", self.continued, self.segment);
         let mut messages = self.messages;
         if status != TurnStatus::Completed && status != TurnStatus::Incomplete && !text.is_empty() {
-            // Keep what the user saw so the next turn's history matches it.
-            messages.push(Message::assistant(text.clone()));
+            // Keep what the user saw so the next turn's history matches it;
+            // an interrupted answer says so (the model then knows it was cut).
+            let kept = if status == TurnStatus::Cancelled {
+                format!("{text}{INTERRUPTED_MARK}")
+            } else {
+                text.clone()
+            };
+            messages.push(Message::assistant(kept));
         }
         TurnOutcome {
             status,

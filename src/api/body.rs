@@ -1,6 +1,8 @@
 //! Reading a JSON request body: `Content-Type` must be JSON (415 otherwise,
 //! so a web page cannot post a "simple" text/plain request that runs tools),
 //! the size limit holds for `Content-Length` and chunked bodies alike (413),
+//! a body that does not arrive within `api_server.body_timeout` is a 408
+//! (a client sending a byte at a time must not hold a connection forever),
 //! and malformed JSON is a clear 400.
 
 use actix_web::HttpRequest;
@@ -11,6 +13,7 @@ use futures_util::StreamExt;
 use serde_json::Value;
 
 use super::error::ApiError;
+use super::state::Live;
 
 /// True for `application/json` (any charset) and `application/*+json`.
 fn is_json(req: &HttpRequest) -> bool {
@@ -30,8 +33,31 @@ fn is_json(req: &HttpRequest) -> bool {
     mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json"))
 }
 
-/// Reads the body as a JSON object; returns the raw bytes too (for idempotency hashing).
+/// Reads the body as a JSON object within the live size and time limits;
+/// returns the raw bytes too (for idempotency hashing).
 pub async fn read_json(
+    req: &HttpRequest,
+    payload: web::Payload,
+    live: &Live,
+) -> Result<(Value, Bytes), ApiError> {
+    let timeout = live.body_timeout;
+    match tokio::time::timeout(timeout, read_limited(req, payload, live.max_body)).await {
+        Ok(read) => read,
+        Err(_) => Err(ApiError {
+            status: actix_web::http::StatusCode::REQUEST_TIMEOUT,
+            ..ApiError::bad_request(
+                format!(
+                    "The request body did not arrive within {} s",
+                    timeout.as_secs_f64()
+                ),
+                "request_timeout",
+                None,
+            )
+        }),
+    }
+}
+
+async fn read_limited(
     req: &HttpRequest,
     mut payload: web::Payload,
     limit: usize,

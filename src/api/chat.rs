@@ -32,7 +32,7 @@ pub async fn chat_completions(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let live = state.live();
-    let (body, raw) = read_json(&req, payload, live.max_body).await?;
+    let (body, raw) = read_json(&req, payload, &live).await?;
     let parsed = parse_request(&body, &live.model_name)?;
     if parsed.stream {
         return stream(req, state, parsed).await;
@@ -108,7 +108,8 @@ async fn complete(
         },
     )
     .await?;
-    let outcome = run.outcome().await;
+    let (outcome, recorded) = run.outcome().await;
+    recorded?;
     let mut headers = vec![(SESSION_HEADER.to_string(), run.session_id.clone())];
     if outcome.status == TurnStatus::Failed && outcome.text.is_empty() {
         let e = ApiError::turn_failed(&outcome, "messages");
@@ -153,12 +154,16 @@ async fn next_frame(mut st: StreamState) -> Option<(Frame, StreamState)> {
         let mut frames = Vec::new();
         match st.run.events.recv().await {
             Some(AgentEvent::Finished(o)) => {
-                st.run.finish(&o);
-                match o.status {
-                    TurnStatus::Failed => {
-                        frames.push(st.framer.error(&ApiError::turn_failed(&o, "messages")));
+                if let Err(e) = st.run.finish(&o).await {
+                    // The answer reached the client but is not stored: say so.
+                    frames.push(st.framer.error(&e));
+                } else {
+                    match o.status {
+                        TurnStatus::Failed => {
+                            frames.push(st.framer.error(&ApiError::turn_failed(&o, "messages")));
+                        }
+                        status => st.framer.finish(status, &o.usage, &mut frames),
                     }
-                    status => st.framer.finish(status, &o.usage, &mut frames),
                 }
                 frames.push(Frame::Data("[DONE]".into()));
                 st.done = true;

@@ -26,7 +26,7 @@ use std::net::SocketAddr;
 
 use actix_web::dev::Server;
 use actix_web::middleware::from_fn;
-use actix_web::{App, HttpServer, web};
+use actix_web::{App, HttpServer, guard, web};
 
 pub use state::AppState;
 
@@ -40,6 +40,25 @@ fn resource(path: &str) -> actix_web::Resource {
     web::resource(path).default_service(web::to(edge::method_not_allowed))
 }
 
+/// `GET`, and `HEAD` wherever `GET` works (actix sends the head without the body).
+fn get() -> actix_web::Route {
+    web::route().guard(guard::Any(guard::Get()).or(guard::Head()))
+}
+
+/// A query string that does not parse (`?limit=1&limit=2`, wrong types) is
+/// a 400 in the error envelope, naming the field when the parser says which.
+fn query_error(
+    e: actix_web::error::QueryPayloadError,
+    _: &actix_web::HttpRequest,
+) -> actix_web::Error {
+    let text = e.to_string();
+    let field = text
+        .split('`')
+        .nth(1)
+        .map_or_else(|| "query".to_string(), String::from);
+    error::ApiError::invalid(format!("Invalid query string: {text}"), field).into()
+}
+
 /// Registers every route.
 pub fn routes(cfg: &mut web::ServiceConfig) {
     // The hot route first: the router tries resources in order.
@@ -47,18 +66,16 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .service(resource("/v1/responses").route(web::post().to(responses::create)))
         .service(
             resource("/v1/responses/{id}")
-                .route(web::get().to(responses::get))
+                .route(get().to(responses::get))
                 .route(web::delete().to(responses::delete)),
         )
-        .service(
-            resource("/v1/responses/{id}/input_items").route(web::get().to(responses::input_items)),
-        )
-        .service(resource("/health").route(web::get().to(basic::health)))
-        .service(resource("/v1/health").route(web::get().to(basic::health)))
-        .service(resource("/v1/models").route(web::get().to(basic::models)))
-        .service(resource("/v1/models/{id}").route(web::get().to(basic::model)))
-        .service(resource("/health/detailed").route(web::get().to(basic::health_detailed)))
-        .service(resource("/metrics").route(web::get().to(basic::metrics)));
+        .service(resource("/v1/responses/{id}/input_items").route(get().to(responses::input_items)))
+        .service(resource("/health").route(get().to(basic::health)))
+        .service(resource("/v1/health").route(get().to(basic::health)))
+        .service(resource("/v1/models").route(get().to(basic::models)))
+        .service(resource("/v1/models/{id}").route(get().to(basic::model)))
+        .service(resource("/health/detailed").route(get().to(basic::health_detailed)))
+        .service(resource("/metrics").route(get().to(basic::metrics)));
 }
 
 /// Binds the server (port 0 picks a free port) and returns it with its address.
@@ -78,6 +95,7 @@ pub fn start(
         let hook = hook.clone();
         App::new()
             .app_data(state.clone())
+            .app_data(web::QueryConfig::default().error_handler(query_error))
             .wrap(from_fn(edge::edge))
             .configure(routes)
             .configure(move |cfg| {

@@ -19,7 +19,7 @@ use super::responses_format::{
     ResponseBuilder, ResponseHead, TRUNCATION_MAX_MESSAGES, fix_orphan_tool_results, page_items,
     parse_request, truncate,
 };
-use super::run::{Run, RunRequest, RunSession, SESSION_HEADER};
+use super::run::{Run, RunRequest, RunSession, SESSION_HEADER, storage_error};
 use super::sse_out;
 use super::state::AppState;
 use crate::actors::response_store::{
@@ -67,9 +67,13 @@ struct Record {
 }
 
 impl Record {
-    /// Stores the response (unless `store: false`) and advances the conversation name.
-    fn keep(self, id: &str, outcome: &TurnOutcome, object: &Value) {
-        let Some(store) = self.store else { return };
+    /// Stores the response (unless `store: false`) and advances the
+    /// conversation name; returns once the write is committed, so neither a
+    /// 200 nor `response.completed` leaves before the response is durable.
+    async fn keep(self, id: &str, outcome: &TurnOutcome, object: &Value) -> Result<(), ApiError> {
+        let Some(store) = self.store else {
+            return Ok(());
+        };
         let mut turn = self.turn;
         turn.extend(outcome.messages.iter().cloned());
         let created_at = object["created_at"].as_i64().unwrap_or(0);
@@ -83,11 +87,15 @@ impl Record {
             turn_messages: serde_json::to_string(&turn).unwrap_or_else(|_| "[]".into()),
             response: object.to_string(),
         };
-        // Queued before the response reaches the client, so a GET right after finds it.
-        store.do_send(Put {
+        let put = Put {
             response,
             conversation: self.conversation,
-        });
+        };
+        let written = ask(&store, put).await?;
+        written.map_err(|e| {
+            log::error!("response {id} could not be stored: {e}");
+            storage_error(&e)
+        })
     }
 }
 
@@ -98,7 +106,7 @@ pub async fn create(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let live = state.live();
-    let (body, _) = read_json(&req, payload, live.max_body).await?;
+    let (body, _) = read_json(&req, payload, &live).await?;
     let p = parse_request(&body, &live.model_name)?;
     let store = state.responses.clone();
 
@@ -222,10 +230,7 @@ async fn complete(
     let mut ignored = Vec::new();
     let outcome = loop {
         match run.events.recv().await {
-            Some(AgentEvent::Finished(o)) => {
-                run.finish(&o);
-                break *o;
-            }
+            Some(AgentEvent::Finished(o)) => break *o,
             Some(ev) => {
                 run.observe(&ev);
                 builder.event(&ev, &mut ignored);
@@ -234,10 +239,11 @@ async fn complete(
             None => break stopped_outcome(),
         }
     };
+    run.finish(&outcome).await?;
     let object = builder.finish(&outcome, &mut ignored);
     let id = builder.id().to_string();
     let session_id = record.session_id.clone();
-    record.keep(&id, &outcome, &object);
+    record.keep(&id, &outcome, &object).await?;
     if outcome.status == TurnStatus::Failed {
         // The SDKs raise on this, instead of showing an error as if it were the answer.
         return Err(ApiError::turn_failed(&outcome, "input"));
@@ -285,10 +291,17 @@ async fn relay(
             }
             None => stopped_outcome(),
         };
-        run.finish(&outcome);
         let object = builder.finish(&outcome, &mut out);
         let id = builder.id().to_string();
-        record.keep(&id, &outcome, &object);
+        let recorded = match run.finish(&outcome).await {
+            Ok(()) => record.keep(&id, &outcome, &object).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = recorded {
+            // The stream ends failed, never `response.completed` for a
+            // response that is not stored.
+            builder.replace_last_with_failure(&e.message, &mut out);
+        }
         for f in out.drain(..) {
             if gone || tx.send(f).await.is_err() {
                 break;

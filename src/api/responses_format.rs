@@ -750,6 +750,20 @@ impl ResponseBuilder {
     }
 }
 
+impl ResponseBuilder {
+    /// Replaces the closing event just built (`response.completed`, ...) by
+    /// `response.failed` with a `storage_error`: the answer exists but could
+    /// not be stored.
+    pub fn replace_last_with_failure(&mut self, message: &str, out: &mut Vec<Frame>) {
+        if out.pop().is_some() {
+            self.seq = self.seq.saturating_sub(1);
+        }
+        let error = json!({"code": "storage_error", "message": message});
+        let obj = self.object("failed", None, Some(error), None);
+        self.frame("response.failed", json!({"response": obj}), out);
+    }
+}
+
 /// A page of `input_items`: newest first unless `order=asc`, after an item id.
 pub fn page_items(items: &[Value], limit: usize, after: Option<&str>, ascending: bool) -> Value {
     let ordered: Vec<&Value> = if ascending {

@@ -21,7 +21,7 @@ use super::state::{AppState, OwnedSessionGuard, PendingSessions};
 use crate::actors::agent::{AgentActor, RunTurn};
 use crate::agent::{AgentEvent, EVENT_CHANNEL_CAPACITY, TurnInput, TurnOutcome, TurnStatus};
 use crate::config::ToolProgress;
-use crate::db::Db;
+use crate::db::{Db, StoreError};
 use crate::metrics::Metrics;
 use crate::openai::Message;
 use crate::sessions;
@@ -107,22 +107,91 @@ struct Transcript {
     pending: Option<(PendingSessions, String)>,
 }
 
-/// A started run.
+/// A started run. Dropping it before its turn was recorded (the client
+/// left and actix dropped the handler or the stream) interrupts the turn and
+/// records it in the background: the user's message and the partial answer,
+/// marked interrupted, are kept; the log and `hermes_upstream_requests_total`
+/// say `cancelled`.
 pub struct Run {
     pub events: mpsc::Receiver<AgentEvent>,
     /// The session id to return in `X-Hermes-Session-Id`.
     pub session_id: String,
+    agent: actix::Addr<AgentActor>,
+    first_text: Option<Instant>,
+    /// What recording the turn needs; `None` once it was recorded.
+    tail: Option<Tail>,
+}
+
+/// The end of a run: where its turn is written, its metrics, and what it
+/// holds until then (an admission permit, the session).
+struct Tail {
     /// `None` when the route records the turn itself.
     transcript: Option<Transcript>,
-    agent: actix::Addr<AgentActor>,
     metrics: Arc<Metrics>,
     state: web::Data<AppState>,
     run_id: u64,
     route: &'static str,
     started: Instant,
-    first_text: Option<Instant>,
     _permit: Permit,
     _session: Option<OwnedSessionGuard>,
+}
+
+impl Tail {
+    /// Writes the turn (committed before this returns) and counts it.
+    async fn record(mut self, outcome: &TurnOutcome) -> Result<(), StoreError> {
+        self.metrics.inc(
+            "hermes_upstream_requests_total",
+            vec![("outcome", outcome.status.as_str().into())],
+            1,
+        );
+        let overhead = self
+            .started
+            .elapsed()
+            .saturating_sub(outcome.upstream_time + outcome.tool_time);
+        self.metrics.observe(
+            "hermes_gateway_overhead_seconds",
+            vec![("route", self.route.into())],
+            overhead,
+        );
+        let Some(t) = self.transcript.take() else {
+            return Ok(());
+        };
+        if outcome.status == TurnStatus::Failed && outcome.messages.is_empty() {
+            // Nothing happened: a retry must not see the question twice.
+            return Ok(());
+        }
+        let mut msgs = t.prefix;
+        msgs.push(t.user);
+        msgs.extend(outcome.messages.iter().cloned());
+        match t.pending {
+            Some((pending, id)) => {
+                pending.put(&id, msgs);
+                Ok(())
+            }
+            None => {
+                let written = sessions::append(&t.db, &t.key, msgs, outcome.usage).await;
+                if let Err(e) = &written {
+                    log::error!("session {}: the turn could not be stored: {e}", t.key);
+                }
+                written
+            }
+        }
+    }
+}
+
+impl Drop for Tail {
+    fn drop(&mut self) {
+        Metrics::gauge_add(&self.metrics.runs_in_flight, -1);
+        self.state.unregister_run(self.run_id);
+    }
+}
+
+/// The answer for a turn whose record could not be written.
+pub fn storage_error(e: &StoreError) -> ApiError {
+    ApiError {
+        code: Some("storage_error"),
+        ..ApiError::internal(format!("The answer could not be stored: {e}"))
+    }
 }
 
 impl Run {
@@ -222,31 +291,34 @@ impl Run {
         Ok(Run {
             events: rx,
             session_id,
-            transcript,
             agent,
-            metrics: state.metrics.clone(),
-            state: state.clone(),
-            run_id,
-            route,
-            started: Instant::now(),
             first_text: None,
-            _permit: permit,
-            _session: guard,
+            tail: Some(Tail {
+                transcript,
+                metrics: state.metrics.clone(),
+                state: state.clone(),
+                run_id,
+                route,
+                started: Instant::now(),
+                _permit: permit,
+                _session: guard,
+            }),
         })
     }
 
     /// Notes an event on its way to the client (time to first token, tools).
     pub fn observe(&mut self, ev: &AgentEvent) {
+        let Some(tail) = &self.tail else { return };
         match ev {
             AgentEvent::TextDelta(_) if self.first_text.is_none() => {
                 let now = Instant::now();
                 self.first_text = Some(now);
-                self.metrics
-                    .observe("hermes_upstream_ttft_seconds", vec![], now - self.started);
+                tail.metrics
+                    .observe("hermes_upstream_ttft_seconds", vec![], now - tail.started);
             }
             AgentEvent::ToolFinished { name, ok, .. } => {
                 let outcome = if *ok { "ok" } else { "error" };
-                self.metrics.inc(
+                tail.metrics.inc(
                     "hermes_tool_calls_total",
                     vec![("tool", name.clone()), ("outcome", outcome.into())],
                     1,
@@ -256,63 +328,69 @@ impl Run {
         }
     }
 
-    /// Records the finished turn: transcript (queued before the response
-    /// ends, so the client's next request sees it) and metrics.
-    pub fn finish(&mut self, outcome: &TurnOutcome) {
-        if let Some(t) = &mut self.transcript
-            && !(outcome.status == TurnStatus::Failed && outcome.messages.is_empty())
-        {
-            let mut msgs = std::mem::take(&mut t.prefix);
-            msgs.push(t.user.clone());
-            msgs.extend(outcome.messages.iter().cloned());
-            match &t.pending {
-                Some((pending, id)) => pending.put(id, msgs),
-                // Queued now; the write completes on the database thread.
-                None => drop(sessions::append(&t.db, &t.key, msgs, outcome.usage)),
-            }
+    /// Records the finished turn: the transcript, committed before this
+    /// returns (so an answer never leaves before its turn is stored, and the
+    /// client's next request sees it), and the metrics. A failed write is an
+    /// ERROR log line and a `500 storage_error` for the client.
+    pub async fn finish(&mut self, outcome: &TurnOutcome) -> Result<(), ApiError> {
+        match self.tail.take() {
+            Some(tail) => tail.record(outcome).await.map_err(|e| storage_error(&e)),
+            None => Ok(()),
         }
-        self.metrics.inc(
-            "hermes_upstream_requests_total",
-            vec![("outcome", outcome.status.as_str().into())],
-            1,
-        );
-        let overhead = self
-            .started
-            .elapsed()
-            .saturating_sub(outcome.upstream_time + outcome.tool_time);
-        self.metrics.observe(
-            "hermes_gateway_overhead_seconds",
-            vec![("route", self.route.into())],
-            overhead,
-        );
     }
 
-    /// Waits for the turn's end, observing every event.
-    pub async fn outcome(&mut self) -> TurnOutcome {
-        while let Some(ev) = self.events.recv().await {
-            if let AgentEvent::Finished(o) = ev {
-                self.finish(&o);
-                return *o;
+    /// Waits for the turn's end, observing every event; records it.
+    pub async fn outcome(&mut self) -> (TurnOutcome, Result<(), ApiError>) {
+        let o = loop {
+            match self.events.recv().await {
+                Some(AgentEvent::Finished(o)) => break *o,
+                Some(ev) => self.observe(&ev),
+                // The agent went away without Finished (it cannot, but never hang).
+                None => break TurnOutcome::failed("the agent stopped unexpectedly"),
             }
-            self.observe(&ev);
-        }
-        // The agent went away without Finished (it cannot, but never hang).
-        let o = TurnOutcome::failed("the agent stopped unexpectedly");
-        self.finish(&o);
-        o
+        };
+        let recorded = self.finish(&o).await;
+        (o, recorded)
     }
-}
 
-impl Run {
     /// Interrupts the turn (the client left, or the drain ran out of time).
     pub fn interrupt(&self) {
         self.agent.do_send(crate::actors::agent::Interrupt);
     }
 }
 
+/// Receives events until `Finished`, dropping the others.
+async fn finished(events: &mut mpsc::Receiver<AgentEvent>) -> TurnOutcome {
+    while let Some(ev) = events.recv().await {
+        if let AgentEvent::Finished(o) = ev {
+            return *o;
+        }
+    }
+    TurnOutcome::failed("the agent stopped unexpectedly")
+}
+
 impl Drop for Run {
     fn drop(&mut self) {
-        Metrics::gauge_add(&self.metrics.runs_in_flight, -1);
-        self.state.unregister_run(self.run_id);
+        let Some(tail) = self.tail.take() else { return };
+        // The client left before the turn was recorded. Stop the turn, and
+        // record what it did once its `Finished` arrives: the events stay
+        // open so the turn ends as interrupted, not as "nobody listens".
+        let (_, closed) = mpsc::channel(1);
+        let mut events = std::mem::replace(&mut self.events, closed);
+        self.interrupt();
+        let Some(arbiter) = actix::Arbiter::try_current() else {
+            return;
+        };
+        arbiter.spawn(async move {
+            let outcome = finished(&mut events).await;
+            log::info!(
+                "{}: the client left; turn {} after {} ms",
+                tail.route,
+                outcome.status.as_str(),
+                tail.started.elapsed().as_millis()
+            );
+            // A failed write is logged by `record`.
+            let _ = tail.record(&outcome).await;
+        });
     }
 }

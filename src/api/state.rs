@@ -6,7 +6,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
-use lru::LruCache;
+use crate::cache::ByteLru;
 
 use super::admission::Admission;
 use super::auth::ApiKeys;
@@ -22,45 +22,45 @@ use crate::openai::Message;
 use crate::platform_status::PlatformStatus;
 use crate::upstream::UpstreamSettings;
 
-/// Stateless conversations remembered in memory so a client can opt in to a
-/// session from its second turn without every stateless request writing to disk.
+/// Stateless conversations remembered at most (besides the byte budget).
 const PENDING_SESSIONS: usize = 256;
-/// A conversation larger than this (characters) is not remembered.
-const PENDING_MAX_CHARS: usize = 512 * 1024;
 
 /// Conversations of requests that came without `X-Hermes-Session-Id`, by the
-/// fresh id they were given. Written to the database only when a client
-/// comes back with that id; bounded, oldest forgotten first.
+/// fresh id they were given, so a client can opt in to a session from its
+/// second turn without every stateless request writing to disk. Written to
+/// the database only when a client comes back with that id. Bounded by
+/// entries and by bytes (images and tool data count), oldest forgotten first.
 #[derive(Clone)]
 pub struct PendingSessions {
-    inner: Arc<Mutex<LruCache<String, Vec<Message>>>>,
-}
-
-impl Default for PendingSessions {
-    fn default() -> Self {
-        let cap =
-            std::num::NonZeroUsize::new(PENDING_SESSIONS).unwrap_or(std::num::NonZeroUsize::MIN);
-        Self {
-            inner: Arc::new(Mutex::new(LruCache::new(cap))),
-        }
-    }
+    inner: Arc<Mutex<ByteLru<String, Vec<Message>>>>,
 }
 
 impl PendingSessions {
-    /// Remembers a conversation under its fresh id.
-    pub fn put(&self, id: &str, messages: Vec<Message>) {
-        let size: usize = messages.iter().map(|m| m.text().len()).sum();
-        if size <= PENDING_MAX_CHARS {
-            self.inner
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .put(id.to_string(), messages);
+    /// A table holding at most `budget` bytes.
+    pub fn new(budget: usize) -> Self {
+        Self {
+            inner: Arc::new(Mutex::new(ByteLru::new(budget, PENDING_SESSIONS))),
         }
+    }
+
+    /// Remembers a conversation under its fresh id (unless it alone is over the budget).
+    pub fn put(&self, id: &str, messages: Vec<Message>) {
+        let size = id.len() + messages.iter().map(Message::approx_bytes).sum::<usize>();
+        self.lock().put(id.to_string(), messages, size);
     }
 
     /// Takes a remembered conversation (the client opted in).
     pub fn take(&self, id: &str) -> Option<Vec<Message>> {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner()).pop(id)
+        self.lock().pop(&id.to_string())
+    }
+
+    /// Bytes held (for metrics and tests).
+    pub fn bytes(&self) -> usize {
+        self.lock().bytes()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, ByteLru<String, Vec<Message>>> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -104,6 +104,8 @@ pub struct Live {
     pub metrics_public: bool,
     /// Interval of SSE keep-alive comments.
     pub keep_alive: std::time::Duration,
+    /// Time a client has to send its request body.
+    pub body_timeout: std::time::Duration,
 }
 
 impl Live {
@@ -126,6 +128,7 @@ impl Live {
             max_body: c.api_server.max_body_bytes,
             metrics_public: c.metrics.public,
             keep_alive: std::time::Duration::from_secs_f64(c.api_server.keep_alive),
+            body_timeout: std::time::Duration::from_secs_f64(c.api_server.body_timeout),
         }
     }
 }
@@ -159,6 +162,9 @@ pub struct Parts {
     /// Admission limit (0 = unlimited).
     pub max_runs: usize,
     pub chat: Option<ChatParts>,
+    /// Bytes of memory for stateless conversations and idempotent results.
+    pub session_cache_bytes: usize,
+    pub idempotency_cache_bytes: usize,
 }
 
 /// Shared by every worker.
@@ -214,6 +220,8 @@ impl AppState {
             responses,
             max_runs,
             chat,
+            session_cache_bytes,
+            idempotency_cache_bytes,
         } = parts;
         let started_at = crate::clock::unix_now();
         Self {
@@ -222,8 +230,8 @@ impl AppState {
             db,
             keys,
             admission: Admission::new(max_runs),
-            idempotency: Idempotency::default(),
-            pending: PendingSessions::default(),
+            idempotency: Idempotency::new(idempotency_cache_bytes),
+            pending: PendingSessions::new(session_cache_bytes),
             metrics,
             platforms,
             responses,
@@ -320,5 +328,33 @@ impl AppState {
             state: state.clone(),
             id: id.to_string(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::openai::{Content, Role};
+
+    #[test]
+    fn stateless_conversations_are_bounded_by_bytes_images_included() {
+        let budget = 20 * 1024 * 1024;
+        let pending = PendingSessions::new(budget);
+        let image = format!("data:image/png;base64,{}", "A".repeat(4 * 1024 * 1024));
+        for i in 0..50 {
+            let m = Message {
+                role: Role::User,
+                content: Some(Content::Parts(vec![
+                    serde_json::json!({"type": "image_url", "image_url": {"url": image}}),
+                ])),
+                tool_calls: Vec::new(),
+                tool_call_id: None,
+            };
+            pending.put(&format!("s{i}"), vec![m]);
+        }
+        assert!(pending.bytes() <= budget, "{} bytes", pending.bytes());
+        assert!(pending.bytes() > 12 * 1024 * 1024, "recent ones are kept");
+        assert!(pending.take("s49").is_some());
+        assert!(pending.take("s0").is_none(), "the oldest went first");
     }
 }

@@ -34,7 +34,7 @@ pub async fn telegram(
         log::warn!("telegram webhook: a request without the right secret was refused");
         return Err(ApiError::unauthorized());
     }
-    let (update, _) = read_json(&req, payload, state.live().max_body).await?;
+    let (update, _) = read_json(&req, payload, &state.live()).await?;
     match hook.telegram.send(Update(update)).await {
         Ok(true) => Ok(HttpResponse::Ok().json(serde_json::json!({"ok": true}))),
         _ => Err(ApiError::internal("the Telegram platform is not running")),

@@ -304,6 +304,13 @@ pub struct ApiServerConfig {
     pub tool_progress: ToolProgress,
     /// Seconds between SSE keep-alive comments on quiet streams (at most 15).
     pub keep_alive: f64,
+    /// Seconds a client has to send a request body once its headers arrived.
+    pub body_timeout: f64,
+    /// MiB of stateless conversations kept in memory so a client can opt in
+    /// to a session from its second turn (images and tool data count).
+    pub session_cache_mb: usize,
+    /// MiB of `Idempotency-Key` results kept for replay.
+    pub idempotency_cache_mb: usize,
     pub response_store: ResponseStoreConfig,
 }
 
@@ -321,6 +328,9 @@ impl Default for ApiServerConfig {
             max_body_bytes: 10 * 1024 * 1024,
             tool_progress: ToolProgress::Off,
             keep_alive: 10.0,
+            body_timeout: 30.0,
+            session_cache_mb: 64,
+            idempotency_cache_mb: 64,
             response_store: ResponseStoreConfig::default(),
         }
     }
@@ -332,6 +342,8 @@ impl Default for ApiServerConfig {
 pub struct ResponseStoreConfig {
     /// Responses kept in memory.
     pub cache_size: usize,
+    /// MiB those responses may take in memory, whatever their number.
+    pub cache_mb: usize,
     /// Responses kept on disk; the oldest go first.
     pub max_responses: usize,
     /// Days a response is kept.
@@ -342,6 +354,7 @@ impl Default for ResponseStoreConfig {
     fn default() -> Self {
         Self {
             cache_size: 1_000,
+            cache_mb: 64,
             max_responses: 100_000,
             ttl_days: 30,
         }
@@ -682,6 +695,7 @@ impl Config {
             ("model.chunk_timeout", self.model.chunk_timeout),
             ("streaming.edit_interval", self.streaming.edit_interval),
             ("tools.web_fetch.timeout", self.tools.web_fetch.timeout),
+            ("api_server.body_timeout", self.api_server.body_timeout),
         ] {
             if !(v.is_finite() && v > 0.0) {
                 return bad(key, v.to_string(), "must be a positive number of seconds");

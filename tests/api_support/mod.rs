@@ -209,9 +209,23 @@ pub fn chat_body(text: &str, stream: bool) -> Value {
 /// Opens a raw connection and sends an authenticated JSON POST on it; the
 /// caller reads the response and may drop the socket mid-way (a client leaving).
 pub async fn raw_post(addr: SocketAddr, path: &str, body: &Value) -> tokio::net::TcpStream {
+    raw_post_with(addr, path, body, &[]).await
+}
+
+/// As [`raw_post`], with extra request headers.
+pub async fn raw_post_with(
+    addr: SocketAddr,
+    path: &str,
+    body: &Value,
+    headers: &[(&str, &str)],
+) -> tokio::net::TcpStream {
     let body = body.to_string();
+    let extra: String = headers
+        .iter()
+        .map(|(k, v)| format!("{k}: {v}\r\n"))
+        .collect();
     let req = format!(
-        "POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        "POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\nContent-Type: application/json\r\n{extra}Content-Length: {}\r\n\r\n{body}",
         body.len()
     );
     let mut s = tokio::net::TcpStream::connect(addr)
