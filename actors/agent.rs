@@ -78,13 +78,18 @@ impl AgentActor {
         session: SessionTools,
     ) -> Addr<Self> {
         Self::start_in_arbiter(&pool.pick(), move |_| {
-            let mut a = Self::new(settings, history);
-            a.session = session;
-            a
+            Self::new(settings, history).with_session(session)
         })
     }
 
-    fn record(&mut self, user: Message, outcome: &TurnOutcome) {
+    /// Gives the agent's tools this session state (the HTTP API's deferred
+    /// approvals).
+    pub fn with_session(mut self, session: SessionTools) -> Self {
+        self.session = session;
+        self
+    }
+
+    fn record(&mut self, user: Option<Message>, outcome: &TurnOutcome) {
         // A turn that failed before producing anything leaves no trace, so a
         // retry does not see the same question twice.
         if outcome.status == TurnStatus::Failed && outcome.messages.is_empty() {
@@ -92,7 +97,7 @@ impl AgentActor {
         }
         let mut h = Vec::with_capacity(self.history.len() + 1 + outcome.messages.len());
         h.extend_from_slice(&self.history);
-        h.push(user);
+        h.extend(user);
         h.extend(outcome.messages.iter().cloned());
         self.history = Arc::new(h);
     }

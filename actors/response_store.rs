@@ -11,15 +11,17 @@
 //! write and hourly; the oldest go first, and conversation names that pointed
 //! at an evicted or deleted response are cleared with it.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::cache::ByteLru;
 use actix::prelude::*;
+use serde_json::Value;
 
 use crate::db::{Db, StoreError};
 use crate::openai::Message;
-use crate::response_db::{self, StoredResponse};
+use crate::response_db::{self, StoredApproval, StoredResponse};
 
 /// How often responses past their age are removed.
 const TTL_SWEEP_EVERY: Duration = Duration::from_secs(3600);
@@ -58,6 +60,38 @@ pub struct ResolveConversation {
 #[derive(Message)]
 #[rtype(result = "Result<Option<Vec<Message>>, StoreError>")]
 pub struct Chain {
+    pub id: String,
+}
+
+/// The stored items with these ids among `owner`'s responses (for
+/// `item_reference`). Sent by: the responses route.
+#[derive(Message)]
+#[rtype(result = "Result<HashMap<String, Value>, StoreError>")]
+pub struct ResolveItems {
+    pub owner: String,
+    pub ids: Vec<String>,
+}
+
+/// `owner`'s approvals with these ids. Sent by: the responses route.
+#[derive(Message)]
+#[rtype(result = "Result<Vec<StoredApproval>, StoreError>")]
+pub struct FindApprovals {
+    pub owner: String,
+    pub ids: Vec<String>,
+}
+
+/// Marks approvals answered; false when one already was. Sent by: the responses route.
+#[derive(Message)]
+#[rtype(result = "Result<bool, StoreError>")]
+pub struct AnswerApprovals {
+    pub ids: Vec<String>,
+}
+
+/// Whether `id` is `head` or one of its ancestors. Sent by: the responses route.
+#[derive(Message)]
+#[rtype(result = "Result<bool, StoreError>")]
+pub struct InChain {
+    pub head: String,
     pub id: String,
 }
 
@@ -214,19 +248,6 @@ impl Handler<Delete> for ResponseStoreActor {
     }
 }
 
-impl Handler<ResolveConversation> for ResponseStoreActor {
-    type Result = ResponseActFuture<Self, Result<Option<String>, StoreError>>;
-
-    fn handle(&mut self, msg: ResolveConversation, _: &mut Context<Self>) -> Self::Result {
-        let name = msg.name;
-        Box::pin(
-            self.db
-                .call(move |c| response_db::conversation(c, &name))
-                .into_actor(self),
-        )
-    }
-}
-
 impl Handler<Chain> for ResponseStoreActor {
     type Result = ResponseActFuture<Self, Result<Option<Vec<Message>>, StoreError>>;
 
@@ -268,3 +289,32 @@ impl Handler<Chain> for ResponseStoreActor {
         }))
     }
 }
+
+/// A handler that only runs a closure on the database thread.
+macro_rules! on_db {
+    ($msg:ty, $out:ty, |$m:ident, $c:ident| $body:expr) => {
+        impl Handler<$msg> for ResponseStoreActor {
+            type Result = ResponseActFuture<Self, Result<$out, StoreError>>;
+
+            fn handle(&mut self, $m: $msg, _: &mut Context<Self>) -> Self::Result {
+                Box::pin(self.db.call(move |$c| $body).into_actor(self))
+            }
+        }
+    };
+}
+
+on_db!(ResolveItems, HashMap<String, Value>, |m, c| response_db::items(
+    c, &m.owner, &m.ids
+));
+on_db!(FindApprovals, Vec<StoredApproval>, |m, c| {
+    response_db::approvals(c, &m.owner, &m.ids)
+});
+on_db!(AnswerApprovals, bool, |m, c| response_db::answer_approvals(
+    c, &m.ids
+));
+on_db!(InChain, bool, |m, c| response_db::in_chain(
+    c, &m.head, &m.id
+));
+on_db!(ResolveConversation, Option<String>, |m, c| {
+    response_db::conversation(c, &m.name)
+});

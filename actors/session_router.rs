@@ -493,7 +493,7 @@ impl SessionRouter {
                 (None, history) => {
                     let (tx, rx) = mpsc::channel(APPROVAL_QUEUE);
                     let tools = SessionTools {
-                        approver: Some(Approver(tx)),
+                        approver: Some(Approver::Ask(tx)),
                         ..SessionTools::default()
                     };
                     let a = AgentActor::start_for_session(

@@ -133,7 +133,9 @@ async fn drive(settings: Arc<AgentSettings>, message: String) -> i32 {
                 let first = result.lines().next().unwrap_or("");
                 eprintln!("  {mark} {name} ({:.1} s) {first}", duration.as_secs_f64());
             }
-            AgentEvent::ReasoningDelta(_) | AgentEvent::Usage(_) => {}
+            AgentEvent::ReasoningDelta(_)
+            | AgentEvent::Usage(_)
+            | AgentEvent::ApprovalRequired { .. } => {}
             AgentEvent::Finished(outcome) => {
                 if !ended_with_newline {
                     let _ = writeln!(stdout);

@@ -63,6 +63,26 @@ const MIGRATIONS: &[&str] = &[
         value TEXT NOT NULL,
         PRIMARY KEY (platform, key)
     );",
+    // 4: Responses API items clients refer back to (`item_reference`), the
+    // API key that owns each response, and approvals a paused turn waits for.
+    "ALTER TABLE responses ADD COLUMN owner TEXT NOT NULL DEFAULT '';
+    CREATE TABLE response_items (
+        owner TEXT NOT NULL,
+        item_id TEXT NOT NULL,
+        response_id TEXT NOT NULL,
+        PRIMARY KEY (owner, item_id)
+    );
+    CREATE INDEX response_items_by_response ON response_items(response_id);
+    CREATE TABLE approvals (
+        approval_id TEXT PRIMARY KEY,
+        owner TEXT NOT NULL,
+        response_id TEXT NOT NULL,
+        call_id TEXT NOT NULL,
+        name TEXT NOT NULL,
+        arguments TEXT NOT NULL,
+        answered INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE INDEX approvals_by_response ON approvals(response_id);",
 ];
 
 /// Errors of the embedded store.
@@ -165,7 +185,7 @@ impl Db {
 }
 
 /// Applies the migrations the database has not seen yet, each in a transaction.
-fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+pub fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     let current: usize =
         conn.pragma_query_value(None, "user_version", |r| r.get::<_, i64>(0))? as usize;
     for (i, sql) in MIGRATIONS.iter().enumerate().skip(current) {

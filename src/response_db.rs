@@ -3,9 +3,14 @@
 //!
 //! A row holds one response's own turn (its input items, the chat messages of
 //! the turn, the response object) and the id of its predecessor. A chain is
-//! rebuilt with one recursive query, oldest turn first.
+//! rebuilt with one recursive query, oldest turn first. Beside it: an index
+//! of the item ids each response holds (so `item_reference` finds them, per
+//! API key), and the approvals a paused turn waits for.
+
+use std::collections::HashMap;
 
 use rusqlite::{Connection, OptionalExtension, params};
+use serde_json::Value;
 
 use crate::db::StoreError;
 
@@ -24,6 +29,24 @@ pub struct StoredResponse {
     pub turn_messages: String,
     /// The response object exactly as `GET` returns it.
     pub response: String,
+    /// The API key (by name) that created it.
+    pub owner: String,
+    /// Ids of the items it holds (inputs and outputs), for `item_reference`.
+    pub item_ids: Vec<String>,
+    /// Approvals its turn paused on.
+    pub approvals: Vec<StoredApproval>,
+}
+
+/// A dangerous call a paused turn waits on, and the client's approval id for it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredApproval {
+    pub approval_id: String,
+    pub response_id: String,
+    pub call_id: String,
+    pub name: String,
+    pub arguments: String,
+    /// Already answered by an earlier request.
+    pub answered: bool,
 }
 
 /// Inserts a response and, when `conversation` is given, points the name at it.
@@ -35,8 +58,8 @@ pub fn insert(
     let tx = c.transaction()?;
     tx.execute(
         "INSERT OR REPLACE INTO responses
-         (id, previous_id, session_id, created_at, instructions, input_items, turn_messages, response)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+         (id, previous_id, session_id, created_at, instructions, input_items, turn_messages, response, owner)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
         params![
             r.id,
             r.previous_id,
@@ -45,9 +68,34 @@ pub fn insert(
             r.instructions,
             r.input_items,
             r.turn_messages,
-            r.response
+            r.response,
+            r.owner
         ],
     )?;
+    {
+        // The first response to hold an id keeps it (a client may resend an
+        // item with the id it had).
+        let mut item = tx.prepare_cached(
+            "INSERT OR IGNORE INTO response_items (owner, item_id, response_id) VALUES (?1, ?2, ?3)",
+        )?;
+        for id in &r.item_ids {
+            item.execute(params![r.owner, id, r.id])?;
+        }
+        let mut approval = tx.prepare_cached(
+            "INSERT INTO approvals (approval_id, owner, response_id, call_id, name, arguments)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )?;
+        for a in &r.approvals {
+            approval.execute(params![
+                a.approval_id,
+                r.owner,
+                r.id,
+                a.call_id,
+                a.name,
+                a.arguments
+            ])?;
+        }
+    }
     if let Some(name) = conversation {
         tx.execute(
             "INSERT INTO conversations (name, response_id, updated_at) VALUES (?1, ?2, ?3)
@@ -69,11 +117,13 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredResponse> {
         input_items: r.get(5)?,
         turn_messages: r.get(6)?,
         response: r.get(7)?,
+        owner: r.get(8)?,
+        item_ids: Vec::new(),
+        approvals: Vec::new(),
     })
 }
 
-const COLUMNS: &str =
-    "id, previous_id, session_id, created_at, instructions, input_items, turn_messages, response";
+const COLUMNS: &str = "id, previous_id, session_id, created_at, instructions, input_items, turn_messages, response, owner";
 
 /// One response by id.
 pub fn get(c: &Connection, id: &str) -> Result<Option<StoredResponse>, StoreError> {
@@ -96,13 +146,134 @@ pub fn chain(c: &Connection, id: &str) -> Result<Vec<String>, StoreError> {
     Ok(rows.collect::<Result<Vec<_>, _>>()?)
 }
 
+/// Whether `id` is `head` or one of its ancestors.
+pub fn in_chain(c: &Connection, head: &str, id: &str) -> Result<bool, StoreError> {
+    let mut stmt = c.prepare_cached(
+        "WITH RECURSIVE chain(id, previous_id) AS (
+            SELECT id, previous_id FROM responses WHERE id = ?1
+            UNION ALL
+            SELECT r.id, r.previous_id FROM responses r JOIN chain ON r.id = chain.previous_id
+        )
+        SELECT 1 FROM chain WHERE id = ?2 LIMIT 1",
+    )?;
+    Ok(stmt.exists(params![head, id])?)
+}
+
+/// Removes everything that belongs to one response (in a transaction).
+fn remove(tx: &rusqlite::Transaction<'_>, id: &str) -> Result<usize, StoreError> {
+    let n = tx.execute("DELETE FROM responses WHERE id = ?1", [id])?;
+    tx.execute("DELETE FROM conversations WHERE response_id = ?1", [id])?;
+    tx.execute("DELETE FROM response_items WHERE response_id = ?1", [id])?;
+    tx.execute("DELETE FROM approvals WHERE response_id = ?1", [id])?;
+    Ok(n)
+}
+
 /// Deletes a response and the conversation names pointing at it; true when it existed.
 pub fn delete(c: &mut Connection, id: &str) -> Result<bool, StoreError> {
     let tx = c.transaction()?;
-    let n = tx.execute("DELETE FROM responses WHERE id = ?1", [id])?;
-    tx.execute("DELETE FROM conversations WHERE response_id = ?1", [id])?;
+    let n = remove(&tx, id)?;
     tx.commit()?;
     Ok(n > 0)
+}
+
+/// The items with these ids among `owner`'s stored responses, as stored
+/// (input items and output items alike); ids not found are absent.
+pub fn items(
+    c: &Connection,
+    owner: &str,
+    ids: &[String],
+) -> Result<HashMap<String, Value>, StoreError> {
+    let mut by_response: HashMap<String, Vec<&String>> = HashMap::new();
+    {
+        let mut stmt = c.prepare_cached(
+            "SELECT response_id FROM response_items WHERE owner = ?1 AND item_id = ?2",
+        )?;
+        for id in ids {
+            if let Some(r) = stmt
+                .query_row(params![owner, id], |r| r.get::<_, String>(0))
+                .optional()?
+            {
+                by_response.entry(r).or_default().push(id);
+            }
+        }
+    }
+    let mut found = HashMap::new();
+    let mut stmt = c.prepare_cached("SELECT input_items, response FROM responses WHERE id = ?1")?;
+    for (response_id, wanted) in by_response {
+        let Some((inputs, object)) = stmt
+            .query_row([&response_id], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+            })
+            .optional()?
+        else {
+            continue;
+        };
+        let inputs: Value = serde_json::from_str(&inputs).unwrap_or(Value::Null);
+        let object: Value = serde_json::from_str(&object).unwrap_or(Value::Null);
+        let all = inputs
+            .as_array()
+            .into_iter()
+            .flatten()
+            .chain(object["output"].as_array().into_iter().flatten());
+        for item in all {
+            if let Some(id) = item["id"].as_str()
+                && wanted.iter().any(|w| *w == id)
+            {
+                found.entry(id.to_string()).or_insert_with(|| item.clone());
+            }
+        }
+    }
+    Ok(found)
+}
+
+/// `owner`'s approvals with these ids (answered or not); unknown ids are absent.
+pub fn approvals(
+    c: &Connection,
+    owner: &str,
+    ids: &[String],
+) -> Result<Vec<StoredApproval>, StoreError> {
+    let mut stmt = c.prepare_cached(
+        "SELECT approval_id, response_id, call_id, name, arguments, answered
+         FROM approvals WHERE owner = ?1 AND approval_id = ?2",
+    )?;
+    let mut out = Vec::new();
+    for id in ids {
+        if let Some(a) = stmt
+            .query_row(params![owner, id], |r| {
+                Ok(StoredApproval {
+                    approval_id: r.get(0)?,
+                    response_id: r.get(1)?,
+                    call_id: r.get(2)?,
+                    name: r.get(3)?,
+                    arguments: r.get(4)?,
+                    answered: r.get::<_, i64>(5)? != 0,
+                })
+            })
+            .optional()?
+        {
+            out.push(a);
+        }
+    }
+    Ok(out)
+}
+
+/// Marks approvals answered; true only when every one of them was still
+/// open (a concurrent request that answered one first wins).
+pub fn answer_approvals(c: &mut Connection, ids: &[String]) -> Result<bool, StoreError> {
+    let tx = c.transaction()?;
+    let mut all = true;
+    {
+        let mut stmt = tx.prepare_cached(
+            "UPDATE approvals SET answered = 1 WHERE approval_id = ?1 AND answered = 0",
+        )?;
+        for id in ids {
+            all &= stmt.execute([id])? == 1;
+        }
+    }
+    if all {
+        tx.commit()?;
+    }
+    Ok(all)
 }
 
 /// The latest response of a conversation name.
@@ -143,13 +314,8 @@ pub fn evict(
             .collect::<Result<_, _>>()?;
         ids.extend(more);
     }
-    {
-        let mut del = tx.prepare_cached("DELETE FROM responses WHERE id = ?1")?;
-        let mut names = tx.prepare_cached("DELETE FROM conversations WHERE response_id = ?1")?;
-        for id in &ids {
-            del.execute([id])?;
-            names.execute([id])?;
-        }
+    for id in &ids {
+        remove(&tx, id)?;
     }
     tx.commit()?;
     Ok(ids)
@@ -161,15 +327,7 @@ mod tests {
 
     fn open() -> Connection {
         let mut c = Connection::open_in_memory().unwrap_or_else(|e| panic!("{e}"));
-        let tx = c.transaction().unwrap_or_else(|e| panic!("{e}"));
-        tx.execute_batch(
-            "CREATE TABLE responses (id TEXT PRIMARY KEY, previous_id TEXT, session_id TEXT NOT NULL,
-              created_at INTEGER NOT NULL, instructions TEXT, input_items TEXT NOT NULL,
-              turn_messages TEXT NOT NULL, response TEXT NOT NULL);
-             CREATE TABLE conversations (name TEXT PRIMARY KEY, response_id TEXT NOT NULL, updated_at INTEGER NOT NULL);",
-        )
-        .unwrap_or_else(|e| panic!("{e}"));
-        tx.commit().unwrap_or_else(|e| panic!("{e}"));
+        crate::db::migrate(&mut c).unwrap_or_else(|e| panic!("{e}"));
         c
     }
 
@@ -183,6 +341,9 @@ mod tests {
             input_items: "[]".into(),
             turn_messages: format!("[\"{id}\"]"),
             response: "{}".into(),
+            owner: "k".into(),
+            item_ids: Vec::new(),
+            approvals: Vec::new(),
         }
     }
 
@@ -218,5 +379,57 @@ mod tests {
             evict(&mut c, 100, 4).unwrap_or_default(),
             vec!["c".to_string()]
         );
+    }
+
+    #[test]
+    fn items_and_approvals_belong_to_their_key() {
+        let mut c = open();
+        let mut r = resp("r1", None, 1);
+        r.input_items = r#"[{"id":"msg_in","type":"message","role":"user","content":"hi"}]"#.into();
+        r.response = r#"{"output":[{"id":"mcp_1","type":"mcp_call","name":"t"},{"id":"mcpr_1","type":"mcp_approval_request"}]}"#.into();
+        r.item_ids = vec!["msg_in".into(), "mcp_1".into(), "mcpr_1".into()];
+        r.approvals = vec![StoredApproval {
+            approval_id: "mcpr_1".into(),
+            response_id: "r1".into(),
+            call_id: "call_9".into(),
+            name: "terminal".into(),
+            arguments: "{}".into(),
+            answered: false,
+        }];
+        insert(&mut c, &r, None).unwrap_or_else(|e| panic!("{e}"));
+        insert(&mut c, &resp("r2", Some("r1"), 2), None).unwrap_or_else(|e| panic!("{e}"));
+        let ids = vec![
+            "mcp_1".to_string(),
+            "msg_in".to_string(),
+            "nope".to_string(),
+        ];
+        let found = items(&c, "k", &ids).unwrap_or_default();
+        assert_eq!(found.len(), 2);
+        assert_eq!(found["mcp_1"]["type"], "mcp_call");
+        assert!(items(&c, "other-key", &ids).unwrap_or_default().is_empty());
+        assert!(in_chain(&c, "r2", "r1").unwrap_or(false));
+        assert!(!in_chain(&c, "r1", "r2").unwrap_or(true));
+
+        let ids = vec!["mcpr_1".to_string()];
+        assert_eq!(approvals(&c, "k", &ids).unwrap_or_default().len(), 1);
+        assert!(
+            approvals(&c, "other-key", &ids)
+                .unwrap_or_default()
+                .is_empty()
+        );
+        assert!(answer_approvals(&mut c, &ids).unwrap_or(false));
+        assert!(
+            !answer_approvals(&mut c, &ids).unwrap_or(true),
+            "answered once"
+        );
+        assert!(approvals(&c, "k", &ids).unwrap_or_default()[0].answered);
+        // Deleting the response takes its items and approvals with it.
+        assert!(delete(&mut c, "r1").unwrap_or(false));
+        assert!(
+            items(&c, "k", &["mcp_1".to_string()])
+                .unwrap_or_default()
+                .is_empty()
+        );
+        assert!(approvals(&c, "k", &ids).unwrap_or_default().is_empty());
     }
 }

@@ -146,9 +146,8 @@ async fn a_plain_response_has_every_key_and_is_stored() {
     assert_eq!(got, r, "GET returns the stored object");
 }
 
-#[actix_web::test]
-async fn tool_calls_and_results_come_before_the_message() {
-    let app = spawn_app(vec![
+fn tool_script() -> Vec<Reply> {
+    vec![
         Reply::tool_stream(
             &[ScriptedCall::new(
                 "call_1",
@@ -158,22 +157,57 @@ async fn tool_calls_and_results_come_before_the_message() {
             (5, 5),
         ),
         Reply::text_stream(&["It said out-1."], MS, MS, (6, 6)),
-    ])
-    .await;
-    let (status, r, _) = create(&app, json!({"input": "run it"})).await;
-    assert_eq!(status, 200, "{r}");
-    let kinds: Vec<&str> = r["output"]
+    ]
+}
+
+fn kinds(r: &Value) -> Vec<&str> {
+    r["output"]
         .as_array()
         .map(|o| o.iter().filter_map(|i| i["type"].as_str()).collect())
-        .unwrap_or_default();
+        .unwrap_or_default()
+}
+
+#[actix_web::test]
+async fn tools_the_agent_ran_are_mcp_calls_before_the_message() {
+    let app = spawn_app(tool_script()).await;
+    let (status, r, _) = create(&app, json!({"input": "run it"})).await;
+    assert_eq!(status, 200, "{r}");
+    // A `function_call` would mean "client, run this": agent libraries would try.
+    assert_eq!(kinds(&r), vec!["mcp_call", "message"]);
+    let call = &r["output"][0];
+    assert!(call["id"].as_str().unwrap_or("").starts_with("mcp_"));
+    assert_eq!(call["server_label"], "hermes");
+    assert_eq!(call["name"], "terminal");
     assert_eq!(
-        kinds,
+        call["arguments"],
+        json!({"command": "echo out-1"}).to_string()
+    );
+    assert!(
+        call["output"].as_str().unwrap_or("").contains("out-1"),
+        "{call}"
+    );
+    assert_eq!(call["error"], Value::Null);
+    assert_eq!(call["status"], "completed");
+    assert_eq!(r["output_text"], "It said out-1.");
+    assert_eq!(r["usage"]["total_tokens"], 22);
+}
+
+#[actix_web::test]
+async fn the_tool_item_shape_is_chosen_by_config_or_header() {
+    let app = spawn_app_with(
+        [tool_script(), tool_script(), tool_script()].concat(),
+        |c| c.api_server.responses_tool_items = hermes::config::ToolItems::FunctionCall,
+    )
+    .await;
+    // The reference's shape, from the configuration.
+    let (status, r, _) = create(&app, json!({"input": "run it"})).await;
+    assert_eq!(status, 200, "{r}");
+    assert_eq!(
+        kinds(&r),
         vec!["function_call", "function_call_output", "message"]
     );
     let fc = &r["output"][0];
     assert_eq!(fc["call_id"], "call_1");
-    assert_eq!(fc["name"], "terminal");
-    assert_eq!(fc["status"], "completed");
     assert!(fc["id"].as_str().unwrap_or("").starts_with("fc_"));
     assert_eq!(r["output"][1]["call_id"], "call_1");
     assert!(
@@ -188,8 +222,31 @@ async fn tool_calls_and_results_come_before_the_message() {
             .unwrap_or("")
             .starts_with("fco_")
     );
-    assert_eq!(r["output_text"], "It said out-1.");
-    assert_eq!(r["usage"]["total_tokens"], 22);
+    // The header wins for one request.
+    for (value, expect) in [
+        ("none", vec!["message"]),
+        ("mcp_call", vec!["mcp_call", "message"]),
+    ] {
+        let mut res = app
+            .post("/v1/responses")
+            .insert_header(("X-Hermes-Tool-Items", value))
+            .send_json(&json!({"input": "run it"}))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let r = body_of(&mut res).await;
+        assert_eq!(kinds(&r), expect, "{value}");
+    }
+    let mut res = app
+        .post("/v1/responses")
+        .insert_header(("X-Hermes-Tool-Items", "everything"))
+        .send_json(&json!({"input": "run it"}))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(res.status(), 400);
+    assert_eq!(
+        body_of(&mut res).await["error"]["param"],
+        "X-Hermes-Tool-Items"
+    );
 }
 
 #[actix_web::test]
@@ -273,57 +330,81 @@ async fn streaming_follows_the_event_sequence() {
 }
 
 #[actix_web::test]
-async fn streamed_tool_items_precede_the_text() {
+async fn streamed_tools_follow_openais_mcp_call_events() {
     let app = spawn_app(vec![
-        Reply::tool_stream(&[ScriptedCall::new("c9", "todo", json!({}))], (1, 1)),
+        Reply::tool_stream(
+            &[ScriptedCall::new("c9", "todo", json!({"items": []}))],
+            (1, 1),
+        ),
         Reply::text_stream(&["done"], MS, MS, (1, 1)),
     ])
     .await;
     let mut res = app
-        .post("/v1/responses")
-        .send_json(&json!({"input": "plan", "stream": true}))
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+        .send("/v1/responses", &json!({"input": "plan", "stream": true}))
+        .await;
     let (_, events) = sse(&mut res).await;
     let payloads: Vec<Value> = events
         .iter()
         .map(|e| serde_json::from_str(&e.data).unwrap_or_default())
         .collect();
-    let items: Vec<(String, String)> = payloads
+    let kinds: Vec<&str> = payloads
         .iter()
-        .filter(|p| {
-            p["type"] == "response.output_item.added" || p["type"] == "response.output_item.done"
-        })
-        .map(|p| {
-            (
-                p["type"].as_str().unwrap_or("").to_string(),
-                p["item"]["type"].as_str().unwrap_or("").to_string(),
-            )
+        .filter_map(|p| p["type"].as_str())
+        .filter(|t| {
+            !t.starts_with("response.output_text") && !t.starts_with("response.content_part")
         })
         .collect();
-    let expect = [
-        ("response.output_item.added", "function_call"),
-        ("response.output_item.done", "function_call"),
-        ("response.output_item.added", "function_call_output"),
-        ("response.output_item.done", "function_call_output"),
-        ("response.output_item.added", "message"),
-        ("response.output_item.done", "message"),
-    ];
     assert_eq!(
-        items,
-        expect
-            .iter()
-            .map(|(a, b)| (a.to_string(), b.to_string()))
-            .collect::<Vec<_>>()
+        kinds,
+        vec![
+            "response.created",
+            "response.in_progress",
+            "response.output_item.added",
+            "response.mcp_call.in_progress",
+            "response.mcp_call_arguments.delta",
+            "response.mcp_call_arguments.done",
+            "response.mcp_call.completed",
+            "response.output_item.done",
+            "response.output_item.added",
+            "response.output_item.done",
+            "response.completed",
+        ]
     );
-    for p in payloads.iter().filter(|p| {
-        p["type"] == "response.output_item.added" || p["type"] == "response.output_item.done"
-    }) {
+    let of = |t: &str| {
+        payloads
+            .iter()
+            .find(|p| p["type"] == t)
+            .cloned()
+            .unwrap_or_default()
+    };
+    // pydantic-ai builds the arguments from the deltas: the added item has none.
+    let added = of("response.output_item.added");
+    assert_eq!(added["item"]["type"], "mcp_call");
+    assert_eq!(added["item"]["arguments"], "");
+    assert_eq!(added["item"]["status"], "in_progress");
+    assert_eq!(added["item"]["output"], Value::Null);
+    let id = added["item"]["id"].clone();
+    let args = json!({"items": []}).to_string();
+    assert_eq!(of("response.mcp_call_arguments.delta")["delta"], args);
+    assert_eq!(of("response.mcp_call_arguments.delta")["item_id"], id);
+    assert_eq!(of("response.mcp_call_arguments.done")["arguments"], args);
+    assert_eq!(of("response.mcp_call.completed")["item_id"], id);
+    let done = of("response.output_item.done");
+    assert_eq!(done["item"]["id"], id);
+    assert_eq!(done["item"]["status"], "completed");
+    assert_eq!(done["item"]["arguments"], args);
+    for (n, p) in payloads.iter().enumerate() {
+        assert_eq!(p["sequence_number"], n, "sequence numbers rise by one");
+    }
+    let last = payloads.last().cloned().unwrap_or_default();
+    for p in payloads
+        .iter()
+        .filter(|p| p["type"] == "response.output_item.done")
+    {
         let idx = p["output_index"].as_u64().unwrap_or(99) as usize;
-        let last = payloads.last().cloned().unwrap_or_default();
         assert_eq!(
-            last["response"]["output"][idx]["id"], p["item"]["id"],
-            "output_index matches the final object"
+            last["response"]["output"][idx], p["item"],
+            "the final object holds the same items"
         );
     }
 }
@@ -796,4 +877,243 @@ async fn a_bad_query_string_gets_the_envelope() {
     let b = body_of(&mut res).await;
     assert_eq!(b["error"]["type"], "invalid_request_error", "{b}");
     assert_eq!(b["error"]["param"], "limit", "{b}");
+}
+
+#[actix_web::test]
+async fn item_references_resolve_to_this_keys_stored_items() {
+    let app = spawn_app_with(
+        vec![
+            Reply::text_stream(&["Hi Ada."], MS, MS, (1, 1)),
+            Reply::text_stream(&["You are Ada."], MS, MS, (1, 1)),
+        ],
+        |c| {
+            c.api_server.keys = vec![hermes::config::NamedKey {
+                name: "other".into(),
+                key: "other-key-0123456789abcdef".into(),
+            }]
+        },
+    )
+    .await;
+    let (_, r1, _) = create(&app, json!({"input": "I am Ada."})).await;
+    let answer_id = r1["output"][0]["id"].as_str().unwrap_or("").to_string();
+    // The AI SDK's multi-turn idiom: earlier items by reference, no previous_response_id.
+    let second = json!({"input": [
+        {"role": "user", "content": "I am Ada."},
+        {"type": "item_reference", "id": answer_id},
+        {"role": "user", "content": "Who am I?"}
+    ]});
+    let (s, r2, _) = create(&app, second.clone()).await;
+    assert_eq!(s, 200, "{r2}");
+    let sent = &app.fake.requests()[1].body["messages"];
+    let turns: Vec<(String, String)> = sent
+        .as_array()
+        .map(|m| {
+            m.iter()
+                .skip(1)
+                .map(|x| {
+                    (
+                        x["role"].as_str().unwrap_or("").to_string(),
+                        x["content"].as_str().unwrap_or("").to_string(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let pair = |a: &str, b: &str| (a.to_string(), b.to_string());
+    assert_eq!(
+        turns,
+        vec![
+            pair("user", "I am Ada."),
+            pair("assistant", "Hi Ada."),
+            pair("user", "Who am I?")
+        ]
+    );
+    // An unknown id, or another key's item, is a 404 naming the item.
+    let (s, e, _) = create(
+        &app,
+        json!({"input": [{"type": "item_reference", "id": "msg_nope"}, "hi"]}),
+    )
+    .await;
+    assert_eq!(s, 404);
+    assert_eq!(e["error"]["param"], "input[0].id");
+    let mut res = client()
+        .post(app.url("/v1/responses"))
+        .bearer_auth("other-key-0123456789abcdef")
+        .send_json(&second)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(res.status(), 404, "{}", body_of(&mut res).await);
+    assert_eq!(app.fake.requests().len(), 2);
+}
+
+#[actix_web::test]
+async fn tool_items_sent_back_are_history_and_calls_are_paired() {
+    let app = spawn_app(vec![
+        Reply::text_stream(&["ok"], MS, MS, (1, 1)),
+        Reply::text_stream(&["ok"], MS, MS, (1, 1)),
+    ])
+    .await;
+    let (s, r, _) = create(
+        &app,
+        json!({"input": [
+            {"type": "mcp_list_tools", "server_label": "hermes", "tools": []},
+            {"role": "user", "content": "list"},
+            {"type": "mcp_call", "id": "mcp_7", "server_label": "hermes", "name": "terminal",
+             "arguments": "{\"command\":\"ls\"}", "output": "a b", "error": null, "status": "completed"},
+            {"role": "user", "content": "thanks"}
+        ]}),
+    )
+    .await;
+    assert_eq!(s, 200, "{r}");
+    let sent = app.fake.requests()[0].body["messages"].clone();
+    assert_eq!(sent[2]["tool_calls"][0]["id"], "mcp_7");
+    assert_eq!(sent[3]["role"], "tool");
+    assert_eq!(sent[3]["tool_call_id"], "mcp_7");
+    assert_eq!(sent[3]["content"], "a b");
+
+    // A result away from its call is moved next to it; a call without a
+    // result is dropped: the model server never sees an unanswered call.
+    let (s, r, _) = create(
+        &app,
+        json!({"input": [
+            {"type": "function_call", "call_id": "c1", "name": "f", "arguments": "{}"},
+            {"type": "function_call", "call_id": "c2", "name": "g", "arguments": "{}"},
+            {"role": "user", "content": "in between"},
+            {"type": "function_call_output", "call_id": "c1", "output": "r1"}
+        ]}),
+    )
+    .await;
+    assert_eq!(s, 200, "{r}");
+    let sent = app.fake.requests()[1].body["messages"].clone();
+    let calls: Vec<&str> = sent[1]["tool_calls"]
+        .as_array()
+        .map(|c| c.iter().filter_map(|c| c["id"].as_str()).collect())
+        .unwrap_or_default();
+    assert_eq!(calls, vec!["c1"]);
+    assert_eq!(sent[2]["tool_call_id"], "c1");
+    assert_eq!(sent[3]["content"], "in between");
+    assert!(
+        sent.as_array().is_some_and(|m| m.len() == 4),
+        "nothing else: {sent}"
+    );
+}
+
+fn ask_mode(c: &mut hermes::config::Config) {
+    c.approvals.mode = hermes::config::ApprovalMode::Ask;
+    c.approvals.patterns = vec![r"\btouch\b".into()];
+}
+
+fn marker_call(id: &str, file: &str) -> Reply {
+    Reply::tool_stream(
+        &[ScriptedCall::new(
+            id,
+            "terminal",
+            json!({"command": format!("touch {file}")}),
+        )],
+        (1, 1),
+    )
+}
+
+#[actix_web::test]
+async fn a_dangerous_command_waits_for_the_clients_approval() {
+    let app = spawn_app_with(
+        vec![
+            marker_call("call_a", "approved-marker"),
+            Reply::text_stream(&["Made it."], MS, MS, (1, 1)),
+            marker_call("call_d", "denied-marker"),
+            Reply::text_stream(&["I did not run it."], MS, MS, (1, 1)),
+        ],
+        ask_mode,
+    )
+    .await;
+    let marker = |f: &str| app.cwd.path().join(f).exists();
+
+    // The turn stops before the command and asks.
+    let (s, r1, _) = create(&app, json!({"input": "make the marker"})).await;
+    assert_eq!(s, 200, "{r1}");
+    assert_eq!(r1["status"], "completed");
+    let request = r1["output"]
+        .as_array()
+        .and_then(|o| o.last())
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(request["type"], "mcp_approval_request", "{r1}");
+    assert_eq!(request["server_label"], "hermes");
+    assert_eq!(request["name"], "terminal");
+    assert!(
+        request["arguments"]
+            .as_str()
+            .unwrap_or("")
+            .contains("approved-marker")
+    );
+    let approval = request["id"].as_str().unwrap_or("").to_string();
+    assert!(approval.starts_with("mcpr_"));
+    assert!(!marker("approved-marker"), "nothing ran yet");
+    assert_eq!(app.fake.requests().len(), 1);
+
+    // Approved with previous_response_id: the command runs, the same turn goes
+    // on, and the model is not asked for the call again.
+    let answer = json!({"previous_response_id": r1["id"], "input": [
+        {"type": "mcp_approval_response", "approval_request_id": approval, "approve": true}]});
+    let (s, r2, _) = create(&app, answer.clone()).await;
+    assert_eq!(s, 200, "{r2}");
+    assert!(marker("approved-marker"));
+    assert_eq!(kinds(&r2), vec!["mcp_call", "message"]);
+    assert_eq!(r2["output"][0]["approval_request_id"], approval.as_str());
+    assert_eq!(r2["output"][0]["status"], "completed");
+    assert_eq!(r2["output_text"], "Made it.");
+    let reqs = app.fake.requests();
+    assert_eq!(reqs.len(), 2, "one more model call: the one after the tool");
+    let sent = reqs[1].body["messages"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let n = sent.len();
+    assert_eq!(sent[n - 2]["tool_calls"][0]["id"], "call_a");
+    assert_eq!(sent[n - 1]["tool_call_id"], "call_a");
+
+    // An approval is answered once.
+    let (s, e, _) = create(&app, answer).await;
+    assert_eq!(s, 400);
+    assert_eq!(e["error"]["param"], "input[0].approval_request_id");
+    let (s, e, _) = create(
+        &app,
+        json!({"input": [{"type": "mcp_approval_response", "approval_request_id": "mcpr_nope", "approve": true}]}),
+    )
+    .await;
+    assert_eq!(s, 400, "{e}");
+    assert_eq!(e["error"]["param"], "input[0].approval_request_id");
+
+    // Denied, the AI SDK's way: the conversation resent, no previous_response_id.
+    let (_, r3, _) = create(&app, json!({"input": "make another"})).await;
+    let approval = r3["output"][0]["id"].as_str().unwrap_or("").to_string();
+    let (s, r4, _) = create(
+        &app,
+        json!({"input": [
+            {"role": "user", "content": "make another"},
+            {"type": "item_reference", "id": approval},
+            {"type": "mcp_approval_response", "approval_request_id": approval, "approve": false}
+        ]}),
+    )
+    .await;
+    assert_eq!(s, 200, "{r4}");
+    assert!(!marker("denied-marker"), "a denied command does not run");
+    assert_eq!(r4["previous_response_id"], r3["id"]);
+    let call = &r4["output"][0];
+    assert_eq!(call["type"], "mcp_call");
+    assert_eq!(call["status"], "failed");
+    assert_eq!(call["error"], "The user denied this command.");
+    assert_eq!(call["approval_request_id"], approval.as_str());
+    assert_eq!(r4["output_text"], "I did not run it.");
+    let sent = app.fake.requests()[3].body["messages"].clone();
+    let texts: Vec<&str> = sent
+        .as_array()
+        .map(|m| m.iter().filter_map(|x| x["content"].as_str()).collect())
+        .unwrap_or_default();
+    assert_eq!(
+        texts.iter().filter(|t| **t == "make another").count(),
+        1,
+        "the resent history is not used twice: {texts:?}"
+    );
+    assert!(texts.contains(&"The user denied this command."));
 }

@@ -26,6 +26,7 @@ fn env_with(mut f: impl FnMut(&mut Config)) -> Env {
     let ctx = ToolContext {
         settings,
         session: SessionTools::default(),
+        approved: false,
     };
     Env {
         _home: home,

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use crate::openai::{Message, Usage};
+use crate::openai::{Message, ToolCall, Usage};
 
 /// How a turn ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,6 +49,15 @@ pub enum FailureKind {
     RateLimited { retry_after_secs: Option<u64> },
 }
 
+/// A tool call that waits for the client's approval: the turn paused
+/// before it ran (the Responses API's `mcp_approval_request`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PendingApproval {
+    pub call: ToolCall,
+    /// Why the call needs an approval, in words.
+    pub reason: String,
+}
+
 /// Everything about a finished turn.
 #[derive(Debug, Clone)]
 pub struct TurnOutcome {
@@ -65,6 +74,9 @@ pub struct TurnOutcome {
     pub error: Option<String>,
     /// What kind of failure (meaningful only when `status` is `Failed`).
     pub failure: FailureKind,
+    /// Calls the turn paused on, waiting for the client's approval. Their
+    /// assistant message is the last of `messages`, without their results.
+    pub pending: Vec<PendingApproval>,
     /// Time spent waiting on the upstream model (for overhead metrics).
     pub upstream_time: Duration,
     /// Time spent running tools.
@@ -81,6 +93,7 @@ impl TurnOutcome {
             usage: Usage::default(),
             error: Some(error.into()),
             failure: FailureKind::Upstream,
+            pending: Vec::new(),
             upstream_time: Duration::ZERO,
             tool_time: Duration::ZERO,
         }
@@ -108,6 +121,14 @@ pub enum AgentEvent {
         result: String,
         ok: bool,
         duration: Duration,
+    },
+    /// A tool call needs the client's approval before it may run; the turn
+    /// ends after this batch (paused) instead of calling the model again.
+    ApprovalRequired {
+        call_id: String,
+        name: String,
+        arguments: String,
+        reason: String,
     },
     /// A tool batch begins: text after it is a new paragraph of the answer.
     SegmentBreak,

@@ -11,6 +11,7 @@
 //! the single `Finished` event.
 
 pub mod events;
+pub mod history;
 pub mod prompt;
 
 use std::path::PathBuf;
@@ -22,12 +23,14 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-pub use events::{AgentEvent, FailureKind, INTERRUPTED_MARK, TurnOutcome, TurnStatus};
+pub use events::{
+    AgentEvent, FailureKind, INTERRUPTED_MARK, PendingApproval, TurnOutcome, TurnStatus,
+};
 
 use crate::config::Loaded;
 use crate::openai::{Message, ToolCall, Usage};
 use crate::secrets;
-use crate::tools::{SessionTools, ToolContext, ToolSettings, Toolbox};
+use crate::tools::{SessionTools, ToolContext, ToolOutput, ToolSettings, Toolbox};
 use crate::upstream::{
     ChatRequest, Delta, DeltaSink, Sampling, ToolChoice, UpstreamClient, UpstreamError,
     UpstreamSettings,
@@ -47,6 +50,8 @@ const SUMMARY_PROMPT: &str = "You have reached the maximum number of tool calls 
 Do not call tools. Summarise what you did, what you found, and what is left to do.";
 /// Tool result recorded for calls that an interrupt stopped.
 const INTERRUPTED_RESULT: &str = "Interrupted by the user before this tool finished.";
+/// Tool result of a call whose approval the client refused.
+pub const DENIED_RESULT: &str = "The user denied this command.";
 
 /// The sending half a turn emits events into.
 pub type EventSink = mpsc::Sender<AgentEvent>;
@@ -89,11 +94,23 @@ impl AgentSettings {
     }
 }
 
+/// A call of an earlier turn that paused for approval, now answered.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ResumedCall {
+    pub call: ToolCall,
+    pub approved: bool,
+}
+
 /// One user input.
 #[derive(Debug, Clone)]
 pub struct TurnInput {
-    /// The user's message (text or content parts).
-    pub user: Message,
+    /// The user's message (text or content parts); `None` when the turn only
+    /// goes on from answered approvals.
+    pub user: Option<Message>,
+    /// Calls of a paused turn the client answered: they run (or are refused)
+    /// first, and the model is not asked for them again. Their assistant
+    /// message is the last of the history.
+    pub resume: Vec<ResumedCall>,
     /// The caller's ephemeral system prompt, layered over the core prompt.
     pub system: Option<String>,
     /// Stream from the upstream (someone shows deltas as they arrive).
@@ -108,7 +125,8 @@ impl TurnInput {
     /// Plain input: the server's defaults for sampling, tools as the model likes.
     pub fn new(user: Message, system: Option<String>, stream: bool) -> Self {
         Self {
-            user,
+            user: Some(user),
+            resume: Vec::new(),
             system,
             stream,
             sampling: Sampling::default(),
@@ -127,6 +145,8 @@ struct TurnState {
     continued: String,
     /// The turn's new messages (valid conversation tail at every step).
     messages: Vec<Message>,
+    /// Calls the turn paused on.
+    pending: Vec<PendingApproval>,
     upstream_time: Duration,
     tool_time: Duration,
 }
@@ -161,6 +181,7 @@ impl TurnState {
             usage: self.usage,
             error: error.map(|e| secrets::redact(&e)),
             failure,
+            pending: self.pending,
             upstream_time: self.upstream_time,
             tool_time: self.tool_time,
         }
@@ -215,13 +236,36 @@ pub async fn run_turn(
     let mut convo = Vec::with_capacity(history.len() + 8);
     convo.push(Message::system(system));
     convo.extend_from_slice(history);
-    convo.push(input.user);
 
     let ctx = ToolContext {
         settings: settings.tools.clone(),
         session,
+        approved: false,
     };
     let mut st = TurnState::default();
+    if !input.resume.is_empty() {
+        // The answered calls first: the model asked for them already.
+        let results = tokio::select! {
+            biased;
+            _ = stopped(cancel, events) => None,
+            r = run_resumed(&settings.toolbox, &input.resume, &ctx, events) => Some(r),
+        };
+        let Some(results) = results else {
+            for r in &input.resume {
+                st.messages
+                    .push(Message::tool_result(&r.call.id, INTERRUPTED_RESULT));
+            }
+            return st.outcome(TurnStatus::Cancelled, None);
+        };
+        for (r, out) in input.resume.iter().zip(results) {
+            let m = Message::tool_result(&r.call.id, out.text);
+            convo.push(m.clone());
+            st.messages.push(m);
+        }
+    }
+    if let Some(user) = input.user {
+        convo.push(user);
+    }
     let mut calls = 0;
     let mut continuations = 0;
     // A client that set a token limit meant it: a cut-off answer ends the
@@ -298,10 +342,22 @@ pub async fn run_turn(
                 }
                 return st.outcome(TurnStatus::Cancelled, None);
             };
-            for (tc, text) in completion.tool_calls.iter().zip(results) {
-                let m = Message::tool_result(&tc.id, text);
+            for (tc, out) in completion.tool_calls.iter().zip(results) {
+                if let Some(reason) = out.needs_approval {
+                    st.pending.push(PendingApproval {
+                        call: tc.clone(),
+                        reason,
+                    });
+                    continue;
+                }
+                let m = Message::tool_result(&tc.id, out.text);
                 convo.push(m.clone());
                 st.messages.push(m);
+            }
+            if !st.pending.is_empty() {
+                // Paused: the client answers the approvals in a later request,
+                // which goes on from here without asking the model again.
+                return st.outcome(TurnStatus::Completed, None);
             }
             continue;
         }
@@ -345,36 +401,97 @@ fn failure_kind(e: &UpstreamError) -> FailureKind {
 }
 
 /// Runs a batch of tool calls concurrently; results in the model's order.
+/// A call that must wait for the client's approval does not run: it is
+/// announced with `ApprovalRequired` and its output says so.
 async fn run_tools(
     toolbox: &Toolbox,
     calls: &[ToolCall],
     ctx: &ToolContext,
     events: &EventSink,
-) -> Vec<String> {
+) -> Vec<ToolOutput> {
     join_all(calls.iter().map(|tc| async move {
-        let name = tc.function.name.clone();
-        let _ = events
-            .send(AgentEvent::ToolStarted {
-                call_id: tc.id.clone(),
-                name: name.clone(),
-                arguments: tc.function.arguments.clone(),
-                preview: preview(&tc.function.arguments),
-            })
-            .await;
-        let started = Instant::now();
-        let out = toolbox.run(&name, &tc.function.arguments, ctx).await;
-        let _ = events
-            .send(AgentEvent::ToolFinished {
-                call_id: tc.id.clone(),
-                name,
-                result: out.text.chars().take(EVENT_RESULT_CHARS).collect(),
-                ok: out.ok,
-                duration: started.elapsed(),
-            })
-            .await;
-        out.text
+        if let Some(reason) =
+            toolbox.approval_needed(&tc.function.name, &tc.function.arguments, ctx)
+        {
+            let _ = events
+                .send(AgentEvent::ApprovalRequired {
+                    call_id: tc.id.clone(),
+                    name: tc.function.name.clone(),
+                    arguments: tc.function.arguments.clone(),
+                    reason: reason.clone(),
+                })
+                .await;
+            return ToolOutput::needs_approval(reason);
+        }
+        run_one(toolbox, tc, ctx, events).await
     }))
     .await
+}
+
+/// Runs the calls of a paused turn the client answered: approved ones run,
+/// refused ones get [`DENIED_RESULT`]; results in order.
+async fn run_resumed(
+    toolbox: &Toolbox,
+    resumed: &[ResumedCall],
+    ctx: &ToolContext,
+    events: &EventSink,
+) -> Vec<ToolOutput> {
+    let approved = ToolContext {
+        approved: true,
+        ..ctx.clone()
+    };
+    join_all(resumed.iter().map(|r| {
+        let approved = &approved;
+        async move {
+            if r.approved {
+                return run_one(toolbox, &r.call, approved, events).await;
+            }
+            let out = ToolOutput::new(false, DENIED_RESULT.to_string());
+            announce(&r.call, events).await;
+            finished(&r.call, &out, Duration::ZERO, events).await;
+            out
+        }
+    }))
+    .await
+}
+
+/// Runs one call between its `ToolStarted` and `ToolFinished`.
+async fn run_one(
+    toolbox: &Toolbox,
+    tc: &ToolCall,
+    ctx: &ToolContext,
+    events: &EventSink,
+) -> ToolOutput {
+    announce(tc, events).await;
+    let started = Instant::now();
+    let out = toolbox
+        .run(&tc.function.name, &tc.function.arguments, ctx)
+        .await;
+    finished(tc, &out, started.elapsed(), events).await;
+    out
+}
+
+async fn announce(tc: &ToolCall, events: &EventSink) {
+    let _ = events
+        .send(AgentEvent::ToolStarted {
+            call_id: tc.id.clone(),
+            name: tc.function.name.clone(),
+            arguments: tc.function.arguments.clone(),
+            preview: preview(&tc.function.arguments),
+        })
+        .await;
+}
+
+async fn finished(tc: &ToolCall, out: &ToolOutput, duration: Duration, events: &EventSink) {
+    let _ = events
+        .send(AgentEvent::ToolFinished {
+            call_id: tc.id.clone(),
+            name: tc.function.name.clone(),
+            result: out.text.chars().take(EVENT_RESULT_CHARS).collect(),
+            ok: out.ok,
+            duration,
+        })
+        .await;
 }
 
 /// A one-line summary of a call's arguments: its first string argument.

@@ -99,7 +99,9 @@ async fn complete(
         req,
         ROUTE,
         RunRequest {
-            user: p.user,
+            user: Some(p.user),
+            resume: Vec::new(),
+            defer_approvals: false,
             system: p.system,
             history: p.history,
             stream: false,
@@ -197,7 +199,9 @@ async fn stream(
         &req,
         ROUTE,
         RunRequest {
-            user: p.user,
+            user: Some(p.user),
+            resume: Vec::new(),
+            defer_approvals: false,
             system: p.system,
             history: p.history,
             stream: true,

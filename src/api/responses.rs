@@ -7,6 +7,8 @@
 //! leaves, the relay interrupts the turn, still receives its `Finished`, and
 //! stores the response as `incomplete` with the partial text.
 
+use std::collections::HashMap;
+
 use actix::Addr;
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde_json::{Value, json};
@@ -16,22 +18,27 @@ use super::body::read_json;
 use super::chat_format::Frame;
 use super::error::ApiError;
 use super::responses_format::{
-    ResponseBuilder, ResponseHead, TRUNCATION_MAX_MESSAGES, fix_orphan_tool_results, page_items,
-    parse_request, truncate,
+    ResponseBuilder, ResponseHead, TRUNCATION_MAX_MESSAGES, page_items, parse_request, split_input,
+    to_messages, truncate,
 };
 use super::run::{Run, RunRequest, RunSession, SESSION_HEADER, storage_error};
 use super::sse_out;
 use super::state::AppState;
 use crate::actors::response_store::{
-    Chain, Delete, Get, Put, ResolveConversation, ResponseStoreActor,
+    AnswerApprovals, Chain, Delete, FindApprovals, Get, InChain, Put, ResolveConversation,
+    ResolveItems, ResponseStoreActor,
 };
-use crate::agent::{AgentEvent, TurnOutcome, TurnStatus};
+use crate::agent::{AgentEvent, ResumedCall, TurnOutcome, TurnStatus};
+use crate::config::ToolItems;
 use crate::db::StoreError;
 use crate::openai::Message;
-use crate::response_db::StoredResponse;
+use crate::openai::{FunctionCall, ToolCall};
+use crate::response_db::{StoredApproval, StoredResponse};
 
 /// Route label for metrics.
 const ROUTE: &str = "/v1/responses";
+/// Request header choosing how tools the agent ran appear.
+pub const TOOL_ITEMS_HEADER: &str = "X-Hermes-Tool-Items";
 /// Frames buffered between the relay and a slow client.
 const FRAME_BUFFER: usize = 64;
 /// `input_items` page size when none is asked for, and the largest allowed.
@@ -57,6 +64,8 @@ where
 /// What is kept once the turn ends.
 struct Record {
     store: Option<Addr<ResponseStoreActor>>,
+    /// The API key (by name) the response belongs to.
+    owner: String,
     conversation: Option<String>,
     previous_id: Option<String>,
     session_id: String,
@@ -70,10 +79,35 @@ impl Record {
     /// Stores the response (unless `store: false`) and advances the
     /// conversation name; returns once the write is committed, so neither a
     /// 200 nor `response.completed` leaves before the response is durable.
-    async fn keep(self, id: &str, outcome: &TurnOutcome, object: &Value) -> Result<(), ApiError> {
+    async fn keep(
+        self,
+        builder: &ResponseBuilder,
+        outcome: &TurnOutcome,
+        object: &Value,
+    ) -> Result<(), ApiError> {
         let Some(store) = self.store else {
             return Ok(());
         };
+        let id = builder.id();
+        let item_ids = self
+            .input_items
+            .iter()
+            .filter_map(|i| i["id"].as_str())
+            .chain(builder.item_ids())
+            .map(String::from)
+            .collect();
+        let approvals = builder
+            .requested()
+            .iter()
+            .map(|(approval_id, call)| StoredApproval {
+                approval_id: approval_id.clone(),
+                response_id: id.to_string(),
+                call_id: call.id.clone(),
+                name: call.function.name.clone(),
+                arguments: call.function.arguments.clone(),
+                answered: false,
+            })
+            .collect();
         let mut turn = self.turn;
         turn.extend(outcome.messages.iter().cloned());
         let created_at = object["created_at"].as_i64().unwrap_or(0);
@@ -86,6 +120,9 @@ impl Record {
             input_items: Value::Array(self.input_items).to_string(),
             turn_messages: serde_json::to_string(&turn).unwrap_or_else(|_| "[]".into()),
             response: object.to_string(),
+            owner: self.owner,
+            item_ids,
+            approvals,
         };
         let put = Put {
             response,
@@ -99,6 +136,185 @@ impl Record {
     }
 }
 
+/// `X-Hermes-Tool-Items: mcp_call | function_call | none`, else the configured default.
+fn tool_items(req: &HttpRequest, default: ToolItems) -> Result<ToolItems, ApiError> {
+    let Some(v) = req.headers().get(TOOL_ITEMS_HEADER) else {
+        return Ok(default);
+    };
+    v.to_str().ok().and_then(ToolItems::parse).ok_or_else(|| {
+        ApiError::invalid(
+            format!("{TOOL_ITEMS_HEADER} must be mcp_call, function_call or none"),
+            TOOL_ITEMS_HEADER,
+        )
+    })
+}
+
+/// Replaces every `item_reference` by the stored item it names (among this
+/// key's responses); a reference to an approval request adds nothing. An
+/// unknown id is a 404 naming `input[i].id`.
+async fn resolve_references(
+    store: &Addr<ResponseStoreActor>,
+    owner: &str,
+    items: Vec<Value>,
+) -> Result<Vec<Value>, ApiError> {
+    let is_ref = |v: &Value| v["type"] == "item_reference";
+    let ids: Vec<String> = items
+        .iter()
+        .filter(|v| is_ref(v))
+        .filter_map(|v| v["id"].as_str().map(String::from))
+        .collect();
+    if ids.is_empty() {
+        return Ok(items);
+    }
+    let found = ask(
+        store,
+        ResolveItems {
+            owner: owner.to_string(),
+            ids,
+        },
+    )
+    .await?
+    .map_err(store_error)?;
+    let mut out = Vec::with_capacity(items.len());
+    for (i, item) in items.into_iter().enumerate() {
+        if !is_ref(&item) {
+            out.push(item);
+            continue;
+        }
+        let id = item["id"].as_str().unwrap_or("");
+        match found.get(id) {
+            Some(v) if v["type"] == "mcp_approval_request" => {}
+            Some(v) => out.push(v.clone()),
+            None => {
+                return Err(ApiError {
+                    param: Some(format!("input[{i}].id")),
+                    ..ApiError::not_found(format!("Item not found: {id}"), "item_not_found")
+                });
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// A paused turn the client answered.
+struct Resumption {
+    /// The response whose turn paused.
+    response_id: String,
+    calls: Vec<ResumedCall>,
+    /// Call id → the approval id it answers.
+    approval_of: HashMap<String, String>,
+    /// The items that are new input (after the answers).
+    new_input: Vec<Value>,
+}
+
+/// Checks the `mcp_approval_response` items of a request and claims them:
+/// each must name an open approval of this key, all of one response, in the
+/// chain of `previous_response_id` when one is given. `None` without answers.
+async fn resumption(
+    store: &Addr<ResponseStoreActor>,
+    owner: &str,
+    previous: Option<&str>,
+    items: &[Value],
+) -> Result<Option<Resumption>, ApiError> {
+    let answers: Vec<(usize, &Value)> = items
+        .iter()
+        .enumerate()
+        .filter(|(_, v)| v["type"] == "mcp_approval_response")
+        .collect();
+    if answers.is_empty() {
+        return Ok(None);
+    }
+    let ids: Vec<String> = answers
+        .iter()
+        .map(|(_, v)| v["approval_request_id"].as_str().unwrap_or("").to_string())
+        .collect();
+    let found = ask(
+        store,
+        FindApprovals {
+            owner: owner.to_string(),
+            ids: ids.clone(),
+        },
+    )
+    .await?
+    .map_err(store_error)?;
+    let bad = |i: usize, why: &str| {
+        ApiError::invalid(why.to_string(), format!("input[{i}].approval_request_id"))
+    };
+    let mut response_id: Option<&str> = None;
+    let mut calls = Vec::new();
+    let mut approval_of = HashMap::new();
+    for ((i, answer), id) in answers.iter().zip(&ids) {
+        let Some(a) = found.iter().find(|a| &a.approval_id == id) else {
+            return Err(bad(*i, &format!("Unknown approval request: {id}")));
+        };
+        if a.answered {
+            return Err(bad(
+                *i,
+                &format!("Approval request {id} was already answered"),
+            ));
+        }
+        if response_id.is_some_and(|r| r != a.response_id) {
+            return Err(bad(
+                *i,
+                "All approvals answered in one request must belong to one response",
+            ));
+        }
+        response_id = Some(&a.response_id);
+        calls.push(ResumedCall {
+            call: ToolCall {
+                id: a.call_id.clone(),
+                kind: "function".into(),
+                function: FunctionCall {
+                    name: a.name.clone(),
+                    arguments: a.arguments.clone(),
+                },
+            },
+            approved: answer["approve"].as_bool().unwrap_or(false),
+        });
+        approval_of.insert(a.call_id.clone(), a.approval_id.clone());
+    }
+    let response_id = response_id.unwrap_or_default().to_string();
+    let first = answers.first().map_or(0, |(i, _)| *i);
+    if let Some(head) = previous {
+        let inside = ask(
+            store,
+            InChain {
+                head: head.to_string(),
+                id: response_id.clone(),
+            },
+        )
+        .await?
+        .map_err(store_error)?;
+        if !inside {
+            return Err(bad(
+                first,
+                &format!("The approval request is not in the chain of {head}"),
+            ));
+        }
+    }
+    if !ask(store, AnswerApprovals { ids })
+        .await?
+        .map_err(store_error)?
+    {
+        return Err(bad(first, "The approval request was already answered"));
+    }
+    // Without `previous_response_id` the client resent its conversation:
+    // what comes before the answers is history the store already has.
+    let last = answers.last().map_or(0, |(i, _)| *i);
+    let new_input = items
+        .iter()
+        .enumerate()
+        .filter(|(i, v)| v["type"] != "mcp_approval_response" && (previous.is_some() || *i > last))
+        .map(|(_, v)| v.clone())
+        .collect();
+    Ok(Some(Resumption {
+        response_id,
+        calls,
+        approval_of,
+        new_input,
+    }))
+}
+
 /// `POST /v1/responses`.
 pub async fn create(
     req: HttpRequest,
@@ -108,16 +324,21 @@ pub async fn create(
     let live = state.live();
     let (body, _) = read_json(&req, payload, &live).await?;
     let p = parse_request(&body, &live.model_name)?;
+    let mode = tool_items(&req, live.tool_items)?;
+    let owner = super::edge::key_name(&req);
     let store = state.responses.clone();
+    let items = resolve_references(&store, &owner, p.input_items.clone()).await?;
 
     // The chain this turn continues.
-    let previous_id = match (&p.previous_response_id, &p.conversation) {
+    let named = match (&p.previous_response_id, &p.conversation) {
         (Some(id), _) => Some(id.clone()),
         (None, Some(name)) => ask(&store, ResolveConversation { name: name.clone() })
             .await?
             .map_err(store_error)?,
         _ => None,
     };
+    let resumed = resumption(&store, &owner, named.as_deref(), &items).await?;
+    let previous_id = named.or_else(|| resumed.as_ref().map(|r| r.response_id.clone()));
     let mut history = Vec::new();
     let mut inherited = None;
     let mut session_id = None;
@@ -151,16 +372,29 @@ pub async fn create(
     }
     let session_id = session_id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
     let instructions = p.instructions.clone().or(inherited);
-    let system = match (&instructions, &p.system_extra) {
-        (Some(a), Some(b)) => Some(format!("{a}\n{b}")),
-        (a, b) => a.clone().or_else(|| b.clone()),
-    };
 
-    let mut turn = p.messages.clone();
-    turn.push(p.user.clone());
-    fix_orphan_tool_results(&history, &mut turn);
-    let user = turn.last().cloned().unwrap_or_else(|| p.user.clone());
-    history.extend(turn[..turn.len() - 1].iter().cloned());
+    let (resume, approval_of, new_input) = match resumed {
+        Some(r) => (r.calls, r.approval_of, r.new_input),
+        None => (Vec::new(), HashMap::new(), items.clone()),
+    };
+    let (messages, system_extra) = to_messages(&new_input);
+    let system = match (&instructions, system_extra.is_empty()) {
+        (Some(a), false) => Some(format!("{a}\n{}", system_extra.join("\n"))),
+        (Some(a), true) => Some(a.clone()),
+        (None, false) => Some(system_extra.join("\n")),
+        (None, true) => None,
+    };
+    // The turn's input: a user message or a tool result last, unless the
+    // turn only goes on from answered approvals.
+    let (prefix, user) = if resume.is_empty() || !messages.is_empty() {
+        let (prefix, user) = split_input(messages)?;
+        (prefix, Some(user))
+    } else {
+        (Vec::new(), None)
+    };
+    let mut turn = prefix.clone();
+    turn.extend(user.clone());
+    history.extend(prefix);
     if p.truncation_auto {
         history = truncate(history, TRUNCATION_MAX_MESSAGES);
     }
@@ -171,6 +405,10 @@ pub async fn create(
         ROUTE,
         RunRequest {
             user,
+            resume,
+            // Approvals can only be answered in a later request if this
+            // response is kept.
+            defer_approvals: p.store,
             system,
             history,
             // Always streamed upstream: the output items are built from the deltas.
@@ -196,14 +434,15 @@ pub async fn create(
     };
     let record = Record {
         store: p.store.then_some(store),
+        owner,
         conversation: p.conversation.clone(),
         previous_id: chained_from,
         session_id: session_id.clone(),
         instructions,
-        input_items: p.input_items,
+        input_items: items,
         turn,
     };
-    let builder = ResponseBuilder::new(head);
+    let builder = ResponseBuilder::new(head, mode).resuming(approval_of);
     if p.stream {
         let (tx, rx) = mpsc::channel(FRAME_BUFFER);
         actix::spawn(relay(run, builder, tx, record));
@@ -241,9 +480,8 @@ async fn complete(
     };
     run.finish(&outcome).await?;
     let object = builder.finish(&outcome, &mut ignored);
-    let id = builder.id().to_string();
     let session_id = record.session_id.clone();
-    record.keep(&id, &outcome, &object).await?;
+    record.keep(&builder, &outcome, &object).await?;
     if outcome.status == TurnStatus::Failed {
         // The SDKs raise on this, instead of showing an error as if it were the answer.
         return Err(ApiError::turn_failed(&outcome, "input"));
@@ -292,9 +530,8 @@ async fn relay(
             None => stopped_outcome(),
         };
         let object = builder.finish(&outcome, &mut out);
-        let id = builder.id().to_string();
         let recorded = match run.finish(&outcome).await {
-            Ok(()) => record.keep(&id, &outcome, &object).await,
+            Ok(()) => record.keep(&builder, &outcome, &object).await,
             Err(e) => Err(e),
         };
         if let Err(e) = recorded {

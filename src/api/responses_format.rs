@@ -7,6 +7,8 @@
 //! `sequence_number` from 0) and builds the final response object, the same
 //! one `GET /v1/responses/{id}` returns.
 
+use std::collections::HashMap;
+
 use serde_json::{Map, Value, json};
 
 use super::chat_format::Frame;
@@ -14,7 +16,11 @@ use super::error::ApiError;
 use super::sampling::{ModelParams, responses_params};
 use crate::agent::{AgentEvent, FailureKind, TurnOutcome, TurnStatus};
 use crate::clock::unix_now;
+use crate::config::ToolItems;
 use crate::openai::{Content, FunctionCall, Message, Role, ToolCall, Usage};
+
+/// `server_label` of the tools the gateway runs.
+pub const SERVER_LABEL: &str = "hermes";
 
 /// History kept by `truncation: "auto"`.
 pub const TRUNCATION_MAX_MESSAGES: usize = 100;
@@ -23,14 +29,9 @@ pub const TRUNCATION_MAX_MESSAGES: usize = 100;
 #[derive(Debug, Clone)]
 pub struct ResponsesRequest {
     pub model: String,
-    /// This turn's input items, normalised, each with an `id` (for `input_items`).
+    /// This turn's input items, normalised, each with an `id` (for
+    /// `input_items`); `item_reference`s are resolved by the route.
     pub input_items: Vec<Value>,
-    /// Input messages before the last one (appended to the chain's history).
-    pub messages: Vec<Message>,
-    /// The last input item: a user message or a tool result.
-    pub user: Message,
-    /// `system`/`developer` messages found in `input`.
-    pub system_extra: Option<String>,
     pub instructions: Option<String>,
     pub previous_response_id: Option<String>,
     pub conversation: Option<String>,
@@ -258,149 +259,15 @@ pub fn parse_request(body: &Value, default_model: &str) -> Result<ResponsesReque
         None => return Err(ApiError::invalid("input is required", "input")),
     };
 
-    let mut normalised = Vec::new();
-    let mut messages: Vec<Message> = Vec::new();
-    let mut system = Vec::new();
+    let mut normalised = Vec::with_capacity(items.len());
     for (i, item) in items.iter().enumerate() {
-        let item = match item {
-            Value::String(s) => json!({"type": "message", "role": "user", "content": s}),
-            Value::Object(_) => item.clone(),
-            _ => {
-                return Err(ApiError::invalid(
-                    format!("input[{i}] must be a string or an object"),
-                    format!("input[{i}]"),
-                ));
-            }
-        };
-        let kind = item
-            .get("type")
-            .and_then(Value::as_str)
-            .unwrap_or("message");
-        match kind {
-            "message" => {
-                let role = item.get("role").and_then(Value::as_str).ok_or_else(|| {
-                    ApiError::invalid(
-                        format!("input[{i}].role is required"),
-                        format!("input[{i}].role"),
-                    )
-                })?;
-                let (content, parts) = message_content(item.get("content"), role, i)?;
-                let role = match role {
-                    "user" => Role::User,
-                    "assistant" => Role::Assistant,
-                    "system" | "developer" => {
-                        system.push(content.text());
-                        Role::System
-                    }
-                    other => {
-                        return Err(ApiError::invalid(
-                            format!(
-                                "input[{i}].role `{other}` is not one of user, assistant, system, developer"
-                            ),
-                            format!("input[{i}].role"),
-                        ));
-                    }
-                };
-                let id = item
-                    .get("id")
-                    .and_then(Value::as_str)
-                    .map_or_else(|| new_id("msg"), String::from);
-                let role_name = item.get("role").cloned().unwrap_or(Value::Null);
-                normalised.push(json!({"type": "message", "id": id, "role": role_name, "content": parts, "status": "completed"}));
-                if role != Role::System {
-                    messages.push(Message {
-                        role,
-                        content: Some(content),
-                        tool_calls: Vec::new(),
-                        tool_call_id: None,
-                    });
-                }
-            }
-            "function_call" => {
-                let call_id = item.get("call_id").and_then(Value::as_str);
-                let name = item.get("name").and_then(Value::as_str);
-                let (Some(call_id), Some(name)) = (call_id, name) else {
-                    return Err(ApiError::invalid(
-                        format!("input[{i}] (function_call) needs call_id and name"),
-                        format!("input[{i}]"),
-                    ));
-                };
-                let arguments = item
-                    .get("arguments")
-                    .and_then(Value::as_str)
-                    .unwrap_or("{}")
-                    .to_string();
-                let call = ToolCall {
-                    id: call_id.into(),
-                    kind: "function".into(),
-                    function: FunctionCall {
-                        name: name.into(),
-                        arguments: arguments.clone(),
-                    },
-                };
-                // Consecutive calls belong to one assistant message.
-                match messages.last_mut() {
-                    Some(m) if m.role == Role::Assistant && !m.tool_calls.is_empty() => {
-                        m.tool_calls.push(call)
-                    }
-                    _ => messages.push(Message::assistant_tool_calls("", vec![call])),
-                }
-                let id = item
-                    .get("id")
-                    .and_then(Value::as_str)
-                    .map_or_else(|| new_id("fc"), String::from);
-                normalised.push(
-                    json!({"type": "function_call", "id": id, "call_id": call_id, "name": name,
-                    "arguments": arguments, "status": "completed"}),
-                );
-            }
-            "function_call_output" => {
-                let Some(call_id) = item.get("call_id").and_then(Value::as_str) else {
-                    return Err(ApiError::invalid(
-                        format!("input[{i}] (function_call_output) needs call_id"),
-                        format!("input[{i}].call_id"),
-                    ));
-                };
-                let output = match item.get("output") {
-                    Some(Value::String(s)) => s.clone(),
-                    Some(Value::Null) | None => String::new(),
-                    Some(other) => other.to_string(),
-                };
-                messages.push(Message::tool_result(call_id, output.clone()));
-                let id = item
-                    .get("id")
-                    .and_then(Value::as_str)
-                    .map_or_else(|| new_id("fco"), String::from);
-                normalised.push(json!({"type": "function_call_output", "id": id, "call_id": call_id, "output": output,
-                    "status": "completed"}));
-            }
-            // Reasoning items replayed by clients carry nothing the model needs again.
-            "reasoning" => {}
-            other => {
-                return Err(ApiError::invalid(
-                    format!(
-                        "input[{i}].type `{other}` is not supported; use message, function_call or function_call_output"
-                    ),
-                    format!("input[{i}].type"),
-                ));
-            }
+        if let Some(n) = normalise_item(item, i)? {
+            normalised.push(n);
         }
     }
-    let user = match messages.pop() {
-        Some(m) if m.role == Role::User || m.role == Role::Tool => m,
-        _ => {
-            return Err(ApiError::invalid(
-                "input must end with a user message or a function_call_output",
-                "input",
-            ));
-        }
-    };
     Ok(ResponsesRequest {
         model,
         input_items: normalised,
-        messages,
-        user,
-        system_extra: (!system.is_empty()).then(|| system.join("\n")),
         instructions,
         previous_response_id,
         conversation,
@@ -413,27 +280,242 @@ pub fn parse_request(body: &Value, default_model: &str) -> Result<ResponsesReque
     })
 }
 
-/// Turns tool results whose call is not open in the conversation into user
-/// messages, so the upstream never sees a tool message without its call.
-pub fn fix_orphan_tool_results(history: &[Message], turn: &mut [Message]) {
-    let mut open: Vec<String> = Vec::new();
-    let mut check = |m: &mut Message, rewrite: bool| match m.role {
-        Role::Assistant => open = m.tool_calls.iter().map(|c| c.id.clone()).collect(),
-        Role::Tool => {
-            let id = m.tool_call_id.clone().unwrap_or_default();
-            if let Some(pos) = open.iter().position(|o| *o == id) {
-                open.remove(pos);
-            } else if rewrite {
-                *m = Message::user(format!("Output of function call {id}:\n{}", m.text()));
-            }
-        }
-        _ => open.clear(),
-    };
-    for m in history {
-        check(&mut m.clone(), false);
+fn item_id(item: &Value, prefix: &str) -> String {
+    item.get("id")
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+        .map_or_else(|| new_id(prefix), String::from)
+}
+
+fn required_str<'a>(item: &'a Value, key: &str, i: usize, kind: &str) -> Result<&'a str, ApiError> {
+    item.get(key).and_then(Value::as_str).ok_or_else(|| {
+        ApiError::invalid(
+            format!("input[{i}] ({kind}) needs `{key}` as a string"),
+            format!("input[{i}].{key}"),
+        )
+    })
+}
+
+/// Text of a tool output as sent: a string, or JSON kept as its text.
+fn output_text(v: Option<&Value>) -> String {
+    match v {
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Null) | None => String::new(),
+        Some(other) => other.to_string(),
     }
-    for m in turn.iter_mut() {
-        check(m, true);
+}
+
+/// Checks one input item and gives it the stored shape (every item with
+/// an `id`); `None` for items that carry nothing (`reasoning`).
+fn normalise_item(item: &Value, i: usize) -> Result<Option<Value>, ApiError> {
+    let item = match item {
+        Value::String(s) => json!({"type": "message", "role": "user", "content": s}),
+        Value::Object(_) => item.clone(),
+        _ => {
+            return Err(ApiError::invalid(
+                format!("input[{i}] must be a string or an object"),
+                format!("input[{i}]"),
+            ));
+        }
+    };
+    let kind = item
+        .get("type")
+        .and_then(Value::as_str)
+        .unwrap_or("message");
+    let n = match kind {
+        "message" => {
+            let role = item.get("role").and_then(Value::as_str).ok_or_else(|| {
+                ApiError::invalid(
+                    format!("input[{i}].role is required"),
+                    format!("input[{i}].role"),
+                )
+            })?;
+            if !matches!(role, "user" | "assistant" | "system" | "developer") {
+                return Err(ApiError::invalid(
+                    format!(
+                        "input[{i}].role `{role}` is not one of user, assistant, system, developer"
+                    ),
+                    format!("input[{i}].role"),
+                ));
+            }
+            let (_, parts) = message_content(item.get("content"), role, i)?;
+            json!({"type": "message", "id": item_id(&item, "msg"), "role": role, "content": parts, "status": "completed"})
+        }
+        "function_call" => {
+            let call_id = required_str(&item, "call_id", i, kind)?;
+            let name = required_str(&item, "name", i, kind)?;
+            let arguments = item
+                .get("arguments")
+                .and_then(Value::as_str)
+                .unwrap_or("{}");
+            json!({"type": "function_call", "id": item_id(&item, "fc"), "call_id": call_id, "name": name,
+                   "arguments": arguments, "status": "completed"})
+        }
+        "function_call_output" => {
+            let call_id = required_str(&item, "call_id", i, kind)?;
+            json!({"type": "function_call_output", "id": item_id(&item, "fco"), "call_id": call_id,
+                   "output": output_text(item.get("output")), "status": "completed"})
+        }
+        "mcp_call" => {
+            let name = required_str(&item, "name", i, kind)?;
+            let arguments = match item.get("arguments") {
+                None | Some(Value::Null) => "{}".to_string(),
+                Some(Value::String(a)) => a.clone(),
+                Some(_) => {
+                    return Err(ApiError::invalid(
+                        format!("input[{i}].arguments (mcp_call) must be a JSON string"),
+                        format!("input[{i}].arguments"),
+                    ));
+                }
+            };
+            let error = match item.get("error") {
+                None | Some(Value::Null) => Value::Null,
+                Some(e) => Value::String(output_text(Some(e))),
+            };
+            let mut n = json!({"type": "mcp_call", "id": item_id(&item, "mcp"),
+                "server_label": item.get("server_label").and_then(Value::as_str).unwrap_or(SERVER_LABEL),
+                "name": name, "arguments": arguments,
+                "output": item.get("output").filter(|o| !o.is_null()).map(|o| Value::String(output_text(Some(o)))),
+                "error": error,
+                "status": item.get("status").and_then(Value::as_str).unwrap_or("completed")});
+            if let Some(a) = item.get("approval_request_id").and_then(Value::as_str) {
+                n["approval_request_id"] = Value::String(a.to_string());
+            }
+            n
+        }
+        // What the client saw; nothing for the model.
+        "mcp_list_tools" | "mcp_approval_request" => {
+            let mut n = item.clone();
+            n["id"] = Value::String(item_id(&item, "mcp"));
+            n
+        }
+        "item_reference" => {
+            let id = item
+                .get("id")
+                .and_then(Value::as_str)
+                .filter(|s| !s.is_empty())
+                .ok_or_else(|| {
+                    ApiError::invalid(
+                        format!("input[{i}] (item_reference) needs an id"),
+                        format!("input[{i}].id"),
+                    )
+                })?;
+            json!({"type": "item_reference", "id": id})
+        }
+        "mcp_approval_response" => {
+            let param = format!("input[{i}].approval_request_id");
+            let approval = item
+                .get("approval_request_id")
+                .and_then(Value::as_str)
+                .filter(|s| !s.is_empty())
+                .ok_or_else(|| {
+                    ApiError::invalid(
+                        format!("input[{i}] (mcp_approval_response) needs approval_request_id"),
+                        param,
+                    )
+                })?;
+            let approve = match item.get("approve") {
+                Some(Value::Bool(b)) => *b,
+                _ => {
+                    return Err(ApiError::invalid(
+                        format!("input[{i}].approve must be true or false"),
+                        format!("input[{i}].approve"),
+                    ));
+                }
+            };
+            json!({"type": "mcp_approval_response", "id": item_id(&item, "mcpa"),
+                   "approval_request_id": approval, "approve": approve,
+                   "reason": item.get("reason").and_then(Value::as_str)})
+        }
+        // Reasoning items replayed by clients carry nothing the model needs again.
+        "reasoning" => return Ok(None),
+        other => {
+            return Err(ApiError::invalid(
+                format!(
+                    "input[{i}].type `{other}` is not supported; use message, function_call, function_call_output, mcp_call, item_reference or mcp_approval_response"
+                ),
+                format!("input[{i}].type"),
+            ));
+        }
+    };
+    Ok(Some(n))
+}
+
+/// Chat messages of (resolved) input items, and the `system`/`developer`
+/// texts among them. Items that carry nothing for the model (tool lists,
+/// approval requests and answers, unresolved references) are skipped; an
+/// `mcp_call` is its call and its result.
+pub fn to_messages(items: &[Value]) -> (Vec<Message>, Vec<String>) {
+    let mut messages: Vec<Message> = Vec::new();
+    let mut system = Vec::new();
+    let call = |id: &str, item: &Value| ToolCall {
+        id: id.to_string(),
+        kind: "function".into(),
+        function: FunctionCall {
+            name: item["name"].as_str().unwrap_or("").to_string(),
+            arguments: item["arguments"].as_str().unwrap_or("{}").to_string(),
+        },
+    };
+    for (i, item) in items.iter().enumerate() {
+        match item["type"].as_str().unwrap_or("") {
+            "message" => {
+                let role = item["role"].as_str().unwrap_or("user");
+                let Ok((content, _)) = message_content(item.get("content"), role, i) else {
+                    continue;
+                };
+                let role = match role {
+                    "assistant" => Role::Assistant,
+                    "system" | "developer" => {
+                        system.push(content.text());
+                        continue;
+                    }
+                    _ => Role::User,
+                };
+                messages.push(Message {
+                    role,
+                    content: Some(content),
+                    tool_calls: Vec::new(),
+                    tool_call_id: None,
+                });
+            }
+            "function_call" => {
+                let c = call(item["call_id"].as_str().unwrap_or(""), item);
+                // Consecutive calls belong to one assistant message.
+                match messages.last_mut() {
+                    Some(m) if m.role == Role::Assistant && !m.tool_calls.is_empty() => {
+                        m.tool_calls.push(c)
+                    }
+                    _ => messages.push(Message::assistant_tool_calls("", vec![c])),
+                }
+            }
+            "function_call_output" => messages.push(Message::tool_result(
+                item["call_id"].as_str().unwrap_or(""),
+                output_text(item.get("output")),
+            )),
+            "mcp_call" => {
+                let id = item["id"].as_str().unwrap_or("");
+                messages.push(Message::assistant_tool_calls("", vec![call(id, item)]));
+                let result = match item.get("error").filter(|e| !e.is_null()) {
+                    Some(e) => format!("Error: {}", output_text(Some(e))),
+                    None => output_text(item.get("output")),
+                };
+                messages.push(Message::tool_result(id, result));
+            }
+            _ => {}
+        }
+    }
+    (messages, system)
+}
+
+/// The turn's input: the messages before it and the last one, which must
+/// be a user message or a tool result.
+pub fn split_input(mut messages: Vec<Message>) -> Result<(Vec<Message>, Message), ApiError> {
+    match messages.pop() {
+        Some(m) if m.role == Role::User || m.role == Role::Tool => Ok((messages, m)),
+        _ => Err(ApiError::invalid(
+            "input must end with a user message or a function_call_output",
+            "input",
+        )),
     }
 }
 
@@ -475,6 +557,13 @@ pub struct ResponseBuilder {
     output: Vec<Value>,
     open: Option<OpenMessage>,
     seq: u64,
+    mode: ToolItems,
+    /// Tool calls shown as items: call id → output index.
+    calls: HashMap<String, usize>,
+    /// Approval ids of calls that resume a paused turn (call id → `mcpr_…`).
+    resumed: HashMap<String, String>,
+    /// Approvals this response asks for: (approval id, the call).
+    requested: Vec<(String, ToolCall)>,
 }
 
 /// Usage as the Responses API shows it; `"estimated": true` when some of it
@@ -500,13 +589,34 @@ fn message_item(id: &str, text: &str, status: &str) -> Value {
 
 impl ResponseBuilder {
     /// A builder for one response.
-    pub fn new(head: ResponseHead) -> Self {
+    pub fn new(head: ResponseHead, mode: ToolItems) -> Self {
         Self {
             head,
             output: Vec::new(),
             open: None,
             seq: 0,
+            mode,
+            calls: HashMap::new(),
+            resumed: HashMap::new(),
+            requested: Vec::new(),
         }
+    }
+
+    /// Calls that resume a paused turn, with the approval id each answers
+    /// (their `mcp_call` items carry it).
+    pub fn resuming(mut self, resumed: HashMap<String, String>) -> Self {
+        self.resumed = resumed;
+        self
+    }
+
+    /// The approvals this response asks for, with the calls they hold back.
+    pub fn requested(&self) -> &[(String, ToolCall)] {
+        &self.requested
+    }
+
+    /// Ids of every output item (for `item_reference`).
+    pub fn item_ids(&self) -> impl Iterator<Item = &str> {
+        self.output.iter().filter_map(|i| i["id"].as_str())
     }
 
     /// The response id.
@@ -667,19 +777,118 @@ impl ResponseBuilder {
                 ..
             } => {
                 self.close_message(out);
-                let item = json!({"type": "function_call", "id": new_id("fc"), "call_id": call_id, "name": name,
-                                  "arguments": arguments, "status": "completed"});
-                self.add_item(item, out);
+                match self.mode {
+                    ToolItems::McpCall => self.mcp_call_started(call_id, name, arguments, out),
+                    ToolItems::FunctionCall => {
+                        let item = json!({"type": "function_call", "id": new_id("fc"), "call_id": call_id,
+                                          "name": name, "arguments": arguments, "status": "completed"});
+                        self.add_item(item, out);
+                    }
+                    ToolItems::None => {}
+                }
             }
             AgentEvent::ToolFinished {
-                call_id, result, ..
+                call_id,
+                result,
+                ok,
+                ..
+            } => match self.mode {
+                ToolItems::McpCall => self.mcp_call_finished(call_id, result, *ok, out),
+                ToolItems::FunctionCall => {
+                    let item = json!({"type": "function_call_output", "id": new_id("fco"), "call_id": call_id,
+                                      "output": result, "status": "completed"});
+                    self.calls.insert(call_id.clone(), self.output.len());
+                    self.add_item(item, out);
+                }
+                ToolItems::None => {}
+            },
+            AgentEvent::ApprovalRequired {
+                call_id,
+                name,
+                arguments,
+                ..
             } => {
-                let item = json!({"type": "function_call_output", "id": new_id("fco"), "call_id": call_id,
-                                  "output": result, "status": "completed"});
-                self.add_item(item, out);
+                self.close_message(out);
+                let id = new_id("mcpr");
+                let item = json!({"type": "mcp_approval_request", "id": id, "server_label": SERVER_LABEL,
+                                  "name": name, "arguments": arguments});
+                let index = self.output.len();
+                self.output.push(item.clone());
+                for kind in ["response.output_item.added", "response.output_item.done"] {
+                    self.frame(kind, json!({"output_index": index, "item": item}), out);
+                }
+                let call = ToolCall {
+                    id: call_id.clone(),
+                    kind: "function".into(),
+                    function: FunctionCall {
+                        name: name.clone(),
+                        arguments: arguments.clone(),
+                    },
+                };
+                self.requested.push((id, call));
             }
             _ => {}
         }
+    }
+
+    /// An `mcp_call` begins the way OpenAI streams one: added with empty
+    /// arguments, `in_progress`, the arguments as a delta, then done.
+    fn mcp_call_started(
+        &mut self,
+        call_id: &str,
+        name: &str,
+        arguments: &str,
+        out: &mut Vec<Frame>,
+    ) {
+        let id = new_id("mcp");
+        let index = self.output.len();
+        let mut item = json!({"type": "mcp_call", "id": id, "server_label": SERVER_LABEL, "name": name,
+                              "arguments": "", "output": null, "error": null, "status": "in_progress"});
+        if let Some(approval) = self.resumed.get(call_id) {
+            item["approval_request_id"] = Value::String(approval.clone());
+        }
+        self.frame(
+            "response.output_item.added",
+            json!({"output_index": index, "item": item}),
+            out,
+        );
+        let at = json!({"item_id": id, "output_index": index});
+        self.frame("response.mcp_call.in_progress", at.clone(), out);
+        let mut delta = at.clone();
+        delta["delta"] = Value::String(arguments.to_string());
+        self.frame("response.mcp_call_arguments.delta", delta, out);
+        let mut done = at;
+        done["arguments"] = Value::String(arguments.to_string());
+        self.frame("response.mcp_call_arguments.done", done, out);
+        item["arguments"] = Value::String(arguments.to_string());
+        self.output.push(item);
+        self.calls.insert(call_id.to_string(), index);
+    }
+
+    /// An `mcp_call` ends: `completed` with the result the model saw, or
+    /// `failed` with it as the error.
+    fn mcp_call_finished(&mut self, call_id: &str, result: &str, ok: bool, out: &mut Vec<Frame>) {
+        let Some(&index) = self.calls.get(call_id) else {
+            return;
+        };
+        let item = &mut self.output[index];
+        set_call_result(item, result, ok);
+        let item = item.clone();
+        let kind = if ok {
+            "response.mcp_call.completed"
+        } else {
+            "response.mcp_call.failed"
+        };
+        self.frame(
+            kind,
+            json!({"item_id": item["id"], "output_index": index}),
+            out,
+        );
+        self.frame(
+            "response.output_item.done",
+            json!({"output_index": index, "item": item}),
+            out,
+        );
     }
 
     /// Ends the response: closes the open message, makes sure the final text
@@ -687,18 +896,16 @@ impl ResponseBuilder {
     pub fn finish(&mut self, outcome: &TurnOutcome, out: &mut Vec<Frame>) -> Value {
         self.close_message(out);
         // Tool results in the object are complete (events carried capped copies).
-        for item in self
-            .output
-            .iter_mut()
-            .filter(|i| i["type"] == "function_call_output")
-        {
-            let call_id = item["call_id"].as_str().unwrap_or("").to_string();
-            if let Some(full) = outcome
-                .messages
-                .iter()
-                .find(|m| m.tool_call_id.as_deref() == Some(call_id.as_str()))
-            {
-                item["output"] = Value::String(full.text());
+        for m in &outcome.messages {
+            let Some(index) = m.tool_call_id.as_ref().and_then(|id| self.calls.get(id)) else {
+                continue;
+            };
+            let item = &mut self.output[*index];
+            if item["type"] == "function_call_output" {
+                item["output"] = Value::String(m.text());
+            } else if item["type"] == "mcp_call" {
+                let ok = item["status"] == "completed";
+                set_call_result(item, &m.text(), ok);
             }
         }
         let last_text = self
@@ -764,6 +971,20 @@ impl ResponseBuilder {
     }
 }
 
+/// Sets an `mcp_call` item's result: `output` when it ran, `error` (the
+/// text the model saw, as the OpenAI SDKs type it: a string) when not.
+fn set_call_result(item: &mut Value, result: &str, ok: bool) {
+    if ok {
+        item["output"] = Value::String(result.to_string());
+        item["error"] = Value::Null;
+        item["status"] = Value::from("completed");
+    } else {
+        item["output"] = Value::Null;
+        item["error"] = Value::String(result.to_string());
+        item["status"] = Value::from("failed");
+    }
+}
+
 /// A page of `input_items`: newest first unless `order=asc`, after an item id.
 pub fn page_items(items: &[Value], limit: usize, after: Option<&str>, ascending: bool) -> Value {
     let ordered: Vec<&Value> = if ascending {
@@ -803,10 +1024,14 @@ mod tests {
         parse_request(&v, "hermes-agent")
     }
 
+    fn messages_of(r: &ResponsesRequest) -> (Vec<Message>, Vec<String>) {
+        to_messages(&r.input_items)
+    }
+
     #[test]
     fn string_and_item_inputs() {
         let r = parse(json!({"input": "hi"})).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(r.user.text(), "hi");
+        assert_eq!(messages_of(&r).0[0].text(), "hi");
         assert!(r.store && !r.stream);
         assert_eq!(
             r.input_items[0]["content"][0],
@@ -819,39 +1044,89 @@ mod tests {
             {"type":"function_call_output","call_id":"c1","output":"res"}
         ]}))
         .unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(r.system_extra.as_deref(), Some("Be brief."));
-        assert_eq!(r.user.role, Role::Tool);
-        assert_eq!(r.messages.len(), 2);
+        let (messages, system) = messages_of(&r);
+        assert_eq!(system, vec!["Be brief."]);
+        let (prefix, user) = split_input(messages).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(user.role, Role::Tool);
+        assert_eq!(prefix.len(), 2);
         assert!(
-            matches!(&r.messages[0].content, Some(Content::Parts(p)) if p[1]["image_url"]["url"] == "https://x/y.png")
+            matches!(&prefix[0].content, Some(Content::Parts(p)) if p[1]["image_url"]["url"] == "https://x/y.png")
         );
         assert_eq!(r.input_items.len(), 4);
     }
 
     #[test]
+    fn items_clients_send_back() {
+        let r = parse(json!({"input": [
+            {"type":"mcp_list_tools","server_label":"hermes","tools":[]},
+            {"type":"message","role":"user","content":"list files"},
+            {"type":"mcp_call","id":"mcp_1","server_label":"hermes","name":"terminal","arguments":"{\"command\":\"ls\"}","output":"a b","error":null,"status":"completed"},
+            {"type":"mcp_call","id":"mcp_2","name":"terminal","arguments":"{}","output":null,"error":"refused","status":"failed"},
+            {"type":"mcp_approval_request","id":"mcpr_1","server_label":"hermes","name":"terminal","arguments":"{}"},
+            {"type":"item_reference","id":"msg_9"},
+            {"type":"mcp_approval_response","approval_request_id":"mcpr_1","approve":false},
+            {"type":"reasoning","id":"rs_1","summary":[]},
+            "and now?"
+        ]}))
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(r.input_items.len(), 8, "reasoning carries nothing");
+        let (m, _) = to_messages(&r.input_items);
+        let shape: Vec<(Role, String)> = m.iter().map(|m| (m.role, m.text())).collect();
+        assert_eq!(
+            shape,
+            vec![
+                (Role::User, "list files".into()),
+                (Role::Assistant, "".into()),
+                (Role::Tool, "a b".into()),
+                (Role::Assistant, "".into()),
+                (Role::Tool, "Error: refused".into()),
+                (Role::User, "and now?".into()),
+            ]
+        );
+        assert_eq!(m[1].tool_calls[0].id, "mcp_1");
+        assert_eq!(m[2].tool_call_id.as_deref(), Some("mcp_1"));
+    }
+
+    #[test]
     fn errors() {
-        let e = parse(json!({})).err().map(|e| e.param).unwrap_or_default();
-        assert_eq!(e.as_deref(), Some("input"));
-        let e = parse(json!({"input": 5}))
-            .err()
-            .map(|e| e.param)
-            .unwrap_or_default();
-        assert_eq!(e.as_deref(), Some("input"));
+        let param = |v: Value| parse(v).err().and_then(|e| e.param);
+        assert_eq!(param(json!({})).as_deref(), Some("input"));
+        assert_eq!(param(json!({"input": 5})).as_deref(), Some("input"));
         let e = parse(json!({"input": "x", "conversation": "c", "previous_response_id": "resp_1"}))
             .err();
         assert_eq!(
             e.map(|e| e.message).as_deref(),
             Some("Cannot use both 'conversation' and 'previous_response_id'")
         );
-        let e = parse(json!({"input": [{"type":"item_reference","id":"x"}]}))
-            .err()
-            .map(|e| e.param)
-            .unwrap_or_default();
-        assert_eq!(e.as_deref(), Some("input[0].type"));
-        let e = parse(json!({"input": [{"role":"assistant","content":"x"}]}))
-            .err()
-            .map(|e| e.status.as_u16());
-        assert_eq!(e, Some(400));
+        assert_eq!(
+            param(json!({"input": [{"type":"item_reference"}]})).as_deref(),
+            Some("input[0].id")
+        );
+        assert_eq!(
+            param(json!({"input": [{"type":"mcp_call","arguments":"{}"}]})).as_deref(),
+            Some("input[0].name")
+        );
+        assert_eq!(
+            param(json!({"input": [{"type":"mcp_call","name":"t","arguments":{"a":1}}]}))
+                .as_deref(),
+            Some("input[0].arguments")
+        );
+        assert_eq!(
+            param(json!({"input": [{"type":"mcp_approval_response","approve":true}]})).as_deref(),
+            Some("input[0].approval_request_id")
+        );
+        assert_eq!(
+            param(json!({"input": [{"type":"mcp_approval_response","approval_request_id":"x","approve":"yes"}]}))
+                .as_deref(),
+            Some("input[0].approve")
+        );
+        assert_eq!(
+            param(json!({"input": [{"type":"web_search_call"}]})).as_deref(),
+            Some("input[0].type")
+        );
+        let r = parse(json!({"input": [{"role":"assistant","content":"x"}]}))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(split_input(to_messages(&r.input_items).0).is_err());
     }
 
     #[test]
@@ -873,14 +1148,6 @@ mod tests {
         let t = truncate(h, 5);
         assert_eq!(t.first().map(|m| m.role), Some(Role::User));
         assert_eq!(t.len(), 4);
-    }
-
-    #[test]
-    fn orphan_results_become_user_messages() {
-        let mut turn = vec![Message::tool_result("nope", "42")];
-        fix_orphan_tool_results(&[], &mut turn);
-        assert_eq!(turn[0].role, Role::User);
-        assert!(turn[0].text().contains("nope") && turn[0].text().contains("42"));
     }
 
     #[test]

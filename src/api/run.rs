@@ -19,12 +19,16 @@ use super::error::ApiError;
 use super::sampling::{ModelParams, check_tool_choice};
 use super::state::{AppState, OwnedSessionGuard, PendingSessions};
 use crate::actors::agent::{AgentActor, RunTurn};
-use crate::agent::{AgentEvent, EVENT_CHANNEL_CAPACITY, TurnInput, TurnOutcome, TurnStatus};
+use crate::agent::history::pair_tool_calls;
+use crate::agent::{
+    AgentEvent, EVENT_CHANNEL_CAPACITY, ResumedCall, TurnInput, TurnOutcome, TurnStatus,
+};
 use crate::config::ToolProgress;
 use crate::db::{Db, StoreError};
 use crate::metrics::Metrics;
 use crate::openai::Message;
 use crate::sessions;
+use crate::tools::{Approver, SessionTools};
 
 /// Longest `X-Hermes-Session-Id`.
 const MAX_SESSION_ID_LEN: usize = 256;
@@ -73,7 +77,13 @@ pub fn tool_progress(req: &HttpRequest, default: ToolProgress) -> ToolProgress {
 
 /// What a route asks for.
 pub struct RunRequest {
-    pub user: Message,
+    /// The new input; `None` when the turn only goes on from `resume`.
+    pub user: Option<Message>,
+    /// Calls of a paused turn the client answered (Responses approvals).
+    pub resume: Vec<ResumedCall>,
+    /// Dangerous commands wait for the client's approval in a later
+    /// request instead of being refused (`approvals.mode: ask`, Responses API).
+    pub defer_approvals: bool,
     pub system: Option<String>,
     /// History sent by the client (used unless a stored session has one).
     pub history: Vec<Message>,
@@ -101,7 +111,7 @@ struct Transcript {
     key: String,
     /// Messages before the user input that the store does not have yet.
     prefix: Vec<Message>,
-    user: Message,
+    user: Option<Message>,
     /// `None`: a session the client named, kept in the database.
     /// `Some`: a fresh id, remembered in memory until the client opts in.
     pending: Option<(PendingSessions, String)>,
@@ -161,7 +171,7 @@ impl Tail {
             return Ok(());
         }
         let mut msgs = t.prefix;
-        msgs.push(t.user);
+        msgs.extend(t.user);
         msgs.extend(outcome.messages.iter().cloned());
         match t.pending {
             Some((pending, id)) => {
@@ -270,12 +280,26 @@ impl Run {
                 (session_id, Some(guard), history, Some(transcript))
             }
         };
+        // Whatever the history's source, the model server gets every tool
+        // call answered and every result next to its call.
+        let open: Vec<String> = r.resume.iter().map(|c| c.call.id.clone()).collect();
+        let mut convo = history;
+        convo.extend(r.user.clone());
+        let mut convo = pair_tool_calls(convo, &open);
+        let user = if r.user.is_some() { convo.pop() } else { None };
+        let session_tools = SessionTools {
+            approver: r.defer_approvals.then_some(Approver::Defer),
+            ..SessionTools::default()
+        };
         // On this worker's own thread: no hop to another thread and back for
         // every event (workers are one per core, so runs still spread).
-        let agent = AgentActor::new(settings, history).start();
+        let agent = AgentActor::new(settings, convo)
+            .with_session(session_tools)
+            .start();
         let (tx, rx) = mpsc::channel(EVENT_CHANNEL_CAPACITY);
         let input = TurnInput {
-            user: r.user.clone(),
+            user,
+            resume: r.resume,
             system: r.system,
             stream: r.stream,
             sampling: r.params.sampling,

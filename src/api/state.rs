@@ -15,7 +15,7 @@ use crate::actors::agent::{AgentActor, Interrupt};
 use crate::actors::pool::ArbiterPool;
 use crate::actors::response_store::ResponseStoreActor;
 use crate::agent::AgentSettings;
-use crate::config::{Loaded, ToolProgress};
+use crate::config::{Loaded, ToolItems, ToolProgress};
 use crate::db::Db;
 use crate::metrics::Metrics;
 use crate::openai::Message;
@@ -100,6 +100,8 @@ pub struct Live {
     pub model_name: String,
     pub cors: Cors,
     pub tool_progress: ToolProgress,
+    /// How the Responses API shows tools the agent ran.
+    pub tool_items: ToolItems,
     pub max_body: usize,
     pub metrics_public: bool,
     /// Interval of SSE keep-alive comments.
@@ -125,6 +127,7 @@ impl Live {
             model_name: c.api_server.model_name.clone(),
             cors: Cors::new(&c.api_server.cors_origins),
             tool_progress: c.api_server.tool_progress,
+            tool_items: c.api_server.responses_tool_items,
             max_body: c.api_server.max_body_bytes,
             metrics_public: c.metrics.public,
             keep_alive: std::time::Duration::from_secs_f64(c.api_server.keep_alive),

@@ -279,6 +279,33 @@ pub enum ToolProgress {
     Reasoning,
 }
 
+/// How the Responses API shows the tools the agent ran.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ToolItems {
+    /// `mcp_call` items: tools run on the server, as OpenAI shows its own
+    /// (agent libraries do not try to run them).
+    #[default]
+    McpCall,
+    /// `function_call` + `function_call_output` pairs (the reference's shape;
+    /// Open WebUI draws tool cards from them).
+    FunctionCall,
+    /// Only the answer's message items.
+    None,
+}
+
+impl ToolItems {
+    /// From the `X-Hermes-Tool-Items` header value.
+    pub fn parse(v: &str) -> Option<Self> {
+        match v.trim().to_ascii_lowercase().as_str() {
+            "mcp_call" => Some(Self::McpCall),
+            "function_call" => Some(Self::FunctionCall),
+            "none" => Some(Self::None),
+            _ => None,
+        }
+    }
+}
+
 /// The OpenAI-compatible HTTP API.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -302,6 +329,9 @@ pub struct ApiServerConfig {
     pub max_body_bytes: usize,
     /// Default tool progress on streams: `off`, `events`, `reasoning`.
     pub tool_progress: ToolProgress,
+    /// How the Responses API shows tools the agent ran: `mcp_call`,
+    /// `function_call` or `none` (`X-Hermes-Tool-Items` overrides per request).
+    pub responses_tool_items: ToolItems,
     /// Seconds between SSE keep-alive comments on quiet streams (at most 15).
     pub keep_alive: f64,
     /// Seconds a client has to send a request body once its headers arrived.
@@ -327,6 +357,7 @@ impl Default for ApiServerConfig {
             max_concurrent_runs: 10,
             max_body_bytes: 10 * 1024 * 1024,
             tool_progress: ToolProgress::Off,
+            responses_tool_items: ToolItems::McpCall,
             keep_alive: 10.0,
             body_timeout: 30.0,
             session_cache_mb: 64,

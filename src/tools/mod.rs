@@ -31,14 +31,26 @@ const DEFAULT_TOOL_TIMEOUT: Duration = Duration::from_secs(60);
 pub struct ToolOutput {
     pub ok: bool,
     pub text: String,
+    /// The call did not run: it waits for an approval the client gives in a
+    /// later request (the reason it needs one). The turn pauses.
+    pub needs_approval: Option<String>,
 }
 
 impl ToolOutput {
+    /// A result as it is, successful or not.
+    pub fn new(ok: bool, text: String) -> Self {
+        Self {
+            ok,
+            text,
+            needs_approval: None,
+        }
+    }
     /// A successful result.
     pub fn ok(text: impl Into<String>) -> Self {
         Self {
             ok: true,
             text: text.into(),
+            needs_approval: None,
         }
     }
     /// A failure the model should read and work around.
@@ -46,6 +58,15 @@ impl ToolOutput {
         Self {
             ok: false,
             text: format!("Error: {}", text.into()),
+            needs_approval: None,
+        }
+    }
+    /// A call that waits for the client's approval (`reason`: why it needs one).
+    pub fn needs_approval(reason: impl Into<String>) -> Self {
+        Self {
+            ok: false,
+            text: String::new(),
+            needs_approval: Some(reason.into()),
         }
     }
 }
@@ -111,22 +132,31 @@ pub struct ApprovalRequest {
     pub reply: tokio::sync::oneshot::Sender<bool>,
 }
 
-/// The sending side of a session's approval requests (the session router
-/// asks the user and answers).
+/// Who answers a dangerous command under `approvals.mode: ask`.
 #[derive(Debug, Clone)]
-pub struct Approver(pub tokio::sync::mpsc::Sender<ApprovalRequest>);
+pub enum Approver {
+    /// The session's user, asked now (the session router asks and answers);
+    /// the tool waits for the answer.
+    Ask(tokio::sync::mpsc::Sender<ApprovalRequest>),
+    /// The API client, in a later request (the Responses API's
+    /// `mcp_approval_request`): the call does not run and the turn pauses.
+    Defer,
+}
 
 impl Approver {
     /// Asks the user; `Some(answer)`, or `None` when nobody answered in time
-    /// (or nobody can be asked).
+    /// (or nobody can be asked now).
     pub async fn ask(&self, command: &str, reason: &str) -> Option<bool> {
+        let Self::Ask(tx) = self else {
+            return None;
+        };
         let (reply, answer) = tokio::sync::oneshot::channel();
         let req = ApprovalRequest {
             command: command.to_string(),
             reason: reason.to_string(),
             reply,
         };
-        self.0.send(req).await.ok()?;
+        tx.send(req).await.ok()?;
         tokio::time::timeout(APPROVAL_TIMEOUT, answer)
             .await
             .ok()?
@@ -139,6 +169,8 @@ impl Approver {
 pub struct ToolContext {
     pub settings: Arc<ToolSettings>,
     pub session: SessionTools,
+    /// The user already approved this very call (a resumed approval).
+    pub approved: bool,
 }
 
 impl ToolContext {
@@ -316,6 +348,28 @@ impl Toolbox {
         &self.names
     }
 
+    /// Why this call must wait for the client's approval before it runs, if
+    /// it must: a dangerous command, `approvals.mode: ask`, a client that
+    /// answers later (the Responses API), and no approval given yet.
+    pub fn approval_needed(
+        &self,
+        name: &str,
+        arguments: &str,
+        ctx: &ToolContext,
+    ) -> Option<String> {
+        let defer = matches!(ctx.session.approver, Some(Approver::Defer));
+        if name != "terminal"
+            || !defer
+            || ctx.approved
+            || ctx.settings.approvals != ApprovalMode::Ask
+        {
+            return None;
+        }
+        let args: Value = serde_json::from_str(arguments).ok()?;
+        let command = args.get("command")?.as_str()?.trim();
+        ctx.settings.dangerous.check(command).map(String::from)
+    }
+
     /// Runs one tool call. Never panics on model input; every failure is text.
     pub async fn run(&self, name: &str, arguments: &str, ctx: &ToolContext) -> ToolOutput {
         if !self.names.contains(&name) {
@@ -353,8 +407,8 @@ impl Toolbox {
         };
         log::debug!("tool {name} ok={} {} chars", out.ok, out.text.len());
         ToolOutput {
-            ok: out.ok,
             text: cap_output(&out.text, ctx.settings.output_cap),
+            ..out
         }
     }
 }

@@ -13,6 +13,7 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 
 use super::{ToolContext, ToolOutput};
 use crate::config::ApprovalMode;
+use crate::tools::Approver;
 
 /// Bytes of stdout (and of stderr) kept; the rest is read and discarded.
 const MAX_STREAM_BYTES: usize = 1024 * 1024;
@@ -120,6 +121,9 @@ pub async fn run(a: TerminalArgs, ctx: &ToolContext) -> ToolOutput {
     }
     if let Some(why) = s.dangerous.check(command) {
         match s.approvals {
+            ApprovalMode::Ask if ctx.approved => {
+                log::info!("running a dangerous command ({why}): the client approved it")
+            }
             ApprovalMode::Off => {
                 log::warn!("running a dangerous command ({why}) because approvals.mode is off")
             }
@@ -130,6 +134,7 @@ pub async fn run(a: TerminalArgs, ctx: &ToolContext) -> ToolOutput {
                 ));
             }
             ApprovalMode::Ask => match &ctx.session.approver {
+                Some(Approver::Defer) => return ToolOutput::needs_approval(why),
                 Some(approver) => match approver.ask(command, why).await {
                     Some(true) => {
                         log::info!("running a dangerous command ({why}): the user approved it")
@@ -200,7 +205,7 @@ pub async fn run(a: TerminalArgs, ctx: &ToolContext) -> ToolOutput {
         (out, err, code) = &mut work => {
             // Finished on its own: background jobs it started may live on.
             guard.pgid = None;
-            ToolOutput { ok: code == Some(0), text: render(code, out, err) }
+            ToolOutput::new(code == Some(0), render(code, out, err))
         }
         _ = tokio::time::sleep(timeout) => {
             guard.kill();
@@ -212,7 +217,7 @@ pub async fn run(a: TerminalArgs, ctx: &ToolContext) -> ToolOutput {
             if let Ok((out, err, _)) = partial {
                 text.push_str(&render(None, out, err));
             }
-            ToolOutput { ok: false, text }
+            ToolOutput::new(false, text)
         }
     }
 }

@@ -158,10 +158,7 @@ pub async fn fetch(a: FetchArgs, ctx: &ToolContext) -> ToolOutput {
         return if status.is_success() {
             ToolOutput::ok(out)
         } else {
-            ToolOutput {
-                ok: false,
-                text: out,
-            }
+            ToolOutput::new(false, out)
         };
     }
     ToolOutput::err(format!("more than {MAX_REDIRECTS} redirects"))
