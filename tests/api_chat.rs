@@ -1304,20 +1304,7 @@ async fn a_stream_the_client_stops_is_recorded_interrupted_and_counted() {
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(res.status(), 200, "{}", body(&mut res).await);
     let msgs = app.fake.requests()[1].body["messages"].clone();
-    let texts: Vec<(String, String)> = msgs
-        .as_array()
-        .map(|m| {
-            m.iter()
-                .skip(1)
-                .map(|x| {
-                    (
-                        x["role"].as_str().unwrap_or("").to_string(),
-                        x["content"].as_str().unwrap_or("").to_string(),
-                    )
-                })
-                .collect()
-        })
-        .unwrap_or_default();
+    let texts = turns(&msgs);
     assert_eq!(
         texts[0],
         ("user".to_string(), "talk".to_string()),

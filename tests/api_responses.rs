@@ -905,20 +905,7 @@ async fn item_references_resolve_to_this_keys_stored_items() {
     let (s, r2, _) = create(&app, second.clone()).await;
     assert_eq!(s, 200, "{r2}");
     let sent = &app.fake.requests()[1].body["messages"];
-    let turns: Vec<(String, String)> = sent
-        .as_array()
-        .map(|m| {
-            m.iter()
-                .skip(1)
-                .map(|x| {
-                    (
-                        x["role"].as_str().unwrap_or("").to_string(),
-                        x["content"].as_str().unwrap_or("").to_string(),
-                    )
-                })
-                .collect()
-        })
-        .unwrap_or_default();
+    let turns = turns(sent);
     let pair = |a: &str, b: &str| (a.to_string(), b.to_string());
     assert_eq!(
         turns,

@@ -236,3 +236,22 @@ pub async fn raw_post_with(
         .unwrap_or_else(|e| panic!("{e}"));
     s
 }
+
+/// `(role, text content)` of every message an upstream request carried,
+/// the system prompt left out.
+pub fn turns(messages: &Value) -> Vec<(String, String)> {
+    messages
+        .as_array()
+        .map(|m| {
+            m.iter()
+                .skip(1)
+                .map(|x| {
+                    (
+                        x["role"].as_str().unwrap_or("").to_string(),
+                        x["content"].as_str().unwrap_or("").to_string(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
