@@ -14,6 +14,7 @@
 
 mod load;
 mod procs;
+mod sink;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -38,6 +39,7 @@ struct Plan {
     open_deltas: usize,
     open_gap: Duration,
     tool_turns: usize,
+    large_n: usize,
 }
 
 impl Plan {
@@ -54,6 +56,7 @@ impl Plan {
                 open_deltas: 3,
                 open_gap: Duration::from_millis(200),
                 tool_turns: 3,
+                large_n: 20,
             }
         } else {
             Self {
@@ -70,6 +73,7 @@ impl Plan {
                 open_deltas: 30,
                 open_gap: Duration::from_secs(1),
                 tool_turns: 20,
+                large_n: 300,
             }
         }
     }
@@ -489,6 +493,228 @@ async fn prompt_footprint(_: &Plan) -> Result<Figures, String> {
     ]))
 }
 
+/// Characters of a large input: an image, a tool call's arguments, its
+/// result, a Responses input. Two of them (the tool phase) stay under the
+/// default 10 MiB body limit.
+const LARGE_CHARS: usize = 4_000_000;
+/// Characters of the same inputs in the small requests.
+const SMALL_CHARS: usize = 1_000;
+/// Requests in flight at once in the large-input scenario.
+const LARGE_CONCURRENCY: usize = 4;
+
+/// `len` base64 characters from a xorshift generator: random enough that
+/// nothing compresses or is shared between requests.
+fn noise(len: usize, seed: u64) -> String {
+    const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut out = String::with_capacity(len);
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let mut v = x;
+        for _ in 0..10.min(len - out.len()) {
+            out.push(char::from(B64[(v & 63) as usize]));
+            v >>= 6;
+        }
+    }
+    out
+}
+
+/// The kinds of request of the large-input scenario.
+#[derive(Clone, Copy)]
+enum Input {
+    /// A chat completion whose last user message carries a `data:` image.
+    Image,
+    /// A chat completion whose history holds a tool call with large
+    /// arguments and its large result.
+    ToolHistory,
+    /// A stored Responses API request with a large input text.
+    Responses,
+}
+
+impl Input {
+    fn path(self) -> &'static str {
+        match self {
+            Input::Image | Input::ToolHistory => "/v1/chat/completions",
+            Input::Responses => "/v1/responses",
+        }
+    }
+
+    /// A request body with `chars` characters of noise (twice for the tool history).
+    fn body(self, chars: usize, seed: u64) -> String {
+        match self {
+            Input::Image => json!({"model": "hermes-agent", "messages": [{"role": "user", "content": [
+                {"type": "text", "text": "What is in this picture?"},
+                {"type": "image_url", "image_url": {"url": format!("data:image/png;base64,{}", noise(chars, seed))}},
+            ]}]}),
+            Input::ToolHistory => {
+                let args = json!({"path": "blob.b64", "content": noise(chars, seed)}).to_string();
+                json!({"model": "hermes-agent", "messages": [
+                    {"role": "user", "content": "Save this blob."},
+                    {"role": "assistant", "content": null, "tool_calls": [{"id": "call_blob", "type": "function",
+                        "function": {"name": "write_file", "arguments": args}}]},
+                    {"role": "tool", "tool_call_id": "call_blob", "content": noise(chars, !seed)},
+                    {"role": "user", "content": "Is it saved?"},
+                ]})
+            }
+            Input::Responses => json!({"model": "hermes-agent",
+                "input": format!("Summarise this: {}", noise(chars, seed))}),
+        }
+        .to_string()
+    }
+}
+
+/// Samples a process's `VmRSS` every 100 ms on its own thread and keeps the
+/// highest value seen.
+struct RssSampler {
+    peak_kib: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl RssSampler {
+    fn start(pid: u32) -> Self {
+        use std::sync::atomic::Ordering;
+        let peak_kib = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (peak, s) = (peak_kib.clone(), stop.clone());
+        std::thread::spawn(move || {
+            while !s.load(Ordering::Relaxed) {
+                peak.fetch_max(procs::rss_kib(pid).0, Ordering::Relaxed);
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        });
+        Self { peak_kib, stop }
+    }
+
+    fn peak_mib(&self) -> f64 {
+        self.peak_kib.load(std::sync::atomic::Ordering::Relaxed) as f64 / 1024.0
+    }
+}
+
+impl Drop for RssSampler {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// `n` requests of the `kinds` in turn, `LARGE_CONCURRENCY` at a time, each
+/// body built just before it is sent (so the bench holds only a few).
+async fn send_inputs(
+    base: &str,
+    kinds: &[Input],
+    n: usize,
+    chars: usize,
+    seed: u64,
+) -> Vec<load::Sample> {
+    let c = load::client();
+    let next = std::rc::Rc::new(std::cell::Cell::new(0usize));
+    let samples = std::rc::Rc::new(std::cell::RefCell::new(Vec::with_capacity(n)));
+    let mut workers = Vec::new();
+    for _ in 0..LARGE_CONCURRENCY {
+        let (c, next, samples, kinds) = (c.clone(), next.clone(), samples.clone(), kinds.to_vec());
+        let base = base.to_string();
+        workers.push(tokio::task::spawn_local(async move {
+            loop {
+                let i = next.get();
+                if i >= n {
+                    break;
+                }
+                next.set(i + 1);
+                let kind = kinds[i % kinds.len()];
+                let target = Target {
+                    url: format!("{base}{}", kind.path()),
+                    key: Some(procs::KEY.into()),
+                };
+                let body = kind.body(chars, seed.wrapping_add(i as u64));
+                let s = load::plain(&c, &target, &body).await;
+                samples.borrow_mut().push(s);
+            }
+        }));
+    }
+    for w in workers {
+        let _ = w.await;
+    }
+    samples.take()
+}
+
+/// Large inputs (4 MB images, tool calls and results in the history,
+/// Responses inputs), then small ones: the gateway's RSS at each step and
+/// after it settles.
+async fn large_inputs(p: &Plan) -> Result<Figures, String> {
+    let reply = match Reply::completion("ok", "stop", (10, 1)) {
+        Reply::Json { body, .. } => body.to_string(),
+        _ => return Err("Reply::completion is not JSON".into()),
+    };
+    let upstream = sink::SinkUpstream::start(200, &reply)?;
+    let gw = procs::start_gateway(Some(&upstream.url()), &[]).await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mib = || procs::rss_kib(gw.pid).0 as f64 / 1024.0;
+    let idle = mib();
+    let sampler = RssSampler::start(gw.pid);
+    let started = Instant::now();
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(1);
+    let n = p.large_n;
+    let phases: [(&str, &[Input], usize, usize); 4] = [
+        ("rss_1_after_images_mib", &[Input::Image], n, LARGE_CHARS),
+        (
+            "rss_2_after_tool_history_mib",
+            &[Input::ToolHistory],
+            n,
+            LARGE_CHARS,
+        ),
+        (
+            "rss_3_after_responses_mib",
+            &[Input::Responses],
+            n,
+            LARGE_CHARS,
+        ),
+        (
+            "rss_4_after_small_mib",
+            &[Input::Image, Input::ToolHistory, Input::Responses],
+            3 * n,
+            SMALL_CHARS,
+        ),
+    ];
+    let mut figures = BTreeMap::from([("rss_0_idle_mib", idle)]);
+    let mut sent = 0;
+    for (k, (name, kinds, count, chars)) in phases.into_iter().enumerate() {
+        let samples = send_inputs(&gw.base, kinds, count, chars, seed ^ ((k as u64) << 32)).await;
+        let bad = samples.iter().filter(|s| !s.ok).count();
+        if bad > 0 || samples.len() != count {
+            return Err(format!(
+                "{name}: {bad} of {count} requests failed: {}",
+                load::failure_summary(&samples)
+            ));
+        }
+        sent += count;
+        figures.insert(name, mib());
+    }
+    let wall = started.elapsed().as_secs_f64();
+    if upstream.requests() < sent {
+        return Err(format!(
+            "the upstream saw {} calls for {sent} requests",
+            upstream.requests()
+        ));
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    figures.insert("rss_5_final_mib", mib());
+    figures.insert("rss_peak_sampled_mib", sampler.peak_mib().max(mib()));
+    figures.insert("rss_peak_hwm_mib", procs::rss_kib(gw.pid).1 as f64 / 1024.0);
+    let (bytes, largest) = upstream.body_bytes();
+    figures.insert("requests", sent as f64);
+    figures.insert(
+        "upstream_largest_body_mib",
+        largest as f64 / (1 << 20) as f64,
+    );
+    figures.insert("upstream_total_gib", bytes as f64 / (1u64 << 30) as f64);
+    figures.insert("wall_s", wall);
+    Ok(figures)
+}
+
 /// A scenario: name, target text, run function.
 type Scenario = (
     &'static str,
@@ -533,6 +759,11 @@ const SCENARIOS: &[Scenario] = &[
         "response_store",
         "100 000 stored: GET p99 <= 1 ms cached, <= 5 ms from disk; restart to ready <= 1 s",
         response_store
+    ),
+    scenario!(
+        "large_inputs",
+        "RSS < 200 MB after 300 large (4 MB) and 300 small requests of each kind, settled",
+        large_inputs
     ),
 ];
 
