@@ -10,14 +10,25 @@
 //!   out by editing a message, and alone decides when it is delivered.
 //! - [`telegram::TelegramActor`]: one when Telegram is configured; the only
 //!   thing that talks to the Bot API (polling or webhook, sends, edits).
-//! - [`outbox`]: the messages every platform actor accepts (send, edit,
-//!   typing) and the platform-neutral handle to them.
+//! - [`courier::CourierActor`]: one per platform; every outgoing message
+//!   (pacing, rate limits, retries, plain-text fallback, metrics).
+//! - [`outbox`]: the outgoing messages (send, edit, typing) and the
+//!   platform-neutral handle to a courier.
 //! - [`pool::ArbiterPool`]: the worker threads actors are spread over.
+//! - [`hook`]: inbound HTTP hooks (webhooks, signed requests) to platform actors.
+//! - [`start`]: what a platform gets to start with and hands back.
+//! - [`turn_driver`]: the task (not an actor) that drives one chat turn.
 
 pub mod agent;
+pub mod courier;
+#[cfg(test)]
+pub mod fake_chat;
+pub mod hook;
 pub mod outbox;
 pub mod pool;
 pub mod response_store;
 pub mod session_router;
+pub mod start;
 pub mod stream_preview;
 pub mod telegram;
+pub mod turn_driver;

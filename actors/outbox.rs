@@ -1,18 +1,19 @@
-//! The messages every platform actor (Telegram today; Discord and Slack
-//! follow) accepts for outgoing traffic, and [`Outbox`], the platform-neutral
-//! handle the session router and stream previews write through. Only
-//! platform actors talk to their platform; everything else holds an `Outbox`.
+//! The messages of outgoing chat traffic, and [`Outbox`], the handle the
+//! session router, the turn driver and stream previews write through. An
+//! outbox carries its platform's [`Capabilities`] with it, so nothing that
+//! holds one needs to know which platform it is. Platforms' couriers (and
+//! test doubles) answer these messages.
 
 use actix::prelude::*;
 
-use crate::platforms::{ChatRef, Format, Limits, PlatformError};
+use crate::platforms::{Capabilities, ChatRef, Format, PlatformError};
 
 /// Sends a new message; answers its platform id.
 /// Sent by: the stream preview (first frame, overflow, fallback tail, final
 /// answer) and the session router (notices, command replies).
 ///
-/// The platform actor paces it per chat and retries it through rate limits
-/// (a final answer is never dropped because of one).
+/// The courier paces it per chat and retries it through rate limits (a
+/// final answer is never dropped because of one).
 #[derive(Message, Debug, Clone)]
 #[rtype(result = "Result<String, PlatformError>")]
 pub struct SendText {
@@ -36,7 +37,7 @@ pub struct EditText {
 }
 
 /// Shows the typing indicator once (it expires by itself after a few seconds).
-/// Sent by: the session router's turn driver, refreshed while a turn runs.
+/// Sent by: the turn driver, refreshed at the platform's cadence.
 #[derive(Message, Debug, Clone)]
 #[rtype(result = "()")]
 pub struct Typing {
@@ -46,40 +47,42 @@ pub struct Typing {
 /// A platform's outgoing side, as the rest of the gateway sees it.
 #[derive(Clone)]
 pub struct Outbox {
-    /// `telegram`, `discord`, `slack`.
+    /// The platform's registry name (logs and metrics).
     pub platform: &'static str,
-    pub limits: Limits,
+    /// What the platform can do: length, editing, typing, markup, pacing.
+    pub caps: Capabilities,
     pub send: Recipient<SendText>,
     pub edit: Recipient<EditText>,
     pub typing: Recipient<Typing>,
 }
 
 impl Outbox {
-    /// The outbox of a platform actor.
-    pub fn of<A>(platform: &'static str, limits: Limits, addr: &Addr<A>) -> Self
+    /// The outbox over an actor that answers the three messages (a courier,
+    /// or a test double).
+    pub fn of<A>(platform: &'static str, caps: Capabilities, addr: &Addr<A>) -> Self
     where
         A: Actor<Context = Context<A>> + Handler<SendText> + Handler<EditText> + Handler<Typing>,
     {
         Self {
             platform,
-            limits,
+            caps,
             send: addr.clone().recipient(),
             edit: addr.clone().recipient(),
             typing: addr.clone().recipient(),
         }
     }
 
-    /// Sends a text, split to the platform's limit; answers the id of the
-    /// last part. Used for notices and whole answers.
+    /// Sends a text, split to the platform's limit; answers the ids of
+    /// every part, in order. Used for notices and whole answers.
     pub async fn send_split(
         &self,
         chat: &ChatRef,
         text: &str,
         format: Format,
         reply_to: Option<String>,
-    ) -> Result<String, PlatformError> {
-        let parts = crate::platforms::split::split(text, self.limits.max_len, self.limits.measure);
-        let mut last = String::new();
+    ) -> Result<Vec<String>, PlatformError> {
+        let parts = crate::platforms::split::split(text, self.caps.max_len, self.caps.measure);
+        let mut ids = Vec::with_capacity(parts.len());
         for (i, part) in parts.into_iter().enumerate() {
             if part.trim().is_empty() {
                 continue;
@@ -91,12 +94,13 @@ impl Outbox {
                 // Only the first part is a reply; the rest follow it.
                 reply_to: if i == 0 { reply_to.clone() } else { None },
             };
-            last = self
+            let id = self
                 .send
                 .send(msg)
                 .await
-                .map_err(|e| PlatformError::Unavailable(format!("platform actor: {e}")))??;
+                .map_err(|e| PlatformError::Unavailable(format!("platform courier: {e}")))??;
+            ids.push(id);
         }
-        Ok(last)
+        Ok(ids)
     }
 }

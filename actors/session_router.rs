@@ -25,7 +25,7 @@
 //! Idle sessions leave memory after [`EVICT_AFTER`] (their history stays in
 //! the database); the router lives as long as the gateway.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -34,53 +34,46 @@ use actix::prelude::*;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
-use super::agent::{AgentActor, Interrupt, RunTurn};
-use super::outbox::{Outbox, Typing};
+use super::agent::{AgentActor, Interrupt};
+use super::outbox::Outbox;
 use super::pool::ArbiterPool;
-use super::stream_preview::{self, End, Finish, PreviewSettings, StreamPreviewActor};
-use crate::agent::{
-    AgentEvent, AgentSettings, EVENT_CHANNEL_CAPACITY, TurnInput, TurnOutcome, TurnStatus,
-};
+use super::stream_preview::PreviewSettings;
+use super::turn_driver::{self, Driven, Driver};
+use crate::agent::{AgentSettings, TurnOutcome, TurnStatus};
 use crate::config::{BusyPolicy, Loaded};
+use crate::conversation::commands::{self, Command, HELP};
+use crate::conversation::session::{Admit, Session};
 use crate::db::Db;
 use crate::metrics::Metrics;
 use crate::openai::Message;
 use crate::platforms::access::{Allowlist, DenyNotices};
-use crate::platforms::{ChatKind, ChatRef, Format, Inbound};
+use crate::platforms::{ChatKind, Format, Inbound};
 use crate::tools::{ApprovalRequest, Approver, SessionTools};
 use crate::upstream::UpstreamSettings;
 
-/// The typing indicator is refreshed this often while a turn runs (Telegram's expires after 5 s).
-pub const TYPING_EVERY: Duration = Duration::from_secs(4);
 /// Sessions idle this long leave memory (their history stays on disk).
 pub const EVICT_AFTER: Duration = Duration::from_secs(3600);
 /// How often idle sessions are looked for.
 const SWEEP_EVERY: Duration = Duration::from_secs(300);
 /// Dangerous commands waiting for an answer, per session, before the agent waits.
 const APPROVAL_QUEUE: usize = 4;
-/// The chat platforms whose sessions this router serves.
-const CHAT_PLATFORMS: &[&str] = &["telegram", "discord", "slack"];
-
-/// `/help`.
-const HELP: &str = "Commands:\n\
-/new or /reset: start a new conversation\n\
-/stop: interrupt the running answer\n\
-/status: this conversation's age, size, token usage and model\n\
-/model: the model in use\n\
-/title <text>: name this conversation\n\
-/approve, /deny: answer a pending request to run a dangerous command\n\
-/help: this list\n\
-Anything else goes to the agent.";
 /// Said to messages that arrive while the gateway shuts down.
 const DRAINING_REPLY: &str = "Restarting, please resend in a moment.";
+
+/// The router's settings for one platform.
+#[derive(Clone)]
+pub struct PlatformSettings {
+    /// The agent, or why there is no upstream.
+    pub agent: Result<Arc<AgentSettings>, String>,
+    pub allow: Allowlist,
+    pub preview: PreviewSettings,
+}
 
 /// The router's settings; replaced as a whole on reload.
 #[derive(Clone)]
 pub struct RouterSettings {
-    /// Agent settings per platform, or why there is no upstream.
-    pub agents: HashMap<&'static str, Result<Arc<AgentSettings>, String>>,
-    pub allow: HashMap<&'static str, Allowlist>,
-    pub preview: HashMap<&'static str, PreviewSettings>,
+    /// Per platform, by registry name.
+    pub platforms: HashMap<&'static str, PlatformSettings>,
     pub busy: BusyPolicy,
     /// `None`: sessions never expire.
     pub idle: Option<Duration>,
@@ -88,7 +81,7 @@ pub struct RouterSettings {
 }
 
 impl RouterSettings {
-    /// From a loaded configuration.
+    /// From a loaded configuration: every platform of the registry.
     pub fn from_loaded(loaded: &Loaded) -> Self {
         let c = &loaded.config;
         let upstream = UpstreamSettings::from_config(c);
@@ -96,39 +89,32 @@ impl RouterSettings {
             .as_ref()
             .map(|u| u.model.clone())
             .unwrap_or_default();
-        let mut agents = HashMap::new();
-        let mut allow = HashMap::new();
-        let mut preview = HashMap::new();
-        for &p in CHAT_PLATFORMS {
-            let settings = upstream.clone().map(|u| {
-                Arc::new(AgentSettings::for_front_door(
-                    loaded,
-                    p,
-                    u,
-                    &c.toolsets_for(p),
-                ))
-            });
-            agents.insert(p, settings);
-            let pc = match p {
-                "telegram" => &c.telegram,
-                "discord" => &c.discord,
-                _ => &c.slack,
-            };
-            allow.insert(p, Allowlist::from_config(c, p, pc));
-            preview.insert(
-                p,
-                PreviewSettings {
-                    live: c.streaming.enabled_for(p),
-                    min_tokens: c.streaming.min_tokens,
-                    edit_interval: Duration::from_secs_f64(c.streaming.edit_interval),
-                    cursor: c.streaming.cursor.clone(),
-                },
-            );
-        }
+        let platforms = crate::platforms::ALL
+            .iter()
+            .map(|p| {
+                let agent = upstream.clone().map(|u| {
+                    Arc::new(AgentSettings::for_front_door(
+                        loaded,
+                        p.name,
+                        u,
+                        &c.toolsets_for(p.name),
+                    ))
+                });
+                let settings = PlatformSettings {
+                    agent,
+                    allow: Allowlist::from_config(c, p.name),
+                    preview: PreviewSettings {
+                        live: c.streaming.enabled_for(p.name),
+                        min_tokens: c.streaming.min_tokens,
+                        edit_interval: Duration::from_secs_f64(c.streaming.edit_interval),
+                        cursor: c.streaming.cursor.clone(),
+                    },
+                };
+                (p.name, settings)
+            })
+            .collect();
         Self {
-            agents,
-            allow,
-            preview,
+            platforms,
             busy: c.gateway.busy_policy,
             idle: (c.gateway.session_idle_minutes > 0)
                 .then(|| Duration::from_secs(c.gateway.session_idle_minutes * 60)),
@@ -191,33 +177,41 @@ pub struct RouterStats {
     pub sessions: AtomicUsize,
 }
 
-/// One chat's session.
-struct Session {
+/// One chat's session: its state machine plus what lives beside it.
+struct Entry {
+    state: Session<Incoming>,
     agent: Option<Addr<AgentActor>>,
-    /// Bumped by every reset; turns of an older generation are not stored.
-    generation: u64,
-    /// A turn is starting or running.
-    busy: bool,
-    queue: VecDeque<Incoming>,
-    last_active: Instant,
     /// The dangerous command waiting for `/approve` or `/deny`.
     approval: Option<oneshot::Sender<bool>>,
     /// Where the latest message came from (approval prompts go there).
     last: Option<Incoming>,
 }
 
-impl Session {
+impl Entry {
     fn new() -> Self {
         Self {
+            state: Session::new(Instant::now()),
             agent: None,
-            generation: 0,
-            busy: false,
-            queue: VecDeque::new(),
-            last_active: Instant::now(),
             approval: None,
             last: None,
         }
     }
+
+    /// Interrupts the running turn, if any.
+    fn interrupt(&self) {
+        if let Some(a) = &self.agent {
+            a.do_send(Interrupt);
+        }
+    }
+}
+
+/// Messages that piled up behind an interrupted turn, as one input: the
+/// texts joined, answered as a reply to the last.
+fn merge(earlier: Vec<Incoming>, mut last: Incoming) -> Incoming {
+    let mut texts: Vec<String> = earlier.into_iter().map(|i| i.msg.text).collect();
+    texts.push(std::mem::take(&mut last.msg.text));
+    last.msg.text = texts.join("\n\n");
+    last
 }
 
 /// The router.
@@ -227,7 +221,7 @@ pub struct SessionRouter {
     pool: ArbiterPool,
     metrics: Arc<Metrics>,
     stats: Arc<RouterStats>,
-    sessions: HashMap<String, Session>,
+    sessions: HashMap<String, Entry>,
     denied: DenyNotices,
     draining: bool,
 }
@@ -254,11 +248,17 @@ impl SessionRouter {
     }
 
     fn count(&self) {
-        let turns = self.sessions.values().filter(|s| s.busy).count();
+        let turns = self.sessions.values().filter(|s| s.state.is_busy()).count();
         self.stats.turns.store(turns, Ordering::Relaxed);
         self.stats
             .sessions
             .store(self.sessions.len(), Ordering::Relaxed);
+    }
+
+    fn entry(&mut self, key: &str) -> &mut Entry {
+        self.sessions
+            .entry(key.to_string())
+            .or_insert_with(Entry::new)
     }
 
     /// Sends a notice to the chat of `inc` without waiting for it.
@@ -279,67 +279,41 @@ impl SessionRouter {
         });
     }
 
-    /// Handles a command, if `text` is one; false for anything else.
-    fn command(&mut self, key: &str, inc: &Incoming) -> bool {
-        let text = inc.msg.text.trim();
-        let Some(first) = text
-            .split_whitespace()
-            .next()
-            .filter(|w| w.starts_with('/'))
-        else {
-            return false;
-        };
-        // `/new@my_bot` in groups names the bot.
-        let word = first
-            .split('@')
-            .next()
-            .unwrap_or(first)
-            .to_ascii_lowercase();
-        let arg = text[first.len()..].trim().to_string();
-        let session = self
-            .sessions
-            .entry(key.to_string())
-            .or_insert_with(Session::new);
-        match word.as_str() {
-            "/new" | "/reset" => {
-                session.generation += 1;
-                if let Some(a) = session.agent.take()
-                    && session.busy
-                {
-                    a.do_send(Interrupt);
+    /// Answers a command, at once, even while a turn runs.
+    fn command(&mut self, key: &str, cmd: Command, inc: &Incoming) {
+        let model = self.model();
+        let db = self.db.clone();
+        let entry = self.entry(key);
+        match cmd {
+            Command::New => {
+                if entry.state.reset(Instant::now()) {
+                    entry.interrupt();
                 }
-                session.queue.clear();
-                session.approval.take();
-                session.last_active = Instant::now();
-                let db = self.db.clone();
-                let (key2, inc2) = (key.to_string(), inc.clone());
+                entry.agent = None;
+                entry.approval = None;
+                let (key, inc) = (key.to_string(), inc.clone());
                 actix::spawn(async move {
-                    if let Err(e) = crate::sessions::reset(&db, &key2).await {
-                        log::warn!("session {key2}: reset failed: {e}");
+                    if let Err(e) = crate::sessions::reset(&db, &key).await {
+                        log::warn!("session {key}: reset failed: {e}");
                     }
-                    Self::reply(&inc2, "✨ New conversation started.".into());
+                    Self::reply(&inc, "✨ New conversation started.".into());
                 });
             }
-            "/stop" => {
-                session.queue.clear();
-                if let Some(tx) = session.approval.take() {
+            Command::Stop => {
+                if let Some(tx) = entry.approval.take() {
                     let _ = tx.send(false);
                 }
-                let text = match (&session.agent, session.busy) {
-                    (Some(a), true) => {
-                        a.do_send(Interrupt);
-                        "⚡ Stopping."
-                    }
-                    _ => "Nothing is running.",
+                let text = if entry.state.stop() && entry.agent.is_some() {
+                    entry.interrupt();
+                    "⚡ Stopping."
+                } else {
+                    "Nothing is running."
                 };
                 Self::reply(inc, text.into());
             }
-            "/approve" | "/deny" => {
-                let yes = word == "/approve";
-                let answered = session
-                    .approval
-                    .take()
-                    .is_some_and(|tx| tx.send(yes).is_ok());
+            Command::Approve | Command::Deny => {
+                let yes = cmd == Command::Approve;
+                let answered = entry.approval.take().is_some_and(|tx| tx.send(yes).is_ok());
                 let text = match (answered, yes) {
                     (true, true) => "✅ Approved: running it.",
                     (true, false) => "❌ Denied.",
@@ -347,58 +321,52 @@ impl SessionRouter {
                 };
                 Self::reply(inc, text.into());
             }
-            "/help" => Self::reply(inc, HELP.into()),
-            "/model" => Self::reply(inc, format!("Model: {}", self.model())),
-            "/title" => {
-                if arg.is_empty() {
-                    let (db, key2, inc2) = (self.db.clone(), key.to_string(), inc.clone());
-                    actix::spawn(async move {
-                        let title = crate::sessions::info(&db, &key2)
+            Command::Help => Self::reply(inc, HELP.into()),
+            Command::Model => Self::reply(inc, format!("Model: {model}")),
+            Command::Title(title) => {
+                let (key, inc) = (key.to_string(), inc.clone());
+                actix::spawn(async move {
+                    let text = if title.is_empty() {
+                        match crate::sessions::info(&db, &key)
                             .await
                             .ok()
                             .flatten()
-                            .and_then(|i| i.title);
-                        Self::reply(
-                            &inc2,
-                            match title {
-                                Some(t) => format!("This conversation is titled: {t}"),
-                                None => {
-                                    "This conversation has no title. Name it with /title <text>."
-                                        .into()
-                                }
-                            },
-                        );
-                    });
-                } else {
-                    let (db, key2, inc2) = (self.db.clone(), key.to_string(), inc.clone());
-                    actix::spawn(async move {
-                        let text = match crate::sessions::set_title(&db, &key2, &arg).await {
-                            Ok(()) => format!("Titled: {arg}"),
+                            .and_then(|i| i.title)
+                        {
+                            Some(t) => format!("This conversation is titled: {t}"),
+                            None => {
+                                "This conversation has no title. Name it with /title <text>.".into()
+                            }
+                        }
+                    } else {
+                        match crate::sessions::set_title(&db, &key, &title).await {
+                            Ok(()) => format!("Titled: {title}"),
                             Err(e) => {
-                                log::warn!("session {key2}: cannot set the title: {e}");
+                                log::warn!("session {key}: cannot set the title: {e}");
                                 "Could not save the title; try again.".into()
                             }
-                        };
-                        Self::reply(&inc2, text);
-                    });
-                }
+                        }
+                    };
+                    Self::reply(&inc, text);
+                });
             }
-            "/status" => {
-                let running = session.busy;
-                let (db, key2, inc2, model) =
-                    (self.db.clone(), key.to_string(), inc.clone(), self.model());
+            Command::Status => {
+                let running = entry.state.is_busy();
+                let (key, inc) = (key.to_string(), inc.clone());
                 actix::spawn(async move {
-                    let info = crate::sessions::info(&db, &key2)
+                    let info = crate::sessions::info(&db, &key)
                         .await
                         .ok()
                         .flatten()
                         .unwrap_or_default();
-                    Self::reply(&inc2, status_text(&key2, &info, &model, running));
+                    let now = crate::clock::unix_now();
+                    Self::reply(
+                        &inc,
+                        commands::status_text(&key, &info, &model, running, now),
+                    );
                 });
             }
-            _ => return false,
         }
-        true
     }
 
     fn model(&self) -> String {
@@ -409,42 +377,44 @@ impl SessionRouter {
         }
     }
 
-    /// Starts a turn for `inc` in session `key` (which is idle).
+    /// Starts a turn for `inc` in session `key` (which `admit` made busy).
     fn start_turn(&mut self, key: String, inc: Incoming, ctx: &mut Context<Self>) {
-        let Some(session) = self.sessions.get_mut(&key) else {
+        let Some(ps) = self.settings.platforms.get(inc.msg.platform).cloned() else {
+            log::error!(
+                "{}: no settings for this platform; message dropped",
+                inc.msg.platform
+            );
+            if let Some(e) = self.sessions.get_mut(&key) {
+                e.state.abandon();
+            }
             return;
         };
-        let platform = inc.msg.platform;
-        let (Some(agent_settings), Some(preview)) = (
-            self.settings.agents.get(platform),
-            self.settings.preview.get(platform).cloned(),
-        ) else {
-            log::error!("{platform}: no settings for this platform; message dropped");
+        let Some(entry) = self.sessions.get_mut(&key) else {
             return;
         };
-        let settings = match agent_settings {
-            Ok(s) => s.clone(),
+        let settings = match ps.agent {
+            Ok(s) => s,
             Err(reason) => {
+                entry.state.abandon();
                 Self::reply(&inc, format!("⚠️ The agent is not available: {reason}"));
                 return;
             }
         };
-        session.busy = true;
-        session.last = Some(inc.clone());
-        let generation = session.generation;
+        entry.last = Some(inc.clone());
+        let generation = entry.state.generation();
         let idle = self.settings.idle;
         // How long the session has been idle, when that is long enough to
         // start fresh: judged in memory for a loaded session, by its last
         // stored turn otherwise.
-        let idle_in_memory = session
+        let idle_in_memory = entry
             .agent
             .as_ref()
-            .map(|_| session.last_active.elapsed().as_secs())
-            .filter(|secs| idle.is_some_and(|d| *secs >= d.as_secs()));
+            .and_then(|_| entry.state.stale_for(Instant::now(), idle))
+            .map(|d| d.as_secs());
         if idle_in_memory.is_some() {
-            session.agent = None;
+            entry.agent = None;
         }
-        let need_agent = session.agent.is_none();
+        let need_agent = entry.agent.is_none();
         let db = self.db.clone();
         let key2 = key.clone();
         let load = async move {
@@ -467,14 +437,15 @@ impl SessionRouter {
             Ok::<_, crate::db::StoreError>((Some(history), None))
         };
         ctx.spawn(load.into_actor(self).map(move |res, act, ctx| {
-            let Some(session) = act.sessions.get_mut(&key) else {
+            let pool = act.pool.clone();
+            let Some(entry) = act.sessions.get_mut(&key) else {
                 return;
             };
             let (mut history, stale) = match res {
                 Ok(x) => x,
                 Err(e) => {
                     log::error!("session {key}: cannot load its history: {e}");
-                    session.busy = false;
+                    entry.state.abandon();
                     Self::reply(
                         &inc,
                         "⚠️ The conversation store failed; try again in a moment.".into(),
@@ -483,12 +454,12 @@ impl SessionRouter {
                     return;
                 }
             };
-            if session.generation != generation {
+            if entry.state.generation() != generation {
                 // Reset (`/new`) while loading: the agent, if any, was
                 // dropped; start empty.
                 history = Some(Vec::new());
             }
-            let agent = match (&session.agent, history) {
+            let agent = match (&entry.agent, history) {
                 (Some(a), _) => a.clone(),
                 (None, history) => {
                     let (tx, rx) = mpsc::channel(APPROVAL_QUEUE);
@@ -497,82 +468,44 @@ impl SessionRouter {
                         ..SessionTools::default()
                     };
                     let a = AgentActor::start_for_session(
-                        &act.pool,
+                        &pool,
                         settings,
                         history.unwrap_or_default(),
                         tools,
                     );
                     forward_approvals(key.clone(), rx, ctx.address());
-                    session.agent = Some(a.clone());
+                    entry.agent = Some(a.clone());
                     a
                 }
             };
             let notice = stale.map(|secs| {
                 format!(
                     "Started a new conversation after {} of inactivity.",
-                    human_duration(secs)
+                    commands::human_duration(secs)
                 )
             });
+            log::debug!("{}: answering in {key}", inc.out.platform);
             let driver = Driver {
                 agent,
-                inc,
-                preview,
-                pool: act.pool.clone(),
-                router: ctx.address(),
-                key: key.clone(),
-                generation: session.generation,
+                msg: inc.msg,
+                out: inc.out,
+                preview: ps.preview,
+                pool,
                 notice,
-                metrics: act.metrics.clone(),
             };
-            actix::spawn(driver.run());
+            let (router, generation) = (ctx.address(), entry.state.generation());
+            turn_driver::spawn(driver, move |d: Driven| {
+                router.do_send(TurnDone {
+                    key,
+                    generation,
+                    user: d.user,
+                    outcome: Box::new(d.outcome),
+                });
+            });
             act.count();
         }));
         self.count();
     }
-}
-
-/// `/status` text.
-fn status_text(
-    key: &str,
-    info: &crate::sessions::SessionInfo,
-    model: &str,
-    running: bool,
-) -> String {
-    let age = if info.created_at == 0 {
-        "new".to_string()
-    } else {
-        format!(
-            "started {} ago",
-            human_duration(crate::clock::unix_now().saturating_sub(info.created_at))
-        )
-    };
-    let mut s = format!(
-        "Session: {key}\nAge: {age}\nMessages: {}\nTurns: {}\nTokens: {} prompt, {} completion ({} total)\nModel: {model}\nTurn running: {}",
-        info.messages,
-        info.turns,
-        info.prompt_tokens,
-        info.completion_tokens,
-        info.prompt_tokens + info.completion_tokens,
-        if running { "yes" } else { "no" },
-    );
-    if let Some(t) = &info.title {
-        s.push_str(&format!("\nTitle: {t}"));
-    }
-    s
-}
-
-/// "3 hours", "25 minutes", "2 days".
-pub fn human_duration(secs: u64) -> String {
-    let (n, unit) = if secs >= 2 * 86_400 {
-        (secs / 86_400, "day")
-    } else if secs >= 2 * 3600 {
-        (secs / 3600, "hour")
-    } else if secs >= 120 {
-        (secs / 60, "minute")
-    } else {
-        (secs, "second")
-    };
-    format!("{n} {unit}{}", if n == 1 { "" } else { "s" })
 }
 
 /// Forwards a session's approval requests to the router (bounded by the
@@ -592,142 +525,14 @@ fn forward_approvals(
     });
 }
 
-/// Drives one turn: agent events to the stream preview, typing refreshes,
-/// delivery, then `TurnDone`.
-struct Driver {
-    agent: Addr<AgentActor>,
-    inc: Incoming,
-    preview: PreviewSettings,
-    pool: ArbiterPool,
-    router: Addr<SessionRouter>,
-    key: String,
-    generation: u64,
-    notice: Option<String>,
-    metrics: Arc<Metrics>,
-}
-
-impl Driver {
-    async fn run(self) {
-        let Driver {
-            agent,
-            inc,
-            preview,
-            pool,
-            router,
-            key,
-            generation,
-            notice,
-            metrics,
-        } = self;
-        let (out, chat) = (inc.out.clone(), inc.msg.chat.clone());
-        let reply_to = Some(inc.msg.message_id.clone());
-        if let Some(n) = notice
-            && let Err(e) = out
-                .send_split(&chat, &n, Format::Plain, reply_to.clone())
-                .await
-        {
-            log::warn!(
-                "{}: could not send the idle-reset notice: {e}",
-                out.platform
-            );
-        }
-        let user = Message::user(inc.msg.text.clone());
-        let live = preview.live && out.limits.can_edit;
-        log::debug!(
-            "{}: answering in {key} (live preview: {live})",
-            out.platform
-        );
-        let (p_out, p_chat, p_reply) = (out.clone(), chat.clone(), reply_to.clone());
-        let preview = StreamPreviewActor::start_in_arbiter(&pool.pick(), move |_| {
-            StreamPreviewActor::new(p_out, p_chat, p_reply, preview)
-        });
-        let (tx, mut rx) = mpsc::channel(EVENT_CHANNEL_CAPACITY);
-        // Deltas are only worth streaming when the answer types itself out.
-        let input = TurnInput::new(user.clone(), None, live);
-        let started = agent.send(RunTurn { input, events: tx }).await;
-        let outcome = match started {
-            Ok(Ok(())) => drive_events(&mut rx, &preview, &out, &chat).await,
-            Ok(Err(busy)) => Some(failed(busy.to_string())),
-            Err(e) => Some(failed(format!("the session's agent is gone: {e}"))),
-        };
-        let outcome = outcome.unwrap_or_else(|| failed("the turn ended without an outcome".into()));
-        let end = match outcome.status {
-            TurnStatus::Completed | TurnStatus::Incomplete => End::Completed,
-            TurnStatus::Cancelled => End::Interrupted,
-            TurnStatus::Failed => End::Failed,
-        };
-        let delivery = preview
-            .send(Finish {
-                end,
-                text: outcome.text.clone(),
-            })
-            .await
-            .unwrap_or_default();
-        metrics.inc(
-            "hermes_platform_messages_total",
-            vec![
-                ("platform", out.platform.to_string()),
-                ("direction", "out".into()),
-            ],
-            delivery.messages.len() as u64,
-        );
-        if outcome.status == TurnStatus::Failed {
-            let why = outcome
-                .error
-                .clone()
-                .unwrap_or_else(|| "unknown error".into());
-            let text = format!("⚠️ The agent failed: {why}");
-            if let Err(e) = out.send_split(&chat, &text, Format::Plain, reply_to).await {
-                log::warn!("{}: could not report a failed turn: {e}", out.platform);
-            }
-        }
-        router.do_send(TurnDone {
-            key,
-            generation,
-            user,
-            outcome: Box::new(outcome),
-        });
-    }
-}
-
-/// Feeds a turn's events to its preview until `Finished`, refreshing the
-/// typing indicator meanwhile.
-async fn drive_events(
-    rx: &mut mpsc::Receiver<AgentEvent>,
-    preview: &Addr<StreamPreviewActor>,
-    out: &Outbox,
-    chat: &ChatRef,
-) -> Option<TurnOutcome> {
-    let mut typing = tokio::time::interval(TYPING_EVERY);
-    loop {
-        tokio::select! {
-            ev = rx.recv() => match ev? {
-                AgentEvent::TextDelta(t) => {
-                    let _ = preview.send(stream_preview::Delta(t)).await;
-                }
-                AgentEvent::SegmentBreak => {
-                    let _ = preview.send(stream_preview::SegmentBreak).await;
-                }
-                AgentEvent::Finished(o) => return Some(*o),
-                _ => {}
-            },
-            _ = typing.tick() => out.typing.do_send(Typing { chat: chat.clone() }),
-        }
-    }
-}
-
-fn failed(error: String) -> TurnOutcome {
-    TurnOutcome::failed(error)
-}
-
 impl Actor for SessionRouter {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.run_interval(SWEEP_EVERY, |act, _| {
-            act.sessions.retain(|_, s| {
-                s.busy || s.approval.is_some() || s.last_active.elapsed() < EVICT_AFTER
-            });
+            let now = Instant::now();
+            act.sessions
+                .retain(|_, s| s.approval.is_some() || !s.state.evictable(now, EVICT_AFTER));
             act.count();
         });
     }
@@ -746,12 +551,8 @@ impl Handler<Incoming> for SessionRouter {
             ],
             1,
         );
-        let allowed = self
-            .settings
-            .allow
-            .get(m.platform)
-            .is_some_and(|a| a.allows(&m.user_id));
-        if !allowed {
+        let allow = self.settings.platforms.get(m.platform).map(|p| &p.allow);
+        if !allow.is_some_and(|a| a.allows(&m.user_id)) {
             log::warn!(
                 "{}: denied a message from user {} in chat {} (not in the allowlist)",
                 m.platform,
@@ -762,35 +563,31 @@ impl Handler<Incoming> for SessionRouter {
                 && self
                     .denied
                     .should_reply(&format!("{}:{}", m.platform, m.user_id), Instant::now())
-                && let Some(a) = self.settings.allow.get(m.platform)
+                && let Some(a) = allow
             {
                 Self::reply(&inc, a.private_reply(&m.user_id));
             }
             return;
         }
         let key = m.chat.session_key(m.platform);
-        if self.command(&key, &inc) {
+        if let Some(cmd) = commands::parse(&m.text) {
+            self.command(&key, cmd, &inc);
             return;
         }
         if self.draining {
             Self::reply(&inc, DRAINING_REPLY.into());
             return;
         }
-        let busy_policy = self.settings.busy;
-        let session = self
-            .sessions
-            .entry(key.clone())
-            .or_insert_with(Session::new);
-        if session.busy {
-            if busy_policy == BusyPolicy::Interrupt
-                && let Some(a) = &session.agent
-            {
-                a.do_send(Interrupt);
+        let policy = self.settings.busy;
+        let entry = self.entry(&key);
+        match entry.state.admit(inc, policy) {
+            Admit::Start(inc) => self.start_turn(key, inc, ctx),
+            Admit::Wait { interrupt } => {
+                if interrupt {
+                    entry.interrupt();
+                }
             }
-            session.queue.push_back(inc);
-            return;
         }
-        self.start_turn(key, inc, ctx);
     }
 }
 
@@ -798,15 +595,14 @@ impl Handler<TurnDone> for SessionRouter {
     type Result = ();
 
     fn handle(&mut self, done: TurnDone, ctx: &mut Context<Self>) {
-        let Some(session) = self.sessions.get_mut(&done.key) else {
+        let policy = self.settings.busy;
+        let Some(entry) = self.sessions.get_mut(&done.key) else {
             return;
         };
-        session.busy = false;
-        session.approval = None;
-        session.last_active = Instant::now();
+        entry.approval = None;
         let o = &done.outcome;
         let keep = !(o.status == TurnStatus::Failed && o.messages.is_empty());
-        if session.generation == done.generation && keep {
+        if entry.state.generation() == done.generation && keep {
             let mut messages = Vec::with_capacity(o.messages.len() + 1);
             messages.push(done.user);
             messages.extend(o.messages.iter().cloned());
@@ -818,25 +614,13 @@ impl Handler<TurnDone> for SessionRouter {
                 }
             });
         }
-        // What waited behind this turn goes next: one message at a time with
-        // `queue`; everything at once after an interrupt.
-        let next = match self.settings.busy {
-            BusyPolicy::Queue => session.queue.pop_front(),
-            BusyPolicy::Interrupt => {
-                let mut all: Vec<Incoming> = session.queue.drain(..).collect();
-                all.pop().map(|mut last| {
-                    if !all.is_empty() {
-                        let mut texts: Vec<String> = all.into_iter().map(|i| i.msg.text).collect();
-                        texts.push(last.msg.text);
-                        last.msg.text = texts.join("\n\n");
-                    }
-                    last
-                })
-            }
-        };
-        match next {
+        // What waited behind this turn goes next.
+        match entry.state.finished(Instant::now(), policy, merge) {
             Some(inc) if !self.draining => self.start_turn(done.key, inc, ctx),
-            Some(inc) => Self::reply(&inc, DRAINING_REPLY.into()),
+            Some(inc) => {
+                entry.state.abandon();
+                Self::reply(&inc, DRAINING_REPLY.into());
+            }
             None => {}
         }
         self.count();
@@ -887,11 +671,8 @@ impl Handler<InterruptAll> for SessionRouter {
     fn handle(&mut self, _: InterruptAll, _: &mut Context<Self>) -> usize {
         let mut n = 0;
         for s in self.sessions.values_mut() {
-            s.queue.clear();
-            if s.busy
-                && let Some(a) = &s.agent
-            {
-                a.do_send(Interrupt);
+            if s.state.stop() && s.agent.is_some() {
+                s.interrupt();
                 n += 1;
             }
         }
@@ -901,14 +682,361 @@ impl Handler<InterruptAll> for SessionRouter {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    //! The router at actor level: a fake platform outbox (no pacing, no
+    //! network) and the scripted fake model server, with a fast live
+    //! preview, so each rule is checked without paying a platform's rhythm.
+    use std::cell::RefCell;
+    use std::rc::Rc;
 
-    #[test]
-    fn durations_read_naturally() {
-        assert_eq!(human_duration(1), "1 second");
-        assert_eq!(human_duration(300), "5 minutes");
-        assert_eq!(human_duration(3 * 3600), "3 hours");
-        assert_eq!(human_duration(86_400), "24 hours");
-        assert_eq!(human_duration(5 * 86_400), "5 days");
+    use super::*;
+    use crate::actors::fake_chat::{FakePlatform, Log, caps};
+    use crate::config::{ApprovalMode, Config, Env};
+    use crate::platforms::{Capabilities, ChatRef};
+    use crate::testing::fake_upstream::{FakeUpstream, Reply, ScriptedCall};
+
+    /// The platform name the tests' messages come from.
+    const TEST: &str = "test";
+    /// No test waits longer than this for an effect.
+    const LIMIT: Duration = Duration::from_secs(15);
+
+    struct Rig {
+        router: Addr<SessionRouter>,
+        out: Outbox,
+        log: Rc<RefCell<Log>>,
+        fake: FakeUpstream,
+        pool: ArbiterPool,
+        next_id: u32,
+        _dirs: (tempfile::TempDir, tempfile::TempDir),
+    }
+
+    impl Drop for Rig {
+        fn drop(&mut self) {
+            self.pool.stop();
+        }
+    }
+
+    fn rig_with(
+        script: Vec<Reply>,
+        capabilities: Capabilities,
+        tweak: impl FnOnce(&mut Config),
+    ) -> Rig {
+        let fake = FakeUpstream::start(script);
+        let home = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let cwd = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let mut c = Config::defaults();
+        c.model.base_url = Some(fake.url());
+        c.model.default = Some("fake-model".into());
+        c.model.response_timeout = 5.0;
+        c.model.chunk_timeout = 5.0;
+        c.terminal.cwd = Some(cwd.path().to_path_buf());
+        c.gateway.allow_all_users = true;
+        c.streaming.enabled = true;
+        c.streaming.edit_interval = 0.05;
+        c.streaming.min_tokens = 1;
+        tweak(&mut c);
+        let loaded = Loaded {
+            config: c,
+            home: home.path().to_path_buf(),
+            config_path: home.path().join("config.yaml"),
+            config_file_found: false,
+            env: Env::default(),
+        };
+        let mut settings = RouterSettings::from_loaded(&loaded);
+        let mut ps = settings.platforms[crate::platforms::ALL[0].name].clone();
+        ps.allow = Allowlist::from_config(&loaded.config, crate::platforms::ALL[0].name);
+        settings.platforms.insert(TEST, ps);
+        let db = Db::open(&home.path().join("state.db")).unwrap_or_else(|e| panic!("{e}"));
+        let pool = ArbiterPool::new(Some(1));
+        let router = SessionRouter::new(
+            Arc::new(settings),
+            db,
+            pool.clone(),
+            Arc::new(Metrics::default()),
+            Arc::new(RouterStats::default()),
+        )
+        .start();
+        let log = Rc::new(RefCell::new(Log::default()));
+        let platform = FakePlatform::new(log.clone(), Duration::ZERO).start();
+        let out = Outbox::of(TEST, capabilities, &platform);
+        Rig {
+            router,
+            out,
+            log,
+            fake,
+            pool,
+            next_id: 0,
+            _dirs: (home, cwd),
+        }
+    }
+
+    fn rig(script: Vec<Reply>) -> Rig {
+        rig_with(script, caps(4096), |_| {})
+    }
+
+    impl Rig {
+        /// A direct message from `user`.
+        fn say(&mut self, user: &str, text: &str) {
+            self.next_id += 1;
+            let msg = Inbound {
+                platform: TEST,
+                chat: ChatRef {
+                    id: user.into(),
+                    kind: ChatKind::Dm,
+                    thread: None,
+                },
+                user_id: user.into(),
+                message_id: self.next_id.to_string(),
+                text: text.into(),
+            };
+            self.router.do_send(Incoming {
+                msg,
+                out: self.out.clone(),
+            });
+        }
+
+        /// What every message written so far shows now, oldest first.
+        fn sent(&self) -> Vec<String> {
+            let log = self.log.borrow();
+            let mut ids: Vec<u32> = log.texts.keys().filter_map(|k| k.parse().ok()).collect();
+            ids.sort_unstable();
+            ids.iter()
+                .filter_map(|id| log.texts.get(&id.to_string()).cloned())
+                .collect()
+        }
+
+        /// Waits (bounded) until a sent text satisfies `f`; returns it.
+        async fn until_sent(&self, f: impl Fn(&str) -> bool) -> String {
+            let deadline = Instant::now() + LIMIT;
+            loop {
+                if let Some(t) = self.sent().into_iter().find(|t| f(t)) {
+                    return t;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "not sent; sent so far: {:?}",
+                    self.sent()
+                );
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+
+        /// Waits (bounded) until the model server got `n` requests.
+        async fn until_requests(&self, n: usize) {
+            let deadline = Instant::now() + LIMIT;
+            while self.fake.requests().len() < n {
+                assert!(
+                    Instant::now() < deadline,
+                    "the model got {} requests",
+                    self.fake.requests().len()
+                );
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+
+        /// The user texts of the upstream request number `i`.
+        fn user_texts(&self, i: usize) -> Vec<String> {
+            self.fake.requests()[i].body["messages"]
+                .as_array()
+                .map(|m| {
+                    m.iter()
+                        .filter(|x| x["role"] == "user")
+                        .map(|x| x["content"].as_str().unwrap_or("").to_string())
+                        .collect()
+                })
+                .unwrap_or_default()
+        }
+    }
+
+    fn slow() -> Reply {
+        Reply::numbered_stream(100, Duration::from_millis(20), Duration::from_millis(50))
+    }
+
+    /// An answer streamed at once.
+    fn says(text: &str) -> Reply {
+        Reply::text_stream(&[text], Duration::ZERO, Duration::ZERO, (1, 1))
+    }
+
+    #[actix::test]
+    async fn commands_are_answered_at_once_even_mid_turn() {
+        let mut r = rig(vec![slow()]);
+        r.say("1", "talk for a while");
+        r.until_requests(1).await;
+        r.say("1", "/status");
+        r.until_sent(|t| t.contains("Turn running: yes")).await;
+        r.say("1", "/help");
+        r.until_sent(|t| t.starts_with("Commands:")).await;
+        r.say("1", "/stop");
+        r.until_sent(|t| t == "⚡ Stopping.").await;
+        let partial = r.until_sent(|t| t.ends_with(" (interrupted)")).await;
+        assert!(partial.starts_with("w0 "), "{partial}");
+        r.say("1", "/stop");
+        r.until_sent(|t| t == "Nothing is running.").await;
+        assert_eq!(r.fake.requests().len(), 1, "commands never reach the model");
+    }
+
+    #[actix::test]
+    async fn messages_during_a_turn_interrupt_it_and_are_answered_together() {
+        let mut r = rig(vec![slow(), says("both answered")]);
+        r.say("1", "first");
+        r.until_requests(1).await;
+        r.say("1", "second");
+        r.say("1", "third");
+        r.until_sent(|t| t == "both answered").await;
+        assert_eq!(r.fake.requests().len(), 2);
+        let texts = r.user_texts(1);
+        assert_eq!(
+            texts.first().map(String::as_str),
+            Some("first"),
+            "{texts:?}"
+        );
+        assert_eq!(texts.last().map(String::as_str), Some("second\n\nthird"));
+    }
+
+    #[actix::test]
+    async fn with_queue_each_message_waits_its_turn() {
+        let script = vec![
+            Reply::text_stream(&["one"], Duration::from_millis(300), Duration::ZERO, (1, 1)),
+            says("two"),
+            says("three"),
+        ];
+        let mut r = rig_with(script, caps(4096), |c| {
+            c.gateway.busy_policy = BusyPolicy::Queue
+        });
+        r.say("1", "a");
+        r.until_requests(1).await;
+        r.say("1", "b");
+        r.say("1", "c");
+        r.until_sent(|t| t == "three").await;
+        let answers: Vec<String> = r.sent().into_iter().filter(|t| t.len() <= 5).collect();
+        assert_eq!(
+            answers,
+            vec!["one", "two", "three"],
+            "nothing interrupted, in order"
+        );
+        assert_eq!(r.user_texts(2).last().map(String::as_str), Some("c"));
+    }
+
+    #[actix::test]
+    async fn strangers_get_the_private_reply_once_and_never_reach_the_model() {
+        let mut r = rig_with(vec![says("hello friend")], caps(4096), |c| {
+            c.gateway.allow_all_users = false;
+            c.gateway.allowed_users = vec!["friend".into()];
+        });
+        r.say("stranger", "hi");
+        r.until_sent(|t| t.contains("This bot is private") && t.contains("stranger"))
+            .await;
+        r.say("stranger", "hello?");
+        // Barrier: a later message from a friend is answered.
+        r.say("friend", "hi");
+        r.until_sent(|t| t == "hello friend").await;
+        let private = r
+            .sent()
+            .iter()
+            .filter(|t| t.contains("This bot is private"))
+            .count();
+        assert_eq!(private, 1, "{:?}", r.sent());
+        assert_eq!(
+            r.fake.requests().len(),
+            1,
+            "only the friend reached the model"
+        );
+    }
+
+    #[actix::test]
+    async fn new_starts_fresh_and_the_old_turn_is_not_stored() {
+        let mut r = rig(vec![slow(), says("fresh")]);
+        r.say("1", "remember the old topic");
+        r.until_requests(1).await;
+        r.say("1", "/new");
+        r.until_sent(|t| t == "✨ New conversation started.").await;
+        r.say("1", "what now?");
+        r.until_sent(|t| t == "fresh").await;
+        assert_eq!(
+            r.user_texts(1),
+            vec!["what now?"],
+            "the interrupted turn of the old conversation is not history"
+        );
+    }
+
+    #[actix::test]
+    async fn dangerous_commands_wait_for_approve_or_deny() {
+        let touch = |f: &str| {
+            Reply::tool_stream(
+                &[ScriptedCall::new(
+                    "c",
+                    "terminal",
+                    serde_json::json!({"command": format!("touch {f}")}),
+                )],
+                (1, 1),
+            )
+        };
+        let script = vec![
+            touch("yes-marker"),
+            says("ran it"),
+            touch("no-marker"),
+            says("did not"),
+        ];
+        let mut r = rig_with(script, caps(4096), |c| {
+            c.approvals.mode = ApprovalMode::Ask;
+            c.approvals.patterns = vec![r"\btouch\b".into()];
+        });
+        let cwd = r._dirs.1.path().to_path_buf();
+        r.say("1", "make a marker");
+        r.until_sent(|t| t.contains("Reply /approve")).await;
+        assert!(!cwd.join("yes-marker").exists());
+        r.say("1", "/approve");
+        r.until_sent(|t| t == "ran it").await;
+        assert!(cwd.join("yes-marker").exists());
+        r.say("1", "another");
+        r.until_sent(|t| t.contains("touch no-marker")).await;
+        r.say("1", "/deny");
+        r.until_sent(|t| t == "did not").await;
+        assert!(!cwd.join("no-marker").exists());
+        r.say("1", "/approve");
+        r.until_sent(|t| t == "Nothing is waiting for approval.")
+            .await;
+    }
+
+    #[actix::test]
+    async fn typing_follows_the_platforms_cadence_or_is_never_shown() {
+        let every = Duration::from_millis(100);
+        let with = Capabilities {
+            typing_every: Some(every),
+            ..caps(4096)
+        };
+        let slowish = || {
+            Reply::text_stream(
+                &["done"],
+                Duration::from_millis(600),
+                Duration::ZERO,
+                (1, 1),
+            )
+        };
+        let mut r = rig_with(vec![slowish()], with, |_| {});
+        r.say("1", "hi");
+        r.until_sent(|t| t == "done").await;
+        let shown = r.log.borrow().typing.len();
+        assert!(shown >= 3, "refreshed while the turn ran: {shown}");
+
+        let without = Capabilities {
+            typing_every: None,
+            ..caps(4096)
+        };
+        let mut r = rig_with(vec![slowish()], without, |_| {});
+        r.say("1", "hi");
+        r.until_sent(|t| t == "done").await;
+        assert!(
+            r.log.borrow().typing.is_empty(),
+            "no indicator on this platform"
+        );
+    }
+
+    #[actix::test]
+    async fn while_draining_messages_are_told_to_come_back() {
+        let mut r = rig(vec![]);
+        r.router.do_send(Drain);
+        r.say("1", "hi");
+        r.until_sent(|t| t == DRAINING_REPLY).await;
+        assert!(r.fake.requests().is_empty());
     }
 }

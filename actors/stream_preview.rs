@@ -158,7 +158,7 @@ pub struct StreamPreviewActor {
 impl StreamPreviewActor {
     /// A preview for an answer in `chat`, replying to `reply_to`.
     pub fn new(out: Outbox, chat: ChatRef, reply_to: Option<String>, cfg: PreviewSettings) -> Self {
-        let live = cfg.live && out.limits.can_edit;
+        let live = cfg.live && out.caps.can_edit();
         let interval = cfg.edit_interval;
         Self {
             out,
@@ -185,13 +185,13 @@ impl StreamPreviewActor {
     }
 
     fn measure(&self) -> Measure {
-        self.out.limits.measure
+        self.out.caps.measure
     }
 
     /// The platform limit, less room for the cursor.
     fn frame_limit(&self) -> usize {
         let cursor = self.measure().len(&self.cfg.cursor);
-        self.out.limits.max_len.saturating_sub(cursor).max(1)
+        self.out.caps.max_len.saturating_sub(cursor).max(1)
     }
 
     /// The earliest moment the next call may go out: the interval after the
@@ -238,7 +238,7 @@ impl StreamPreviewActor {
 
     /// Plans the next write (text, format, what it commits), if any is due.
     fn plan(&self) -> Option<(String, Format, Commit)> {
-        let limit = self.out.limits.max_len;
+        let limit = self.out.caps.max_len;
         if let Some(seg) = self.sealed.front() {
             // A closed segment becomes final: in its message, or in a new one
             // when it was never shown.
@@ -388,7 +388,7 @@ impl StreamPreviewActor {
                         .send_split(&chat, &tail, Format::Markdown, reply_to)
                         .await
                     {
-                        Ok(id) => delivery.messages.push(id),
+                        Ok(ids) => delivery.messages.extend(ids),
                         Err(e) => {
                             log::warn!("{}: could not deliver an answer: {e}", out.platform);
                             delivery.failed = true;
@@ -479,8 +479,8 @@ impl StreamPreviewActor {
             Err(e) => {
                 self.failures += 1;
                 log::debug!("{}: a stream preview call failed: {e}", self.out.platform);
-                if let PlatformError::RateLimited(wait) = e {
-                    self.hold_until = Some(now + wait);
+                if let PlatformError::RateLimited { retry_after, .. } = e {
+                    self.hold_until = Some(now + retry_after);
                     self.interval = (self.interval * 2).min(MAX_EDIT_INTERVAL);
                 }
                 if self.failures >= MAX_EDIT_FAILURES {
@@ -593,88 +593,11 @@ mod tests {
     //! Time-controlled tests: a paused tokio clock and a fake platform actor
     //! that records every call with its (virtual) time.
     use std::cell::RefCell;
-    use std::collections::VecDeque;
     use std::rc::Rc;
 
     use super::*;
-    use crate::actors::outbox::Typing;
-    use crate::platforms::{ChatKind, Limits};
-
-    #[derive(Debug, Clone, PartialEq)]
-    enum Call {
-        Send { id: String, text: String },
-        Edit { id: String, text: String },
-    }
-
-    #[derive(Default)]
-    struct Log {
-        calls: Vec<(Instant, Call)>,
-        /// Results to return for the next edits (front first); empty = Ok.
-        edit_errors: VecDeque<PlatformError>,
-        /// Current text per message id.
-        texts: std::collections::BTreeMap<String, String>,
-    }
-
-    struct FakePlatform {
-        log: Rc<RefCell<Log>>,
-        next_id: u32,
-        /// How long each call takes to come back.
-        latency: Duration,
-    }
-
-    impl Actor for FakePlatform {
-        type Context = Context<Self>;
-    }
-
-    impl Handler<SendText> for FakePlatform {
-        type Result = ResponseFuture<Result<String, PlatformError>>;
-        fn handle(&mut self, m: SendText, _: &mut Context<Self>) -> Self::Result {
-            self.next_id += 1;
-            let id = self.next_id.to_string();
-            let (log, latency) = (self.log.clone(), self.latency);
-            Box::pin(async move {
-                tokio::time::sleep(latency).await;
-                let mut l = log.borrow_mut();
-                l.calls.push((
-                    Instant::now(),
-                    Call::Send {
-                        id: id.clone(),
-                        text: m.text.clone(),
-                    },
-                ));
-                l.texts.insert(id.clone(), m.text);
-                Ok(id)
-            })
-        }
-    }
-
-    impl Handler<EditText> for FakePlatform {
-        type Result = ResponseFuture<Result<(), PlatformError>>;
-        fn handle(&mut self, m: EditText, _: &mut Context<Self>) -> Self::Result {
-            let (log, latency) = (self.log.clone(), self.latency);
-            Box::pin(async move {
-                tokio::time::sleep(latency).await;
-                let mut l = log.borrow_mut();
-                if let Some(e) = l.edit_errors.pop_front() {
-                    return Err(e);
-                }
-                l.calls.push((
-                    Instant::now(),
-                    Call::Edit {
-                        id: m.message_id.clone(),
-                        text: m.text.clone(),
-                    },
-                ));
-                l.texts.insert(m.message_id, m.text);
-                Ok(())
-            })
-        }
-    }
-
-    impl Handler<Typing> for FakePlatform {
-        type Result = ();
-        fn handle(&mut self, _: Typing, _: &mut Context<Self>) {}
-    }
+    use crate::actors::fake_chat::{Call, FakePlatform, Log, caps};
+    use crate::platforms::ChatKind;
 
     fn chat() -> ChatRef {
         ChatRef {
@@ -715,18 +638,8 @@ mod tests {
         });
         let l2 = log.clone();
         let delivery = sys.block_on(async move {
-            let platform = FakePlatform {
-                log: l2,
-                next_id: 0,
-                latency: Duration::from_millis(50),
-            }
-            .start();
-            let limits = Limits {
-                max_len,
-                measure: Measure::Utf16,
-                can_edit: true,
-            };
-            let out = Outbox::of("test", limits, &platform);
+            let platform = FakePlatform::new(l2, Duration::from_millis(50)).start();
+            let out = Outbox::of("test", caps(max_len), &platform);
             let preview = StreamPreviewActor::new(out, chat(), Some("9".into()), cfg).start();
             script(preview).await
         });
@@ -903,9 +816,9 @@ mod tests {
             4096,
             |l| {
                 l.edit_errors
-                    .push_back(PlatformError::RateLimited(Duration::from_secs(2)));
+                    .push_back(PlatformError::rate_limited(Duration::from_secs(2)));
                 l.edit_errors
-                    .push_back(PlatformError::RateLimited(Duration::from_secs(2)));
+                    .push_back(PlatformError::rate_limited(Duration::from_secs(2)));
             },
             |p| async move {
                 let text = stream(&p, 80, Duration::from_millis(100)).await;

@@ -1,71 +1,166 @@
-//! `TelegramActor`: the gateway's one connection to Telegram. Only this actor
-//! talks to the Bot API; the rest of the gateway writes through its
-//! [`Outbox`] and hears from it through the session router.
+//! `TelegramActor`: the gateway's one connection to Telegram, and the only
+//! code that talks to the Bot API (its wire format is in
+//! `platforms/telegram.rs`). Outgoing messages go through the platform's
+//! courier over [`TelegramWire`]; incoming ones reach the session router.
 //!
 //! At start it asks `getMe` (a rejected token marks the platform `failed`
 //! with the reason and leaves every other front door running; a network
 //! error is retried). Then it either registers the webhook (with its
-//! mandatory secret; updates arrive through the HTTP server as [`Update`])
-//! or long-polls `getUpdates`. The polling offset advances, and is stored in
-//! `state.db`, only after an update was handed over, so a crash or restart
-//! neither loses nor repeats one; de-duplication by chat and message id
-//! covers redeliveries on top. Errors (a 409 from a second poller or a
-//! webhook included) reconnect with exponential back-off capped at
-//! [`MAX_BACKOFF`], and the state shows in `/health/detailed`.
-//!
-//! Outgoing calls are paced per chat (about one a second; twenty a minute in
-//! groups). A send waits out `retry_after` and tries again, so a final answer
-//! is never dropped for a rate limit; an edit hands the rate limit back to
-//! the stream preview, which owns its back-off. Final texts go as HTML
-//! converted from Markdown, and again as plain text if Telegram cannot
-//! parse them. The token is never logged.
+//! mandatory secret; updates arrive through the HTTP server's inbound hook
+//! as [`HookDelivery`]) or long-polls `getUpdates`. The polling offset
+//! advances, and is stored in `state.db`, only after an update was handed
+//! over, so a crash or restart neither loses nor repeats one;
+//! de-duplication by chat and message id covers redeliveries on top.
+//! Errors (a 409 from a second poller or a webhook included) reconnect with
+//! exponential back-off capped at [`MAX_BACKOFF`], and the state shows in
+//! `/health/detailed`. The token is never logged.
 
-use std::cell::RefCell;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
 use serde_json::{Value, json};
-use tokio::time::Instant;
+use subtle::ConstantTimeEq;
 
-use super::outbox::{EditText, Outbox, SendText, Typing};
-use super::session_router::{Incoming, SessionRouter};
-use crate::db::Db;
-use crate::metrics::Metrics;
-use crate::platform_status::PlatformStatus;
+use super::courier::CourierActor;
+use super::hook::{HookDelivery, HookReply, InboundHook, url_path};
+use super::outbox::Outbox;
+use super::session_router::Incoming;
+use super::start::{PlatformStart, Started};
+use crate::backoff::Backoff;
+use crate::platform_status::LinkState;
 use crate::platforms::access::Dedup;
-use crate::platforms::markdown::to_telegram_html;
-use crate::platforms::pacing::{PaceRules, Pacer};
-use crate::platforms::telegram::{self as tg, BotApi, BotIdentity, Parsed};
-use crate::platforms::{ChatKind, Format, PlatformError};
+use crate::platforms::courier::{Call, Wire};
+use crate::platforms::telegram::{self as tg, BotIdentity, NAME, Parsed};
+use crate::platforms::{ChatRef, PlatformError};
 
-/// Telegram's pacing: about one message a second per chat, twenty a minute per group.
-pub const PACE: PaceRules = PaceRules {
-    per_chat: Duration::from_secs(1),
-    per_group: Duration::from_secs(3),
-};
 /// First wait after a failed poll or start; doubles up to [`MAX_BACKOFF`].
 pub const FIRST_BACKOFF: Duration = Duration::from_secs(1);
 /// The longest wait between reconnect attempts.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(60);
-/// Attempts of one `sendMessage` (rate limits and network errors) before giving up.
-const MAX_SEND_ATTEMPTS: u32 = 8;
-/// Wait between send attempts after a network error.
-const SEND_RETRY_WAIT: Duration = Duration::from_secs(2);
-/// The platform's name in logs, metrics and health.
-const NAME: &str = "telegram";
+/// Connect timeout for the Bot API.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// The largest Bot API answer read (a batch of 100 updates fits easily).
+const MAX_ANSWER_BYTES: usize = 16 * 1024 * 1024;
+/// The state key of the polling offset.
+const OFFSET_KEY: &str = "offset";
 
-/// One update from Telegram (long polling or the webhook); answers whether
-/// it was accepted. Sent by: the polling loop, the webhook route.
-#[derive(Message)]
-#[rtype(result = "bool")]
-pub struct Update(pub Value);
+/// A Bot API endpoint with its token.
+#[derive(Clone)]
+pub struct BotApi {
+    base: String,
+    token: String,
+}
+
+impl std::fmt::Debug for BotApi {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BotApi")
+            .field("base", &self.base)
+            .finish_non_exhaustive()
+    }
+}
+
+impl BotApi {
+    /// An endpoint at `base` (no trailing slash needed) with `token`.
+    pub fn new(base: Option<&str>, token: &str) -> Self {
+        Self {
+            base: base
+                .unwrap_or(tg::DEFAULT_BASE_URL)
+                .trim_end_matches('/')
+                .to_string(),
+            token: token.to_string(),
+        }
+    }
+
+    /// Removes the token from a text (error messages may quote the URL).
+    pub fn scrub(&self, text: &str) -> String {
+        if self.token.is_empty() {
+            return text.to_string();
+        }
+        crate::secrets::redact(&text.replace(&self.token, "<token>"))
+    }
+
+    /// Calls `method` with `params`; the answer's `result`.
+    pub async fn call(
+        &self,
+        method: &str,
+        params: &Value,
+        timeout: Duration,
+    ) -> Result<Value, PlatformError> {
+        let url = format!("{}/bot{}/{method}", self.base, self.token);
+        let client = crate::upstream::http_client(CONNECT_TIMEOUT);
+        let sent = client.post(&url).timeout(timeout).send_json(params).await;
+        let mut resp = sent.map_err(|e| {
+            PlatformError::Unavailable(
+                self.scrub(&format!("{method}: cannot reach the Bot API: {e}")),
+            )
+        })?;
+        let status = resp.status().as_u16();
+        let body = resp.body().limit(MAX_ANSWER_BYTES).await.map_err(|e| {
+            PlatformError::Unavailable(self.scrub(&format!("{method}: reading the answer: {e}")))
+        })?;
+        tg::answer(method, status, &body).map_err(|e| match e {
+            PlatformError::Refused(t) => PlatformError::Refused(self.scrub(&t)),
+            PlatformError::Unavailable(t) => PlatformError::Unavailable(self.scrub(&t)),
+            PlatformError::Unauthorized(t) => PlatformError::Unauthorized(self.scrub(&t)),
+            PlatformError::Conflict(t) => PlatformError::Conflict(self.scrub(&t)),
+            PlatformError::FormatRejected(t) => PlatformError::FormatRejected(self.scrub(&t)),
+            other => other,
+        })
+    }
+}
+
+/// Telegram's API calls for the courier.
+pub struct TelegramWire(pub BotApi);
+
+impl Wire for TelegramWire {
+    fn send(
+        &self,
+        chat: &ChatRef,
+        text: &str,
+        formatted: bool,
+        reply_to: Option<&str>,
+    ) -> Call<String> {
+        let api = self.0.clone();
+        let params = tg::send_params(chat, text, formatted, reply_to);
+        Box::pin(async move {
+            let v = api.call("sendMessage", &params, tg::CALL_TIMEOUT).await?;
+            Ok(v["message_id"].as_i64().unwrap_or_default().to_string())
+        })
+    }
+
+    fn edit(&self, chat: &ChatRef, id: &str, text: &str, formatted: bool) -> Call<()> {
+        let api = self.0.clone();
+        let params = tg::edit_params(chat, id, text, formatted);
+        Box::pin(async move {
+            api.call("editMessageText", &params, tg::CALL_TIMEOUT)
+                .await
+                .map(|_| ())
+        })
+    }
+
+    fn typing(&self, chat: &ChatRef) -> Call<()> {
+        let api = self.0.clone();
+        let params = tg::typing_params(chat);
+        Box::pin(async move {
+            api.call("sendChatAction", &params, tg::CALL_TIMEOUT)
+                .await
+                .map(|_| ())
+        })
+    }
+}
 
 /// Who the bot is, once `getMe` answered. Sent by: the start-up task.
 #[derive(Message)]
 #[rtype(result = "()")]
 struct Identity(BotIdentity);
+
+/// One update from long polling; answers whether it was accepted.
+/// Sent by: the polling loop.
+#[derive(Message)]
+#[rtype(result = "bool")]
+struct Update(Value);
 
 /// How the actor is set up.
 #[derive(Clone)]
@@ -80,88 +175,101 @@ pub struct TelegramSettings {
 /// The Telegram platform.
 pub struct TelegramActor {
     settings: TelegramSettings,
-    router: Addr<SessionRouter>,
-    db: Db,
-    status: PlatformStatus,
-    metrics: Arc<Metrics>,
+    start: PlatformStart,
+    out: Outbox,
     me: BotIdentity,
-    pacer: Rc<RefCell<Pacer>>,
     dedup: Dedup,
 }
 
+/// Starts Telegram when its token is configured: its courier, its actor,
+/// and in webhook mode the inbound hook the HTTP server serves.
+pub fn start(ctx: &PlatformStart) -> Option<Started> {
+    let c = &ctx.loaded.config.telegram;
+    let token = c.bot_token.clone()?;
+    let api = BotApi::new(c.api_base_url.as_deref(), &token);
+    let webhook = match (&c.webhook_url, &c.webhook_secret) {
+        (Some(url), Some(secret)) => Some((url.clone(), secret.clone())),
+        _ => None,
+    };
+    let settings = TelegramSettings {
+        api: api.clone(),
+        require_mention: c.require_mention.unwrap_or(false),
+        webhook: webhook.clone(),
+    };
+    let out = CourierActor::start_outbox(
+        &ctx.pool.pick(),
+        NAME,
+        tg::CAPABILITIES,
+        ctx.metrics.clone(),
+        move || Rc::new(TelegramWire(api)) as Rc<dyn Wire>,
+    );
+    let start = ctx.clone();
+    let addr = TelegramActor::start_in_arbiter(&ctx.pool.pick(), move |_| TelegramActor {
+        settings,
+        start,
+        out,
+        me: BotIdentity::default(),
+        dedup: Dedup::default(),
+    });
+    let hooks = webhook
+        .map(|(url, secret)| InboundHook {
+            platform: NAME,
+            path: url_path(&url),
+            verify: Arc::new(move |headers, _body| {
+                let given = headers
+                    .get(tg::SECRET_HEADER)
+                    .map(|v| v.as_bytes())
+                    .unwrap_or_default();
+                bool::from(given.ct_eq(secret.as_bytes()))
+            }),
+            sink: addr.recipient(),
+        })
+        .into_iter()
+        .collect();
+    Some(Started { hooks })
+}
+
 impl TelegramActor {
-    /// The actor; start it on an arbiter (its HTTP client is per thread).
-    pub fn new(
-        settings: TelegramSettings,
-        router: Addr<SessionRouter>,
-        db: Db,
-        status: PlatformStatus,
-        metrics: Arc<Metrics>,
-    ) -> Self {
-        Self {
-            settings,
-            router,
-            db,
-            status,
-            metrics,
-            me: BotIdentity::default(),
-            pacer: Rc::new(RefCell::new(Pacer::default())),
-            dedup: Dedup::default(),
+    /// Parses an update and hands a new message to the router.
+    fn accept(&mut self, update: &Value) {
+        match tg::parse_update(update, &self.me, self.settings.require_mention) {
+            Parsed::Message { inbound, dedup } => {
+                if !self.dedup.first_time(&dedup) {
+                    log::debug!("{NAME}: message {dedup} seen before; ignored");
+                    return;
+                }
+                self.start.router.do_send(Incoming {
+                    msg: inbound,
+                    out: self.out.clone(),
+                });
+            }
+            Parsed::Skip(why) => log::debug!("{NAME}: update skipped: {why}"),
         }
     }
 }
 
-/// Exponential back-off with a little jitter, capped at [`MAX_BACKOFF`].
-struct Backoff(Duration);
-
-impl Backoff {
-    fn new() -> Self {
-        Self(FIRST_BACKOFF)
-    }
-    fn reset(&mut self) {
-        self.0 = FIRST_BACKOFF;
-    }
-    /// The next wait.
-    fn next(&mut self) -> Duration {
-        let d = self.0;
-        self.0 = (self.0 * 2).min(MAX_BACKOFF);
-        let mut b = [0u8; 1];
-        let jitter = getrandom::fill(&mut b).map_or(0, |()| u64::from(b[0]) * 2);
-        (d + Duration::from_millis(jitter)).min(MAX_BACKOFF)
-    }
-}
-
 /// Start-up and the polling loop (runs on the actor's arbiter).
-async fn run(
-    settings: TelegramSettings,
-    me_to: Addr<TelegramActor>,
-    db: Db,
-    status: PlatformStatus,
-) {
+async fn run(settings: TelegramSettings, me_to: Addr<TelegramActor>, start: PlatformStart) {
     let api = settings.api;
-    let mut backoff = Backoff::new();
-    status.set(NAME, "connecting", None);
+    let status = &start.status;
+    let mut backoff = Backoff::new(FIRST_BACKOFF, MAX_BACKOFF);
+    status.set(NAME, LinkState::Connecting, None);
     let me = loop {
         match api.call("getMe", &json!({}), tg::CALL_TIMEOUT).await {
-            Ok(v) => {
-                break BotIdentity {
-                    id: v["id"].as_i64().unwrap_or_default(),
-                    username: v["username"].as_str().unwrap_or_default().to_string(),
-                };
-            }
+            Ok(v) => break BotIdentity::from_me(&v),
             Err(PlatformError::Unauthorized(e)) => {
                 let why = format!("the bot token was rejected ({e}); check TELEGRAM_BOT_TOKEN");
                 log::error!("{NAME}: {why}; the other front doors keep running");
-                status.set(NAME, "failed", Some(why));
+                status.set(NAME, LinkState::Failed, Some(why));
                 return;
             }
             Err(e) => {
-                let wait = backoff.next();
+                let wait = backoff.next_wait();
                 log::warn!(
                     "{NAME}: cannot start ({e}); retrying in {} s",
                     wait.as_secs()
                 );
-                status.set(NAME, "connecting", Some(e.to_string()));
+                status.set(NAME, LinkState::Connecting, Some(e.to_string()));
                 tokio::time::sleep(wait).await;
             }
         }
@@ -178,28 +286,30 @@ async fn run(
             match api.call("setWebhook", &params, tg::CALL_TIMEOUT).await {
                 Ok(_) => {
                     log::info!("{NAME}: webhook registered; updates arrive over HTTP");
-                    status.set(NAME, "connected", None);
+                    status.set(NAME, LinkState::Connected, None);
                     return;
                 }
                 Err(e) => {
-                    let wait = backoff.next();
+                    let wait = backoff.next_wait();
                     log::warn!(
                         "{NAME}: setWebhook failed ({e}); retrying in {} s",
                         wait.as_secs()
                     );
-                    status.set(NAME, "connecting", Some(e.to_string()));
+                    status.set(NAME, LinkState::Connecting, Some(e.to_string()));
                     tokio::time::sleep(wait).await;
                 }
             }
         }
     }
-    poll(&api, &me_to, &db, &status).await;
+    poll(&api, &me_to, &start).await;
 }
 
 /// Long polling: `getUpdates` with the offset after the last accepted update.
-async fn poll(api: &BotApi, me_to: &Addr<TelegramActor>, db: &Db, status: &PlatformStatus) {
-    let mut offset = match tg::load_offset(db).await {
-        Ok(o) => o,
+async fn poll(api: &BotApi, me_to: &Addr<TelegramActor>, start: &PlatformStart) {
+    let (db, status) = (&start.db, &start.status);
+    let stored = crate::platform_state::load(db, NAME, OFFSET_KEY).await;
+    let mut offset: i64 = match stored {
+        Ok(v) => v.and_then(|s| s.parse().ok()).unwrap_or(0),
         Err(e) => {
             log::warn!(
                 "{NAME}: cannot read the stored polling offset ({e}); starting from Telegram's"
@@ -207,7 +317,7 @@ async fn poll(api: &BotApi, me_to: &Addr<TelegramActor>, db: &Db, status: &Platf
             0
         }
     };
-    let mut backoff = Backoff::new();
+    let mut backoff = Backoff::new(FIRST_BACKOFF, MAX_BACKOFF);
     let mut connected = false;
     // Runs for the life of the gateway; each round is bounded by the poll timeout.
     loop {
@@ -222,7 +332,7 @@ async fn poll(api: &BotApi, me_to: &Addr<TelegramActor>, db: &Db, status: &Platf
         {
             Ok(Value::Array(updates)) => {
                 if !connected {
-                    status.set(NAME, "connected", None);
+                    status.set(NAME, LinkState::Connected, None);
                     log::info!("{NAME}: polling for updates");
                     connected = true;
                 }
@@ -240,7 +350,12 @@ async fn poll(api: &BotApi, me_to: &Addr<TelegramActor>, db: &Db, status: &Platf
                         _ => return, // The actor is gone: the gateway is stopping.
                     }
                     offset = id + 1;
-                    last_saved = Some(tg::save_offset(db, offset));
+                    last_saved = Some(crate::platform_state::save(
+                        db,
+                        NAME,
+                        OFFSET_KEY,
+                        offset.to_string(),
+                    ));
                 }
                 // Every save was queued in order; waiting on the last one waits for all.
                 if let Some(saved) = last_saved
@@ -254,12 +369,14 @@ async fn poll(api: &BotApi, me_to: &Addr<TelegramActor>, db: &Db, status: &Platf
                     "{NAME}: getUpdates answered something other than a list: {}",
                     short(&other)
                 );
-                tokio::time::sleep(backoff.next()).await;
+                tokio::time::sleep(backoff.next_wait()).await;
             }
-            Err(PlatformError::RateLimited(wait)) => tokio::time::sleep(wait).await,
+            Err(PlatformError::RateLimited { retry_after, .. }) => {
+                tokio::time::sleep(retry_after).await
+            }
             Err(e) => {
                 connected = false;
-                let wait = backoff.next();
+                let wait = backoff.next_wait();
                 match &e {
                     PlatformError::Conflict(_) => log::error!(
                         "{NAME}: 409 Conflict: another process is polling with this bot token, or a webhook is set \
@@ -272,9 +389,9 @@ async fn poll(api: &BotApi, me_to: &Addr<TelegramActor>, db: &Db, status: &Platf
                     ),
                 }
                 let state = if matches!(e, PlatformError::Unauthorized(_)) {
-                    "failed"
+                    LinkState::Failed
                 } else {
-                    "connecting"
+                    LinkState::Connecting
                 };
                 status.set(NAME, state, Some(e.to_string()));
                 tokio::time::sleep(wait).await;
@@ -291,12 +408,7 @@ impl Actor for TelegramActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        let fut = run(
-            self.settings.clone(),
-            ctx.address(),
-            self.db.clone(),
-            self.status.clone(),
-        );
+        let fut = run(self.settings.clone(), ctx.address(), self.start.clone());
         ctx.spawn(fut.into_actor(self));
     }
 }
@@ -312,141 +424,22 @@ impl Handler<Identity> for TelegramActor {
 impl Handler<Update> for TelegramActor {
     type Result = bool;
 
-    fn handle(&mut self, msg: Update, ctx: &mut Context<Self>) -> bool {
-        match tg::parse_update(&msg.0, &self.me, self.settings.require_mention) {
-            Parsed::Message { inbound, dedup } => {
-                if !self.dedup.first_time(&dedup) {
-                    log::debug!("{NAME}: message {dedup} seen before; ignored");
-                    return true;
-                }
-                let out = Outbox::of(NAME, tg::LIMITS, &ctx.address());
-                self.router.do_send(Incoming { msg: inbound, out });
-            }
-            Parsed::Skip(why) => log::debug!("{NAME}: update skipped: {why}"),
-        }
+    fn handle(&mut self, msg: Update, _: &mut Context<Self>) -> bool {
+        self.accept(&msg.0);
         true
     }
 }
 
-impl Handler<SendText> for TelegramActor {
-    type Result = ResponseFuture<Result<String, PlatformError>>;
+impl Handler<HookDelivery> for TelegramActor {
+    type Result = HookReply;
 
-    fn handle(&mut self, msg: SendText, _: &mut Context<Self>) -> Self::Result {
-        let api = self.settings.api.clone();
-        let pacer = self.pacer.clone();
-        Box::pin(async move {
-            let SendText {
-                chat,
-                text,
-                format,
-                reply_to,
-            } = msg;
-            let mut use_html = format == Format::Markdown;
-            let html = if use_html {
-                to_telegram_html(&text)
-            } else {
-                String::new()
-            };
-            let group = chat.kind != ChatKind::Dm;
-            let mut last = PlatformError::Unavailable("no attempt made".into());
-            for attempt in 1..=MAX_SEND_ATTEMPTS {
-                let slot = pacer
-                    .borrow_mut()
-                    .reserve(&chat.id, group, PACE, Instant::now());
-                tokio::time::sleep_until(slot).await;
-                let body = if use_html { &html } else { &text };
-                let params = tg::send_params(&chat, body, use_html, reply_to.as_deref());
-                match api.call("sendMessage", &params, tg::CALL_TIMEOUT).await {
-                    Ok(v) => return Ok(v["message_id"].as_i64().unwrap_or_default().to_string()),
-                    Err(PlatformError::RateLimited(wait)) => {
-                        log::info!(
-                            "{NAME}: rate limited in chat {}; sending again in {wait:?}",
-                            chat.id
-                        );
-                        pacer.borrow_mut().hold(&chat.id, Instant::now() + wait);
-                        last = PlatformError::RateLimited(wait);
-                    }
-                    Err(e) if use_html && tg::is_parse_error(&e) => {
-                        log::info!(
-                            "{NAME}: Telegram could not parse the formatted text; sending it plain"
-                        );
-                        use_html = false;
-                        last = e;
-                    }
-                    Err(e @ PlatformError::Unavailable(_)) if attempt < MAX_SEND_ATTEMPTS => {
-                        log::warn!("{NAME}: sendMessage failed ({e}); trying again");
-                        tokio::time::sleep(SEND_RETRY_WAIT).await;
-                        last = e;
-                    }
-                    Err(e) => return Err(e),
-                }
+    fn handle(&mut self, msg: HookDelivery, _: &mut Context<Self>) -> HookReply {
+        match serde_json::from_slice::<Value>(&msg.body) {
+            Ok(update) if update.is_object() => {
+                self.accept(&update);
+                HookReply::Accepted(json!({"ok": true}))
             }
-            Err(last)
-        })
-    }
-}
-
-impl Handler<EditText> for TelegramActor {
-    type Result = ResponseFuture<Result<(), PlatformError>>;
-
-    fn handle(&mut self, msg: EditText, _: &mut Context<Self>) -> Self::Result {
-        let api = self.settings.api.clone();
-        let pacer = self.pacer.clone();
-        let metrics = self.metrics.clone();
-        Box::pin(async move {
-            let group = msg.chat.kind != ChatKind::Dm;
-            let slot = pacer
-                .borrow_mut()
-                .reserve(&msg.chat.id, group, PACE, Instant::now());
-            tokio::time::sleep_until(slot).await;
-            let mut use_html = msg.format == Format::Markdown;
-            let html = if use_html {
-                to_telegram_html(&msg.text)
-            } else {
-                String::new()
-            };
-            let result = loop {
-                let body = if use_html { &html } else { &msg.text };
-                let params = tg::edit_params(&msg.chat, &msg.message_id, body, use_html);
-                match api.call("editMessageText", &params, tg::CALL_TIMEOUT).await {
-                    Ok(_) => break Ok(()),
-                    Err(e) if tg::is_not_modified(&e) => break Ok(()),
-                    Err(e) if use_html && tg::is_parse_error(&e) => use_html = false,
-                    Err(PlatformError::RateLimited(wait)) => {
-                        pacer.borrow_mut().hold(&msg.chat.id, Instant::now() + wait);
-                        break Err(PlatformError::RateLimited(wait));
-                    }
-                    Err(e) => break Err(e),
-                }
-            };
-            let outcome = match &result {
-                Ok(()) => "ok",
-                Err(PlatformError::RateLimited(_)) => "rate_limited",
-                Err(_) => "failed",
-            };
-            metrics.inc(
-                "hermes_stream_preview_edits_total",
-                vec![("platform", NAME.into()), ("outcome", outcome.into())],
-                1,
-            );
-            result
-        })
-    }
-}
-
-impl Handler<Typing> for TelegramActor {
-    type Result = ();
-
-    fn handle(&mut self, msg: Typing, ctx: &mut Context<Self>) {
-        let api = self.settings.api.clone();
-        ctx.spawn(
-            async move {
-                let params = tg::typing_params(&msg.chat);
-                if let Err(e) = api.call("sendChatAction", &params, tg::CALL_TIMEOUT).await {
-                    log::debug!("{NAME}: typing indicator failed: {e}");
-                }
-            }
-            .into_actor(self),
-        );
+            _ => HookReply::Malformed("the update is not a JSON object".into()),
+        }
     }
 }

@@ -36,15 +36,14 @@ use crate::actors::response_store::{Limits, ResponseStoreActor};
 use crate::actors::session_router::{
     Drain, InterruptAll, RouterSettings, RouterStats, SessionRouter, SetSettings,
 };
-use crate::actors::telegram::{TelegramActor, TelegramSettings};
-use crate::api::state::{ChatParts, TelegramWebhook};
+use crate::actors::start::{PlatformStart, StartFn};
+use crate::api::state::ChatParts;
 use crate::api::{self, AppState, auth::ApiKeys, auth::KeySource, state::Live, state::Parts};
 use crate::config::{self, Config, Env, LoadOptions, Loaded};
 use crate::db::Db;
 use crate::metrics::Metrics;
 use crate::notify::Notifier;
-use crate::platform_status::PlatformStatus;
-use crate::platforms::telegram::BotApi;
+use crate::platform_status::{LinkState, PlatformStatus};
 
 /// Bytes in a MiB (cache budgets are configured in MiB).
 const MIB: usize = 1024 * 1024;
@@ -99,14 +98,6 @@ pub async fn start(loaded: &Loaded) -> Result<Running, StartError> {
     let c = &loaded.config;
     raise_fd_limit();
     let platforms = PlatformStatus::default();
-    for (name, p) in [("discord", &c.discord), ("slack", &c.slack)] {
-        if p.bot_token.is_some() {
-            let why =
-                format!("{name} is configured, but this build does not connect to {name} yet");
-            log::error!("{why}; serving the API only");
-            platforms.set(name, "failed", Some(why));
-        }
-    }
     let db = Db::open(&loaded.home.join("state.db"))?;
     let pool = ArbiterPool::new(None);
     let (keys, source) = ApiKeys::resolve(&c.api_server, &loaded.home)?;
@@ -144,11 +135,9 @@ pub async fn start(loaded: &Loaded) -> Result<Running, StartError> {
         idempotency_cache_bytes: c.api_server.idempotency_cache_mb.saturating_mul(MIB),
     };
     let state = web::Data::new(AppState::new(live, parts));
-    let any_platform = [&c.telegram, &c.discord, &c.slack]
-        .iter()
-        .any(|p| p.bot_token.is_some());
-    let webhook = state.chat.as_ref().is_some_and(|c| c.webhook.is_some());
-    if any_platform && !c.api_server.enabled && !webhook {
+    let any_platform = c.platforms().any(|(_, p)| p.bot_token.is_some());
+    let hooks = state.chat.as_ref().is_some_and(|c| !c.hooks.is_empty());
+    if any_platform && !c.api_server.enabled && !hooks {
         log::info!(
             "API server off (chat platforms are configured; set API_SERVER_ENABLED=true to serve it too)"
         );
@@ -176,9 +165,14 @@ pub async fn start(loaded: &Loaded) -> Result<Running, StartError> {
     })
 }
 
+/// The chat platforms this build connects to, by registry name, with
+/// their start functions. A configured platform missing here is reported
+/// as failed (the rest of the gateway runs).
+const PLATFORM_STARTS: &[(&str, StartFn)] = &[("telegram", crate::actors::telegram::start)];
+
 /// Starts the session router and every configured chat platform. A
 /// platform that cannot start is reported in the platform status and does
-/// not stop the rest.
+/// not stop the rest. `None` when no platform is configured.
 fn start_chat(
     loaded: &Loaded,
     db: &Db,
@@ -188,7 +182,14 @@ fn start_chat(
 ) -> Option<ChatParts> {
     use actix::Actor;
     let c = &loaded.config;
-    let token = c.telegram.bot_token.clone()?;
+    let configured: Vec<&'static str> = crate::platforms::ALL
+        .iter()
+        .map(|p| p.name)
+        .filter(|n| c.platform(n).is_some_and(|p| p.bot_token.is_some()))
+        .collect();
+    if configured.is_empty() {
+        return None;
+    }
     let stats = Arc::new(RouterStats::default());
     let settings = Arc::new(RouterSettings::from_loaded(loaded));
     let router = {
@@ -198,50 +199,32 @@ fn start_chat(
             SessionRouter::new(settings, db, pool2, metrics, stats)
         })
     };
-    let webhook = match (&c.telegram.webhook_url, &c.telegram.webhook_secret) {
-        (Some(url), Some(secret)) => Some((url.clone(), secret.clone())),
-        _ => None,
+    let ctx = PlatformStart {
+        loaded: Arc::new(loaded.clone()),
+        db: db.clone(),
+        pool: pool.clone(),
+        metrics: metrics.clone(),
+        status: platforms.clone(),
+        router: router.clone(),
     };
-    let tg_settings = TelegramSettings {
-        api: BotApi::new(c.telegram.api_base_url.as_deref(), &token),
-        require_mention: c.telegram.require_mention.unwrap_or(false),
-        webhook: webhook.clone(),
-    };
-    let telegram = {
-        let (router, db, status, metrics) = (
-            router.clone(),
-            db.clone(),
-            platforms.clone(),
-            metrics.clone(),
-        );
-        TelegramActor::start_in_arbiter(&pool.pick(), move |_| {
-            TelegramActor::new(tg_settings, router, db, status, metrics)
-        })
-    };
-    let webhook = webhook.map(|(url, secret)| TelegramWebhook {
-        path: webhook_path(&url),
-        secret,
-        telegram: telegram.clone(),
-    });
+    let mut hooks = Vec::new();
+    for name in configured {
+        let start = PLATFORM_STARTS.iter().find(|(n, _)| *n == name);
+        match start.and_then(|(_, start)| start(&ctx)) {
+            Some(started) => hooks.extend(started.hooks),
+            None => {
+                let why =
+                    format!("{name} is configured, but this build does not connect to {name} yet");
+                log::error!("{why}; the other front doors keep running");
+                platforms.set(name, LinkState::Failed, Some(why));
+            }
+        }
+    }
     Some(ChatParts {
         router,
         stats,
-        telegram: Some(telegram),
-        webhook,
+        hooks,
     })
-}
-
-/// The path part of a webhook URL (`https://bot.example.com/tg/hook` → `/tg/hook`).
-fn webhook_path(url: &str) -> String {
-    let after_scheme = url.split_once("://").map_or(url, |(_, rest)| rest);
-    match after_scheme.find('/') {
-        Some(i) => after_scheme[i..]
-            .split(['?', '#'])
-            .next()
-            .unwrap_or("/")
-            .to_string(),
-        None => "/".into(),
-    }
 }
 
 /// Starts the `ResponseStoreActor` on its own arbiter.
@@ -538,21 +521,15 @@ fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
     if a.response_store != b.response_store {
         out.push("api_server.response_store");
     }
-    for (name, x, y) in [
-        ("telegram", &old.telegram, &new.telegram),
-        ("discord", &old.discord, &new.discord),
-        ("slack", &old.slack, &new.slack),
-    ] {
-        if x.bot_token != y.bot_token
-            || x.app_token != y.app_token
-            || x.webhook_url != y.webhook_url
-        {
-            out.push(match name {
-                "telegram" => "telegram tokens/webhook",
-                "discord" => "discord tokens",
-                _ => "slack tokens",
-            });
-        }
+    let (x, y) = (&old.telegram, &new.telegram);
+    if x.bot_token != y.bot_token || x.webhook_url != y.webhook_url {
+        out.push("telegram tokens/webhook");
+    }
+    if old.discord.bot_token != new.discord.bot_token {
+        out.push("discord tokens");
+    }
+    if old.slack.bot_token != new.slack.bot_token || old.slack.app_token != new.slack.app_token {
+        out.push("slack tokens");
     }
     out
 }

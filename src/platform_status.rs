@@ -7,11 +7,33 @@ use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
 
+/// Where a platform's connection stands.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LinkState {
+    /// Starting, or reconnecting after an error.
+    Connecting,
+    /// Receiving and sending.
+    Connected,
+    /// Given up (a rejected token, a fatal close): the reason says what to do.
+    Failed,
+}
+
+impl LinkState {
+    /// As health and the status line spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Connecting => "connecting",
+            Self::Connected => "connected",
+            Self::Failed => "failed",
+        }
+    }
+}
+
 /// One platform's state.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct PlatformState {
-    /// `connected`, `connecting` or `failed`.
-    pub state: &'static str,
+    pub state: LinkState,
     /// Why it is not connected, in words for the operator (no secrets).
     pub error: Option<String>,
     /// Unix time of the last change.
@@ -26,7 +48,7 @@ pub struct PlatformStatus {
 
 impl PlatformStatus {
     /// Records a platform's state.
-    pub fn set(&self, platform: &str, state: &'static str, error: Option<String>) {
+    pub fn set(&self, platform: &str, state: LinkState, error: Option<String>) {
         let since = crate::clock::unix_now();
         let error = error.map(|e| crate::secrets::redact(&e));
         self.inner.lock().unwrap_or_else(|p| p.into_inner()).insert(
@@ -51,7 +73,7 @@ impl PlatformStatus {
             return "no chat platforms".into();
         }
         snap.iter()
-            .map(|(k, v)| format!("{k} {}", v.state))
+            .map(|(k, v)| format!("{k} {}", v.state.as_str()))
             .collect::<Vec<_>>()
             .join(", ")
     }

@@ -34,11 +34,15 @@ async fn gateway(script: Vec<Reply>, tg: &FakeTelegram, streaming: bool) -> App 
 
 /// Waits until the bot's messages in the user's chat satisfy `cond`.
 async fn until(tg: &FakeTelegram, cond: impl Fn(&[Sent]) -> bool) -> Vec<Sent> {
-    tg.wait_for(USER, LIMIT, cond).await
+    let msgs = tg.wait_for(USER, LIMIT, &cond).await;
+    assert!(cond(&msgs), "not seen within {LIMIT:?}: {msgs:?}");
+    msgs
 }
 
+/// `w0 w1 … w{n-1}` as the chat shows it: rendered from Markdown, so
+/// without the trailing space.
 fn words(n: usize) -> String {
-    numbered_words(n).concat()
+    numbered_words(n).concat().trim_end().to_string()
 }
 
 fn has_text(m: &[Sent], text: &str) -> bool {
@@ -104,12 +108,13 @@ async fn a_streamed_answer_types_itself_out_in_one_message() {
 #[actix_web::test]
 async fn with_streaming_off_the_answer_is_sent_once_at_the_end() {
     let tg = FakeTelegram::start(TOKEN);
-    let gap = Duration::from_millis(20);
-    let app = gateway(vec![Reply::numbered_stream(40, gap, gap)], &tg, false).await;
-    tg.push_dm(USER, "hi");
     let answer = words(40);
+    // Without a live preview the model is asked for the whole answer at once.
+    let app = gateway(vec![Reply::completion(&answer, "stop", (1, 1))], &tg, false).await;
+    tg.push_dm(USER, "hi");
     let msgs = until(&tg, |m| has_text(m, &answer)).await;
     assert_eq!(msgs.len(), 1);
+    assert_eq!(msgs[0].text, answer);
     assert_eq!(msgs[0].writes.len(), 1, "sent once, never edited");
     assert!(tg.calls_of("editMessageText").is_empty());
     drop(app);
@@ -123,16 +128,20 @@ async fn a_long_answer_is_split_within_the_limit() {
     assert!(answer.len() >= 10_000);
     let app = gateway(vec![Reply::completion(&answer, "stop", (1, 1))], &tg, false).await;
     tg.push_dm(USER, "long please");
-    let msgs = until(&tg, |m| {
-        m.iter().map(|s| s.text.len()).sum::<usize>() >= answer.len()
-    })
-    .await;
+    let msgs = until(&tg, |m| m.iter().any(|s| s.text.contains("18: lorem"))).await;
     assert!(msgs.len() >= 3, "{} parts", msgs.len());
     for m in &msgs {
         assert!(m.text.encode_utf16().count() <= 4096);
     }
-    let joined: String = msgs.iter().map(|m| m.text.as_str()).collect();
-    assert_eq!(joined, answer);
+    // Each part is rendered Markdown: paragraphs keep their breaks between
+    // parts, trailing spaces go (insignificant in Markdown).
+    let shown: Vec<&str> = msgs.iter().map(|m| m.text.trim_end()).collect();
+    let expected: Vec<&str> = answer
+        .split("\n\n")
+        .map(str::trim_end)
+        .filter(|p| !p.is_empty())
+        .collect();
+    assert_eq!(shown.join("\n\n"), expected.join("\n\n"));
     drop(app);
 }
 
@@ -157,93 +166,37 @@ async fn rate_limited_edits_lose_nothing_and_duplicate_nothing() {
 }
 
 #[actix_web::test]
-async fn a_stranger_gets_the_private_reply_once_and_never_reaches_the_model() {
+async fn a_stranger_is_told_which_variable_lets_them_in() {
     let tg = FakeTelegram::start(TOKEN);
-    let app = gateway(vec![], &tg, false).await;
+    let app = gateway(
+        vec![Reply::completion("barrier", "stop", (1, 1))],
+        &tg,
+        false,
+    )
+    .await;
     let stranger = 7;
     tg.push_dm(stranger, "hello?");
     tg.push_dm(stranger, "anyone?");
-    let msgs = tg.wait_for(stranger, LIMIT, |m| !m.is_empty()).await;
+    tg.push_message(-100, "group", stranger, "hi group");
+    // Barrier: a later message from an allowed user is answered, so the
+    // stranger's were handled before it.
+    tg.push_dm(USER, "hi");
+    until(&tg, |m| has_text(m, "barrier")).await;
+    let msgs = tg.messages(stranger);
+    assert_eq!(msgs.len(), 1, "one reply per hour: {msgs:?}");
     assert_eq!(
         msgs[0].text,
         "This bot is private. Ask its operator to add your user id 7 to TELEGRAM_ALLOWED_USERS."
     );
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(tg.messages(stranger).len(), 1, "one reply per hour");
-    assert!(app.fake.requests().is_empty(), "the model never saw it");
-    // A stranger in a group is ignored silently.
-    tg.push_message(-100, "group", stranger, "hi group");
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(tg.messages(-100).is_empty());
-}
-
-#[actix_web::test]
-async fn stop_interrupts_and_new_starts_fresh() {
-    let tg = FakeTelegram::start(TOKEN);
-    let gap = Duration::from_millis(100);
-    let app = gateway(
-        vec![
-            Reply::numbered_stream(300, gap, gap),
-            Reply::completion("fresh answer", "stop", (1, 1)),
-        ],
-        &tg,
-        true,
-    )
-    .await;
-    tg.push_dm(USER, "first question");
-    // Wait until the answer shows (min_tokens reached), then stop it.
-    until(&tg, |m| !m.is_empty()).await;
-    tg.push_dm(USER, "/stop");
-    let msgs = until(&tg, |m| {
-        has_text(m, "⚡ Stopping.") && m.iter().any(|s| s.text.ends_with(" (interrupted)"))
-    })
-    .await;
-    let partial = msgs.iter().find(|s| s.text.ends_with(" (interrupted)"));
     assert!(
-        partial.is_some_and(|s| s.text.starts_with("w0 w1 ") && !s.text.contains('▌')),
-        "{msgs:?}"
+        tg.messages(-100).is_empty(),
+        "a stranger in a group is ignored silently"
     );
-    tg.push_dm(USER, "/stop");
-    until(&tg, |m| has_text(m, "Nothing is running.")).await;
-    tg.push_dm(USER, "/new");
-    until(&tg, |m| has_text(m, "✨ New conversation started.")).await;
-    tg.push_dm(USER, "second question");
-    until(&tg, |m| has_text(m, "fresh answer")).await;
     assert_eq!(
-        last_request_texts(&app),
-        vec!["second question".to_string()],
-        "a fresh session"
+        app.fake.requests().len(),
+        1,
+        "only the allowed user reached the model"
     );
-}
-
-#[actix_web::test]
-async fn a_new_message_interrupts_the_running_turn() {
-    let tg = FakeTelegram::start(TOKEN);
-    let gap = Duration::from_millis(100);
-    let app = gateway(
-        vec![
-            Reply::numbered_stream(300, gap, gap),
-            Reply::completion("second answer", "stop", (1, 1)),
-        ],
-        &tg,
-        true,
-    )
-    .await;
-    tg.push_dm(USER, "first");
-    until(&tg, |m| !m.is_empty()).await;
-    tg.push_dm(USER, "actually, this");
-    let msgs = until(&tg, |m| has_text(m, "second answer")).await;
-    assert!(
-        msgs.iter().any(|s| s.text.ends_with(" (interrupted)")),
-        "{msgs:?}"
-    );
-    let seen = last_request_texts(&app);
-    assert_eq!(
-        seen.first().map(String::as_str),
-        Some("first"),
-        "the history kept the interrupted turn: {seen:?}"
-    );
-    assert_eq!(seen.last().map(String::as_str), Some("actually, this"));
 }
 
 #[actix_web::test]
@@ -266,9 +219,17 @@ async fn the_same_message_delivered_twice_is_handled_once() {
     let mut again = update;
     again["update_id"] = json!(501);
     tg.push_raw(again);
-    tokio::time::sleep(Duration::from_millis(800)).await;
-    assert_eq!(app.fake.requests().len(), 1);
-    assert!(!has_text(&tg.messages(USER), "twice"));
+    // Barrier: the next message is answered (with the second reply), so the
+    // redelivery was handled before it.
+    tg.push_raw(
+        json!({"update_id": 502, "message": {"message_id": 78, "from": {"id": USER},
+        "chat": {"id": USER, "type": "private"}, "text": "next"}}),
+    );
+    until(&tg, |m| has_text(m, "twice")).await;
+    assert_eq!(app.fake.requests().len(), 2);
+    let seen = last_request_texts(&app);
+    assert_eq!(seen.last().map(String::as_str), Some("next"), "{seen:?}");
+    assert_eq!(seen.iter().filter(|t| *t == "hi").count(), 1, "{seen:?}");
 }
 
 #[actix_web::test]
@@ -392,77 +353,4 @@ async fn the_webhook_needs_its_secret() {
         tg.calls_of("getUpdates").is_empty(),
         "no polling in webhook mode"
     );
-}
-
-/// The tool results (role `tool`) the upstream saw in its last request.
-fn last_tool_results(app: &App) -> Vec<String> {
-    let reqs = app.fake.requests();
-    reqs.last()
-        .and_then(|r| r.body["messages"].as_array().cloned())
-        .unwrap_or_default()
-        .iter()
-        .filter(|m| m["role"] == "tool")
-        .map(|m| m["content"].as_str().unwrap_or_default().to_string())
-        .collect()
-}
-
-#[actix_web::test]
-async fn approve_runs_a_dangerous_command_and_deny_refuses_it() {
-    use hermes::config::ApprovalMode;
-    use hermes::testing::fake_upstream::ScriptedCall;
-    let tg = FakeTelegram::start(TOKEN);
-    let call = |id: &str, word: &str| {
-        Reply::tool_completion(
-            &[ScriptedCall::new(
-                id,
-                "terminal",
-                json!({"command": format!("echo guarded-{word}")}),
-            )],
-            (1, 1),
-        )
-    };
-    let script = vec![
-        call("c1", "yes"),
-        Reply::completion("ran it", "stop", (1, 1)),
-        call("c2", "no"),
-        Reply::completion("did not run it", "stop", (1, 1)),
-    ];
-    let base = telegram(&tg, false);
-    let app = start(FakeUpstream::start(script), move |c: &mut Config| {
-        base(c);
-        c.approvals.mode = ApprovalMode::Ask;
-        // A harmless command the operator declared dangerous.
-        c.approvals.patterns = vec!["echo guarded-".into()];
-    })
-    .await;
-    tg.push_dm(USER, "run the guarded command");
-    until(&tg, |m| {
-        m.iter()
-            .any(|s| s.text.contains("/approve") && s.text.contains("echo guarded-yes"))
-    })
-    .await;
-    tg.push_dm(USER, "/approve");
-    until(&tg, |m| has_text(m, "ran it")).await;
-    let results = last_tool_results(&app);
-    assert!(
-        results
-            .iter()
-            .any(|r| r.contains("guarded-yes") && !r.contains("refused")),
-        "{results:?}"
-    );
-
-    tg.push_dm(USER, "and the other one");
-    until(&tg, |m| {
-        m.iter().any(|s| s.text.contains("echo guarded-no"))
-    })
-    .await;
-    tg.push_dm(USER, "/deny");
-    until(&tg, |m| has_text(m, "did not run it")).await;
-    let results = last_tool_results(&app);
-    assert!(
-        results.last().is_some_and(|r| r.contains("denied")),
-        "{results:?}"
-    );
-    tg.push_dm(USER, "/approve");
-    until(&tg, |m| has_text(m, "Nothing is waiting for approval.")).await;
 }

@@ -12,12 +12,12 @@ Never run destructive commands without being asked; if a command is refused, exp
 
 /// A line about the front door, so answers fit where they are shown.
 fn platform_hint(platform: &str) -> &'static str {
-    match platform {
-        "cli" => "The user is in a terminal: plain text, little formatting.",
-        "telegram" | "discord" | "slack" => {
-            "The user is on a chat app: be concise; Markdown is rendered."
-        }
-        _ => "You are serving an API client; Markdown is fine.",
+    if platform == "cli" {
+        "The user is in a terminal: plain text, little formatting."
+    } else if crate::platforms::info(platform).is_some() {
+        "The user is on a chat app: be concise; Markdown is rendered."
+    } else {
+        "You are serving an API client; Markdown is fine."
     }
 }
 

@@ -5,6 +5,7 @@ use serde_json::json;
 
 use super::error::ApiError;
 use super::state::AppState;
+use crate::platform_status::LinkState;
 
 /// `GET /health`, `GET /v1/health` (no auth).
 pub async fn health() -> HttpResponse {
@@ -42,7 +43,8 @@ pub async fn model(
 pub async fn health_detailed(state: web::Data<AppState>) -> HttpResponse {
     let now = crate::clock::unix_now();
     let platforms = state.platforms.snapshot();
-    let degraded = state.is_draining() || platforms.values().any(|p| p.state != "connected");
+    let degraded =
+        state.is_draining() || platforms.values().any(|p| p.state != LinkState::Connected);
     HttpResponse::Ok().json(json!({
         "status": if degraded { "degraded" } else { "ok" },
         "version": env!("CARGO_PKG_VERSION"),
@@ -59,7 +61,7 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     let platforms = state.platforms.snapshot();
     let up: Vec<(&str, bool)> = platforms
         .iter()
-        .map(|(k, v)| (k.as_str(), v.state == "connected"))
+        .map(|(k, v)| (k.as_str(), v.state == LinkState::Connected))
         .collect();
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")

@@ -43,17 +43,22 @@ pub async fn read_json(
     let timeout = live.body_timeout;
     match tokio::time::timeout(timeout, read_limited(req, payload, live.max_body)).await {
         Ok(read) => read,
-        Err(_) => Err(ApiError {
-            status: actix_web::http::StatusCode::REQUEST_TIMEOUT,
-            ..ApiError::bad_request(
-                format!(
-                    "The request body did not arrive within {} s",
-                    timeout.as_secs_f64()
-                ),
-                "request_timeout",
-                None,
-            )
-        }),
+        Err(_) => Err(body_timeout(timeout)),
+    }
+}
+
+/// 408: the body did not arrive in time.
+pub fn body_timeout(timeout: std::time::Duration) -> ApiError {
+    ApiError {
+        status: actix_web::http::StatusCode::REQUEST_TIMEOUT,
+        ..ApiError::bad_request(
+            format!(
+                "The request body did not arrive within {} s",
+                timeout.as_secs_f64()
+            ),
+            "request_timeout",
+            None,
+        )
     }
 }
 

@@ -142,15 +142,14 @@ pub async fn edge(
     // Auth (after CORS: a preflight carries no key).
     let mut key_name = String::from("-");
     let early = early.or_else(|| {
-        // The Telegram webhook carries its own secret instead of a key.
-        let webhook = state
+        // A platform's inbound hook carries its own secret or signature instead of a key.
+        let hook = state
             .chat
             .as_ref()
-            .and_then(|c| c.webhook.as_ref())
-            .is_some_and(|w| w.path == path);
+            .is_some_and(|c| c.hooks.iter().any(|h| h.path == path));
         if PUBLIC_PATHS.contains(&path.as_str())
             || (path == "/metrics" && live.metrics_public)
-            || webhook
+            || hook
         {
             return None;
         }

@@ -13,6 +13,7 @@ pub mod chat;
 pub mod chat_format;
 pub mod edge;
 pub mod error;
+pub mod hooks;
 pub mod idempotency;
 pub mod responses;
 pub mod responses_format;
@@ -20,7 +21,6 @@ pub mod run;
 pub mod sampling;
 pub mod sse_out;
 pub mod state;
-pub mod webhook;
 
 use std::net::SocketAddr;
 
@@ -86,21 +86,21 @@ pub fn start(
     port: u16,
     workers: usize,
 ) -> std::io::Result<(Server, SocketAddr)> {
-    let hook = state
+    let hooks: Vec<String> = state
         .chat
         .as_ref()
-        .and_then(|c| c.webhook.as_ref())
-        .map(|w| w.path.clone());
+        .map(|c| c.hooks.iter().map(|h| h.path.clone()).collect())
+        .unwrap_or_default();
     let server = HttpServer::new(move || {
-        let hook = hook.clone();
+        let hooks = hooks.clone();
         App::new()
             .app_data(state.clone())
             .app_data(web::QueryConfig::default().error_handler(query_error))
             .wrap(from_fn(edge::edge))
             .configure(routes)
             .configure(move |cfg| {
-                if let Some(path) = hook {
-                    cfg.service(resource(&path).route(web::post().to(webhook::telegram)));
+                for path in hooks {
+                    cfg.service(resource(&path).route(web::post().to(hooks::inbound)));
                 }
             })
             .default_service(web::to(edge::not_found))

@@ -140,18 +140,8 @@ impl Live {
 pub struct ChatParts {
     pub router: actix::Addr<crate::actors::session_router::SessionRouter>,
     pub stats: Arc<crate::actors::session_router::RouterStats>,
-    pub telegram: Option<actix::Addr<crate::actors::telegram::TelegramActor>>,
-    /// Telegram webhook mode: where updates are posted and the secret they carry.
-    pub webhook: Option<TelegramWebhook>,
-}
-
-/// The Telegram webhook route.
-pub struct TelegramWebhook {
-    /// The path of `telegram.webhook_url`.
-    pub path: String,
-    /// Must match `X-Telegram-Bot-Api-Secret-Token`.
-    pub secret: String,
-    pub telegram: actix::Addr<crate::actors::telegram::TelegramActor>,
+    /// Paths platforms post their events to.
+    pub hooks: Vec<crate::actors::hook::InboundHook>,
 }
 
 /// The long-lived parts a server is built from.

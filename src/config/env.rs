@@ -1,13 +1,16 @@
-//! The environment as configuration sees it: the real process environment
-//! layered over `$HERMES_HOME/.env`.
+//! The environment as configuration sees it, and what it changes.
 //!
-//! The process environment is never modified (a `.env` value is not exported):
+//! [`Env`] is the real process environment layered over `$HERMES_HOME/.env`
+//! (a variable already set in the real environment wins). The process
+//! environment is never modified (a `.env` value is not exported):
 //! configuration reads through [`Env`], and tests build one from a map.
+//! [`Config::apply_env`] lays the variables of `contract.md` over the values
+//! from `config.yaml`; a malformed value is an error naming the variable.
 
 use std::collections::HashMap;
 use std::path::Path;
 
-use super::ConfigError;
+use super::{CHAT_PLATFORMS, Config, ConfigError};
 
 /// A snapshot of environment variables, `.env` lines included.
 #[derive(Debug, Clone, Default)]
@@ -102,6 +105,100 @@ impl Env {
     /// A comma-separated list; empty items are dropped.
     pub fn get_list(&self, key: &str) -> Option<Vec<String>> {
         self.get(key).map(split_list)
+    }
+}
+
+impl Config {
+    /// Applies the environment variables of `contract.md` on top of the file.
+    pub fn apply_env(&mut self, env: &Env) -> Result<(), ConfigError> {
+        // Upstream model.
+        if let Some(m) = env.get("HERMES_MODEL").or_else(|| env.get("LLM_MODEL")) {
+            self.model.default = Some(m.to_string());
+        }
+        if let Some(u) = env.get("OPENAI_BASE_URL") {
+            self.model.base_url = Some(u.to_string());
+        }
+        if self.model.api_key.is_none() {
+            let var = if self.is_openrouter() {
+                "OPENROUTER_API_KEY"
+            } else {
+                "OPENAI_API_KEY"
+            };
+            self.model.api_key = env.get(var).map(String::from);
+        }
+        if let Some(n) = env.get_parsed("HERMES_MAX_ITERATIONS", "a positive whole number")? {
+            self.agent.max_iterations = n;
+        }
+
+        // API server.
+        if let Some(b) = env.get_bool("API_SERVER_ENABLED")? {
+            self.api_server.enabled = b;
+        }
+        if let Some(h) = env.get("API_SERVER_HOST") {
+            self.api_server.host = h.to_string();
+        }
+        if let Some(p) = env.get_parsed("API_SERVER_PORT", "a port number (0-65535)")? {
+            self.api_server.port = p;
+        }
+        if let Some(k) = env.get("API_SERVER_KEY") {
+            self.api_server.key = Some(k.to_string());
+        }
+        if let Some(o) = env.get_list("API_SERVER_CORS_ORIGINS") {
+            self.api_server.cors_origins = o;
+        }
+        if let Some(n) = env.get("API_SERVER_MODEL_NAME") {
+            self.api_server.model_name = n.to_string();
+        }
+        if let Some(n) = env.get_parsed("API_SERVER_MAX_CONCURRENT_RUNS", "a whole number")? {
+            self.api_server.max_concurrent_runs = n;
+        }
+
+        // Streaming.
+        if let Some(b) = env.get_bool("HERMES_STREAMING_ENABLED")? {
+            self.streaming.enabled = b;
+        }
+
+        // Chat platforms: `<PLATFORM>_<KEY>` for what they share, then their own.
+        for &name in CHAT_PLATFORMS {
+            let var = |key: &str| format!("{}_{key}", name.to_ascii_uppercase());
+            let Some(p) = self.platform_mut(name) else {
+                continue;
+            };
+            if let Some(t) = env.get(&var("BOT_TOKEN")) {
+                *p.bot_token = Some(t.to_string());
+            }
+            if let Some(u) = env.get_list(&var("ALLOWED_USERS")) {
+                *p.allowed_users = u;
+            }
+            if let Some(b) = env.get_bool(&var("ALLOW_ALL_USERS"))? {
+                *p.allow_all_users = b;
+            }
+            if let Some(u) = env.get(&var("API_BASE_URL")) {
+                *p.api_base_url = Some(u.to_string());
+            }
+            if let Some(c) = env.get(&var("HOME_CHANNEL")) {
+                *p.home_channel = Some(c.to_string());
+            }
+            if let Some(b) = env.get_bool(&var("REQUIRE_MENTION"))? {
+                *p.require_mention = Some(b);
+            }
+        }
+        if let Some(t) = env.get("SLACK_APP_TOKEN") {
+            self.slack.app_token = Some(t.to_string());
+        }
+        if let Some(u) = env.get("DISCORD_GATEWAY_URL") {
+            self.discord.gateway_url = Some(u.to_string());
+        }
+        if let Some(u) = env.get_list("GATEWAY_ALLOWED_USERS") {
+            self.gateway.allowed_users = u;
+        }
+        if let Some(b) = env.get_bool("GATEWAY_ALLOW_ALL_USERS")? {
+            self.gateway.allow_all_users = b;
+        }
+        if let Some(m) = env.get_parsed("SESSION_IDLE_MINUTES", "a whole number of minutes")? {
+            self.gateway.session_idle_minutes = m;
+        }
+        Ok(())
     }
 }
 
@@ -209,5 +306,70 @@ mod tests {
             .map(|e| e.to_string());
         assert!(err.unwrap_or_default().contains("P=abc"));
         assert!(env.get_bool("F").is_err());
+    }
+
+    #[test]
+    fn env_beats_file_and_keys_go_to_their_host() {
+        let mut c = Config::from_yaml("model:\n  default: from-file\n", Path::new("config.yaml"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let env = Env::from_pairs([
+            ("HERMES_MODEL", "from-env"),
+            ("OPENROUTER_API_KEY", "sk-or-1234567890abcdef"),
+            ("OPENAI_API_KEY", "sk-openai-1234567890"),
+        ]);
+        c.apply_env(&env).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.model.default.as_deref(), Some("from-env"));
+        // Default base URL is OpenRouter: its key, never the OpenAI one.
+        assert_eq!(c.model.api_key.as_deref(), Some("sk-or-1234567890abcdef"));
+
+        let mut c = Config::defaults();
+        let env = Env::from_pairs([
+            ("OPENAI_BASE_URL", "http://127.0.0.1:11434/v1"),
+            ("OPENROUTER_API_KEY", "sk-or-1234567890abcdef"),
+        ]);
+        c.apply_env(&env).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            c.model.api_key, None,
+            "the OpenRouter key must not go to another host"
+        );
+        assert!(
+            c.upstream_problem()
+                .is_some_and(|p| p.contains("HERMES_MODEL"))
+        );
+    }
+
+    #[test]
+    fn platform_variables_reach_their_own_section() {
+        let mut c = Config::defaults();
+        let env = Env::from_pairs([
+            ("TELEGRAM_BOT_TOKEN", "1:tg"),
+            ("TELEGRAM_HOME_CHANNEL", "-100123"),
+            ("TELEGRAM_REQUIRE_MENTION", "yes"),
+            ("DISCORD_ALLOWED_USERS", "7, 8"),
+            ("DISCORD_GATEWAY_URL", "wss://gw.example"),
+            ("SLACK_APP_TOKEN", "xapp-1"),
+            ("SLACK_REQUIRE_MENTION", "false"),
+            ("SLACK_API_BASE_URL", "http://127.0.0.1:9/api"),
+        ]);
+        c.apply_env(&env).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.telegram.bot_token.as_deref(), Some("1:tg"));
+        assert_eq!(c.telegram.home_channel.as_deref(), Some("-100123"));
+        assert_eq!(c.telegram.require_mention, Some(true));
+        assert_eq!(c.discord.allowed_users, ["7", "8"]);
+        assert_eq!(c.discord.gateway_url.as_deref(), Some("wss://gw.example"));
+        assert_eq!(c.discord.bot_token, None);
+        assert_eq!(c.slack.app_token.as_deref(), Some("xapp-1"));
+        assert_eq!(c.platform("slack").map(|p| p.require_mention), Some(false));
+        assert_eq!(
+            c.slack.api_base_url.as_deref(),
+            Some("http://127.0.0.1:9/api")
+        );
+        let bad = Env::from_pairs([("DISCORD_ALLOW_ALL_USERS", "maybe")]);
+        let e = c.apply_env(&bad).err().map(|e| e.to_string());
+        assert!(
+            e.as_deref()
+                .is_some_and(|e| e.contains("DISCORD_ALLOW_ALL_USERS=maybe")),
+            "{e:?}"
+        );
     }
 }

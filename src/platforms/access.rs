@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::config::{Config, PlatformConfig};
+use crate::config::Config;
 
 /// At most one "this bot is private" reply per user in this long.
 pub const PRIVATE_REPLY_EVERY: Duration = Duration::from_secs(3600);
@@ -28,9 +28,10 @@ pub struct Allowlist {
 
 impl Allowlist {
     /// The allowlist of `platform` (`telegram`, ...) from configuration.
-    pub fn from_config(c: &Config, platform: &str, p: &PlatformConfig) -> Self {
+    pub fn from_config(c: &Config, platform: &str) -> Self {
+        let p = c.platform(platform);
         let users = p
-            .allowed_users
+            .map_or(&[][..], |p| p.allowed_users)
             .iter()
             .chain(&c.gateway.allowed_users)
             .map(|u| u.trim().to_string())
@@ -38,7 +39,7 @@ impl Allowlist {
             .collect();
         Self {
             users,
-            all: p.allow_all_users || c.gateway.allow_all_users,
+            all: p.is_some_and(|p| p.allow_all_users) || c.gateway.allow_all_users,
             variable: format!("{}_ALLOWED_USERS", platform.to_ascii_uppercase()),
         }
     }
@@ -113,11 +114,11 @@ mod tests {
         let mut c = Config::defaults();
         c.telegram.allowed_users = vec!["1".into()];
         c.gateway.allowed_users = vec!["2".into()];
-        let a = Allowlist::from_config(&c, "telegram", &c.telegram);
+        let a = Allowlist::from_config(&c, "telegram");
         assert!(a.allows("1") && a.allows("2") && !a.allows("3"));
-        assert!(!Allowlist::from_config(&Config::defaults(), "telegram", &c.discord).allows("1"));
+        assert!(!Allowlist::from_config(&c, "discord").allows("1"));
         c.gateway.allow_all_users = true;
-        assert!(Allowlist::from_config(&c, "telegram", &c.telegram).allows("3"));
+        assert!(Allowlist::from_config(&c, "telegram").allows("3"));
         assert_eq!(
             a.private_reply("42"),
             "This bot is private. Ask its operator to add your user id 42 to TELEGRAM_ALLOWED_USERS."

@@ -1,18 +1,87 @@
-//! Platform-neutral pieces of the chat front doors: who sent what from which
-//! chat ([`Inbound`]), session keys, what a platform call can fail with, and
-//! the pure logic every platform shares (splitting, formatting, pacing,
-//! allowlists). The platform actors in `actors/` do the talking; this module
-//! has no actix in it.
+//! The chat platform layer's shared vocabulary, with no platform named in
+//! it: who sent what from which chat ([`Inbound`]), session keys, what a
+//! platform can do ([`Capabilities`], a value each platform supplies), what a
+//! platform call can fail with ([`PlatformError`], typed once inside each
+//! platform's own module), and the registry of platforms ([`ALL`]) that
+//! configuration, the router, health and metrics read.
+//!
+//! Each platform is one actor in `actors/` (the only code that talks to it)
+//! and one pure module here (its wire format: request bodies, parsing,
+//! error classification). Everything else is shared: splitting, Markdown
+//! rendering, pacing, allowlists, the courier. No actix in this module.
+//!
+//! Adding a platform: an entry in [`ALL`], its pure module, its actor (with
+//! a [`courier::Wire`] for its API calls), and a fake server in `testing/`.
 
 pub mod access;
-pub mod markdown;
+pub mod courier;
+pub mod markup;
 pub mod pacing;
 pub mod split;
 pub mod telegram;
 
 use std::time::Duration;
 
+pub use pacing::PaceRules;
 pub use split::Measure;
+
+/// One chat platform, as the rest of the gateway knows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PlatformInfo {
+    /// `telegram`, `discord`, `slack`: logs, metrics, health, session keys,
+    /// configuration sections, environment prefixes.
+    pub name: &'static str,
+    /// How people write it.
+    pub title: &'static str,
+}
+
+/// Every chat platform the gateway knows.
+pub const ALL: &[PlatformInfo] = &[
+    PlatformInfo {
+        name: "telegram",
+        title: "Telegram",
+    },
+    PlatformInfo {
+        name: "discord",
+        title: "Discord",
+    },
+    PlatformInfo {
+        name: "slack",
+        title: "Slack",
+    },
+];
+
+/// The registry entry of `name`.
+pub fn info(name: &str) -> Option<&'static PlatformInfo> {
+    ALL.iter().find(|p| p.name == name)
+}
+
+/// What a platform can do with messages: everything the shared chat core
+/// needs to know about it, carried with its outbox.
+#[derive(Debug, Clone, Copy)]
+pub struct Capabilities {
+    /// The longest message, in `measure` units.
+    pub max_len: usize,
+    pub measure: Measure,
+    /// The shortest time between two edits of one message the platform
+    /// tolerates; `None` when messages cannot be edited (no live preview).
+    pub edit_floor: Option<Duration>,
+    /// How often the typing indicator must be refreshed while a turn runs
+    /// (it expires on its own); `None` for platforms without one.
+    pub typing_every: Option<Duration>,
+    /// Markdown (as models write it) in the platform's own markup.
+    pub render: fn(&str) -> String,
+    /// Spacing of calls into one chat, so bursts queue instead of earning
+    /// rate limits.
+    pub pace: PaceRules,
+}
+
+impl Capabilities {
+    /// Whether sent messages can be edited (the stream preview needs it).
+    pub fn can_edit(&self) -> bool {
+        self.edit_floor.is_some()
+    }
+}
 
 /// What kind of conversation a chat is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,7 +124,7 @@ impl ChatRef {
 /// (mentions stripped, bots ignored, duplicates dropped).
 #[derive(Debug, Clone)]
 pub struct Inbound {
-    /// `telegram`, `discord`, `slack`.
+    /// The platform's registry name ([`PlatformInfo::name`]).
     pub platform: &'static str,
     pub chat: ChatRef,
     pub user_id: String,
@@ -73,22 +142,19 @@ pub enum Format {
     Markdown,
 }
 
-/// What a platform can do with messages.
-#[derive(Debug, Clone, Copy)]
-pub struct Limits {
-    /// The longest message, in `measure` units.
-    pub max_len: usize,
-    pub measure: Measure,
-    /// Whether sent messages can be edited (the stream preview needs it).
-    pub can_edit: bool,
-}
-
-/// Why a platform call failed.
+/// Why a platform call failed, decided once by the platform's own module.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum PlatformError {
-    /// The platform asked us to wait this long.
-    #[error("rate limited; retry after {0:?}")]
-    RateLimited(Duration),
+    /// Wait this long before the next call: into this chat, or into any
+    /// chat when `global`.
+    #[error("rate limited; retry after {retry_after:?} (global: {global})")]
+    RateLimited { retry_after: Duration, global: bool },
+    /// An edit that would not change the message (which is success).
+    #[error("the message already shows this text")]
+    NotModified,
+    /// The platform could not parse the formatted text; plain text will do.
+    #[error("formatting rejected: {0}")]
+    FormatRejected(String),
     /// The platform refused the request (bad request, message gone, no rights).
     #[error("refused: {0}")]
     Refused(String),
@@ -101,6 +167,16 @@ pub enum PlatformError {
     /// Another connection holds the bot's updates (a second poller, a webhook).
     #[error("conflict: {0}")]
     Conflict(String),
+}
+
+impl PlatformError {
+    /// A rate limit for one chat.
+    pub fn rate_limited(retry_after: Duration) -> Self {
+        Self::RateLimited {
+            retry_after,
+            global: false,
+        }
+    }
 }
 
 #[cfg(test)]

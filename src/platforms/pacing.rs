@@ -1,7 +1,9 @@
-//! Per-chat send pacing: Telegram accepts about one message per second in a
-//! chat and twenty per minute in a group. [`Pacer::reserve`] hands out the
-//! next free slot for a chat, so bursts queue instead of earning a 429.
-//! Pure logic over caller-supplied instants; the platform actor sleeps.
+//! Per-chat send pacing: platforms accept only so many messages per chat
+//! (Telegram about one a second in a chat and twenty a minute in a group).
+//! [`Pacer::reserve`] hands out the next free slot for a chat, so bursts
+//! queue instead of earning a rate limit, and a rate limit the platform
+//! answers holds one chat or, when global, every chat. Pure logic over
+//! caller-supplied instants; the courier sleeps.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -24,6 +26,8 @@ const FORGET_AFTER: Duration = Duration::from_secs(600);
 #[derive(Debug, Default)]
 pub struct Pacer {
     next: HashMap<String, Instant>,
+    /// Nothing goes to any chat before this (a global rate limit).
+    all_until: Option<Instant>,
 }
 
 impl Pacer {
@@ -39,7 +43,10 @@ impl Pacer {
         } else {
             rules.per_chat
         };
-        let slot = self.next.get(chat).copied().unwrap_or(now).max(now);
+        let mut slot = self.next.get(chat).copied().unwrap_or(now).max(now);
+        if let Some(all) = self.all_until {
+            slot = slot.max(all);
+        }
         self.next.insert(chat.to_string(), slot + gap);
         slot
     }
@@ -49,6 +56,11 @@ impl Pacer {
     pub fn hold(&mut self, chat: &str, until: Instant) {
         let e = self.next.entry(chat.to_string()).or_insert(until);
         *e = (*e).max(until);
+    }
+
+    /// A global rate limit: nothing goes to any chat before `until`.
+    pub fn hold_all(&mut self, until: Instant) {
+        self.all_until = Some(self.all_until.map_or(until, |t| t.max(until)));
     }
 }
 
@@ -93,6 +105,12 @@ mod tests {
         assert_eq!(
             p.reserve("a", false, RULES, now),
             now + Duration::from_secs(5)
+        );
+        p.hold_all(now + Duration::from_secs(7));
+        assert_eq!(
+            p.reserve("b", false, RULES, now),
+            now + Duration::from_secs(7),
+            "a global hold holds every chat"
         );
     }
 }

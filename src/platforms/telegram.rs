@@ -1,39 +1,49 @@
-//! The Telegram Bot API as plain request/response code: every call is
-//! `POST {TELEGRAM_API_BASE_URL}/bot<token>/<method>` with a JSON body, and
-//! every answer `{"ok": …, "result" | "description", "parameters"}` becomes
-//! a value or a [`PlatformError`]. Also: turning an update into an
-//! [`Inbound`], and the polling offset kept in `state.db`.
-//!
-//! The token is part of every URL, so no URL is ever logged, and every error
-//! text passes [`BotApi::scrub`] before it leaves this module.
+//! Telegram's wire format, as pure functions: the Bot API's request bodies,
+//! its answers (`{"ok", "result" | "description", "parameters"}`) turned into
+//! a value or a typed [`PlatformError`], updates turned into [`Inbound`]
+//! messages, and what Telegram messages can do ([`CAPABILITIES`]).
+//! The HTTP calls themselves live in the Telegram actor, the only code that
+//! talks to Telegram.
 
 use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use super::{ChatKind, ChatRef, Inbound, Limits, Measure, PlatformError};
-use crate::db::{Db, StoreError};
+use super::{Capabilities, ChatKind, ChatRef, Inbound, Measure, PaceRules, PlatformError};
 
+/// The platform's registry name.
+pub const NAME: &str = "telegram";
 /// Telegram's message limit, in UTF-16 code units.
 pub const MAX_MESSAGE_UNITS: usize = 4096;
-/// What Telegram messages can do.
-pub const LIMITS: Limits = Limits {
+/// What Telegram messages can do: 4096 UTF-16 units, edits (about one a
+/// second per chat), a typing indicator that expires after 5 s, HTML
+/// markup, and about one message a second per chat, twenty a minute per group.
+pub const CAPABILITIES: Capabilities = Capabilities {
     max_len: MAX_MESSAGE_UNITS,
     measure: Measure::Utf16,
-    can_edit: true,
+    edit_floor: Some(Duration::from_secs(1)),
+    typing_every: Some(Duration::from_secs(4)),
+    render: render_html,
+    pace: PaceRules {
+        per_chat: Duration::from_secs(1),
+        per_group: Duration::from_secs(3),
+    },
 };
+/// Markdown as Telegram HTML (`parse_mode: HTML`).
+fn render_html(markdown: &str) -> String {
+    super::markup::render(markdown, super::markup::Markup::TelegramHtml)
+}
+
 /// Long-poll timeout sent with `getUpdates` (seconds).
 pub const POLL_TIMEOUT_S: u64 = 30;
 /// How long a `getUpdates` request may take before we give up on it.
 pub const POLL_REQUEST_TIMEOUT: Duration = Duration::from_secs(POLL_TIMEOUT_S + 15);
 /// How long any other call may take.
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(30);
-/// Connect timeout for the Bot API.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// The largest Bot API answer read (a batch of 100 updates fits easily).
-const MAX_ANSWER_BYTES: usize = 16 * 1024 * 1024;
 /// Update kinds asked for: messages and edited messages.
 pub const ALLOWED_UPDATES: &[&str] = &["message", "edited_message"];
+/// The header a webhook request carries its secret in.
+pub const SECRET_HEADER: &str = "x-telegram-bot-api-secret-token";
 
 /// The default Bot API server.
 pub const DEFAULT_BASE_URL: &str = "https://api.telegram.org";
@@ -45,107 +55,49 @@ pub struct BotIdentity {
     pub username: String,
 }
 
-/// A Bot API endpoint with its token.
-#[derive(Clone)]
-pub struct BotApi {
-    base: String,
-    token: String,
-}
-
-impl std::fmt::Debug for BotApi {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("BotApi")
-            .field("base", &self.base)
-            .finish_non_exhaustive()
-    }
-}
-
-impl BotApi {
-    /// An endpoint at `base` (no trailing slash needed) with `token`.
-    pub fn new(base: Option<&str>, token: &str) -> Self {
+impl BotIdentity {
+    /// From `getMe`'s result.
+    pub fn from_me(v: &Value) -> Self {
         Self {
-            base: base
-                .unwrap_or(DEFAULT_BASE_URL)
-                .trim_end_matches('/')
-                .to_string(),
-            token: token.to_string(),
+            id: v["id"].as_i64().unwrap_or_default(),
+            username: v["username"].as_str().unwrap_or_default().to_string(),
         }
-    }
-
-    /// Removes the token from a text (error messages may quote the URL).
-    pub fn scrub(&self, text: &str) -> String {
-        if self.token.is_empty() {
-            return text.to_string();
-        }
-        crate::secrets::redact(&text.replace(&self.token, "<token>"))
-    }
-
-    /// Calls `method` with `params`; the answer's `result`.
-    pub async fn call(
-        &self,
-        method: &str,
-        params: &Value,
-        timeout: Duration,
-    ) -> Result<Value, PlatformError> {
-        let url = format!("{}/bot{}/{method}", self.base, self.token);
-        let client = crate::upstream::http_client(CONNECT_TIMEOUT);
-        let sent = client.post(&url).timeout(timeout).send_json(params).await;
-        let mut resp = sent.map_err(|e| {
-            PlatformError::Unavailable(
-                self.scrub(&format!("{method}: cannot reach the Bot API: {e}")),
-            )
-        })?;
-        let status = resp.status().as_u16();
-        let body = resp.body().limit(MAX_ANSWER_BYTES).await.map_err(|e| {
-            PlatformError::Unavailable(self.scrub(&format!("{method}: reading the answer: {e}")))
-        })?;
-        let v: Value = serde_json::from_slice(&body).map_err(|_| {
-            PlatformError::Unavailable(format!(
-                "{method}: HTTP {status} with a body that is not JSON"
-            ))
-        })?;
-        if v["ok"].as_bool() == Some(true) {
-            return Ok(v["result"].clone());
-        }
-        let description = v["description"]
-            .as_str()
-            .unwrap_or("no description")
-            .to_string();
-        let code = v["error_code"].as_u64().map_or(status, |c| c as u16);
-        Err(classify(
-            method,
-            code,
-            &self.scrub(&description),
-            &v["parameters"],
-        ))
     }
 }
 
-/// The error a failed call means.
-fn classify(method: &str, code: u16, description: &str, parameters: &Value) -> PlatformError {
+/// A Bot API answer: its `result`, or the typed error it means. `status`
+/// is the HTTP status (the body's `error_code` wins when present).
+pub fn answer(method: &str, status: u16, body: &[u8]) -> Result<Value, PlatformError> {
+    let v: Value = serde_json::from_slice(body).map_err(|_| {
+        PlatformError::Unavailable(format!(
+            "{method}: HTTP {status} with a body that is not JSON"
+        ))
+    })?;
+    if v["ok"].as_bool() == Some(true) {
+        return Ok(v["result"].clone());
+    }
+    let description = v["description"].as_str().unwrap_or("no description");
+    let code = v["error_code"].as_u64().map_or(status, |c| c as u16);
+    Err(classify(method, code, description, &v["parameters"]))
+}
+
+/// The error a failed call means, decided here once.
+pub fn classify(method: &str, code: u16, description: &str, parameters: &Value) -> PlatformError {
     let text = format!("{method}: {code} {description}");
     match code {
         429 => {
             let secs = parameters["retry_after"].as_f64().unwrap_or(1.0).max(0.0);
-            PlatformError::RateLimited(Duration::from_secs_f64(secs))
+            PlatformError::rate_limited(Duration::from_secs_f64(secs))
         }
         // A token Telegram does not know answers getMe with 404.
         401 => PlatformError::Unauthorized(text),
         404 if method == "getMe" => PlatformError::Unauthorized(text),
         409 => PlatformError::Conflict(text),
+        400 if description.contains("message is not modified") => PlatformError::NotModified,
+        400 if description.contains("can't parse entities") => PlatformError::FormatRejected(text),
         400 | 403 | 404 => PlatformError::Refused(text),
         _ => PlatformError::Unavailable(text),
     }
-}
-
-/// "message is not modified": the edit had nothing to change, which is success.
-pub fn is_not_modified(e: &PlatformError) -> bool {
-    matches!(e, PlatformError::Refused(t) if t.contains("message is not modified"))
-}
-
-/// Telegram could not parse the HTML of a message.
-pub fn is_parse_error(e: &PlatformError) -> bool {
-    matches!(e, PlatformError::Refused(t) if t.contains("can't parse entities"))
 }
 
 /// `sendMessage` parameters.
@@ -256,7 +208,7 @@ pub fn parse_update(update: &Value, me: &BotIdentity, require_mention: bool) -> 
     };
     Parsed::Message {
         inbound: Inbound {
-            platform: "telegram",
+            platform: NAME,
             chat: ChatRef {
                 id: chat_id.to_string(),
                 kind,
@@ -268,37 +220,6 @@ pub fn parse_update(update: &Value, me: &BotIdentity, require_mention: bool) -> 
         },
         dedup,
     }
-}
-
-/// The `update_id` after the last accepted one (0 when none was stored).
-pub async fn load_offset(db: &Db) -> Result<i64, StoreError> {
-    db.call(|c| {
-        let v: Option<String> = c
-            .query_row(
-                "SELECT value FROM platform_state WHERE platform = 'telegram' AND key = 'offset'",
-                [],
-                |r| r.get(0),
-            )
-            .map(Some)
-            .or_else(|e| match e {
-                rusqlite::Error::QueryReturnedNoRows => Ok(None),
-                e => Err(e),
-            })?;
-        Ok(v.and_then(|s| s.parse().ok()).unwrap_or(0))
-    })
-    .await
-}
-
-/// Records the next offset. Queued at once (before the call returns).
-pub fn save_offset(db: &Db, offset: i64) -> impl Future<Output = Result<(), StoreError>> + use<> {
-    db.call(move |c| {
-        c.execute(
-            "INSERT INTO platform_state (platform, key, value) VALUES ('telegram', 'offset', ?1)
-             ON CONFLICT(platform, key) DO UPDATE SET value = ?1",
-            [offset.to_string()],
-        )?;
-        Ok(())
-    })
 }
 
 #[cfg(test)]
@@ -382,11 +303,10 @@ mod tests {
     }
 
     #[test]
-    fn errors_are_classified_and_scrubbed() {
-        let api = BotApi::new(None, "123456:SECRET_TOKEN_VALUE");
+    fn answers_become_values_or_typed_errors() {
         assert_eq!(
-            api.scrub("GET https://api.telegram.org/bot123456:SECRET_TOKEN_VALUE/getMe failed"),
-            "GET https://api.telegram.org/bot<token>/getMe failed"
+            answer("getMe", 200, br#"{"ok":true,"result":{"id":1}}"#),
+            Ok(json!({"id": 1}))
         );
         assert_eq!(
             classify(
@@ -395,30 +315,42 @@ mod tests {
                 "Too Many Requests",
                 &json!({"retry_after": 3})
             ),
-            PlatformError::RateLimited(Duration::from_secs(3))
+            PlatformError::rate_limited(Duration::from_secs(3))
         );
         assert!(matches!(
-            classify("getMe", 401, "Unauthorized", &Value::Null),
-            PlatformError::Unauthorized(_)
+            answer(
+                "getMe",
+                401,
+                br#"{"ok":false,"error_code":401,"description":"Unauthorized"}"#
+            ),
+            Err(PlatformError::Unauthorized(_))
         ));
         assert!(matches!(
             classify("getUpdates", 409, "Conflict", &Value::Null),
             PlatformError::Conflict(_)
         ));
-        let nm = classify(
-            "editMessageText",
-            400,
-            "Bad Request: message is not modified",
-            &Value::Null,
+        assert_eq!(
+            classify(
+                "editMessageText",
+                400,
+                "Bad Request: message is not modified",
+                &Value::Null
+            ),
+            PlatformError::NotModified
         );
-        assert!(is_not_modified(&nm));
-        let pe = classify(
-            "sendMessage",
-            400,
-            "Bad Request: can't parse entities: x",
-            &Value::Null,
-        );
-        assert!(is_parse_error(&pe));
+        assert!(matches!(
+            classify(
+                "sendMessage",
+                400,
+                "Bad Request: can't parse entities: x",
+                &Value::Null
+            ),
+            PlatformError::FormatRejected(_)
+        ));
+        assert!(matches!(
+            answer("sendMessage", 502, b"<html>Bad Gateway</html>"),
+            Err(PlatformError::Unavailable(_))
+        ));
     }
 
     #[test]

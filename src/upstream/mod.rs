@@ -636,18 +636,13 @@ fn parse_retry_after(h: &awc::http::header::HeaderMap) -> Option<Duration> {
         .map(Duration::from_secs_f64)
 }
 
-/// Exponential back-off with ±25 % jitter.
+/// The wait before retry number `attempt` (1-based): exponential from
+/// [`RETRY_BASE_DELAY`] up to [`RETRY_MAX_DELAY`], ±25 % jitter.
 pub fn backoff(attempt: u32) -> Duration {
     let base = RETRY_BASE_DELAY
         .saturating_mul(1 << attempt.saturating_sub(1).min(8))
         .min(RETRY_MAX_DELAY);
-    let mut b = [0u8; 2];
-    let r = if getrandom::fill(&mut b).is_ok() {
-        u16::from_le_bytes(b) as f64 / u16::MAX as f64
-    } else {
-        0.5
-    };
-    base.mul_f64(0.75 + r * 0.5)
+    crate::backoff::jitter(base)
 }
 
 #[cfg(test)]
