@@ -37,3 +37,34 @@ pub struct Started {
 
 /// A platform's start function: `None` when it is not configured.
 pub type StartFn = fn(&PlatformStart) -> Option<Started>;
+
+/// Says in the platform's home channel (its `home_channel` setting) that the
+/// gateway is online: after a start or a restart, the operator sees it came
+/// back. Sent once per process, when the platform first connects.
+pub fn announce_online(out: &super::outbox::Outbox, home_channel: &str) {
+    use crate::platforms::{ChatKind, ChatRef, Format};
+    let chat = ChatRef {
+        id: home_channel.to_string(),
+        // Negative ids are groups and channels on the platforms that use
+        // numbers; names and other ids are chats of their own.
+        kind: if home_channel.starts_with('-') {
+            ChatKind::Group
+        } else {
+            ChatKind::Dm
+        },
+        thread: None,
+    };
+    let (out, text) = (
+        out.clone(),
+        format!("✅ Hermes {} is online.", env!("CARGO_PKG_VERSION")),
+    );
+    actix::spawn(async move {
+        if let Err(e) = out.send_split(&chat, &text, Format::Plain, None).await {
+            log::warn!(
+                "{}: could not post to the home channel {}: {e}",
+                out.platform,
+                chat.id
+            );
+        }
+    });
+}

@@ -4,7 +4,7 @@
 //! decision that the final answer has been delivered.
 //!
 //! With editing on (`streaming` enabled and a platform that can edit), it
-//! types the answer out, as `gateway.md` ("Stream preview") says:
+//! types the answer out:
 //!
 //! - nothing is shown before `min_tokens` deltas (or the end of the answer);
 //! - the first frame is a new message (a reply to the user) with the cursor;
@@ -821,7 +821,7 @@ mod tests {
                     .push_back(PlatformError::rate_limited(Duration::from_secs(2)));
             },
             |p| async move {
-                let text = stream(&p, 80, Duration::from_millis(100)).await;
+                let text = stream(&p, 300, Duration::from_millis(100)).await;
                 finish(&p, End::Completed, &text).await
             },
         );
@@ -834,15 +834,17 @@ mod tests {
         assert_eq!(d.messages, vec!["1".to_string()]);
         assert_eq!(
             log.texts["1"],
-            (0..80).map(|i| format!("w{i} ")).collect::<String>()
+            (0..300).map(|i| format!("w{i} ")).collect::<String>()
         );
-        // After two rate limits the interval has doubled twice (6 s).
+        // After two rate limits the interval has doubled twice (6 s): the
+        // 30 s answer has room for several edits, each 6 s from the last.
         let edits: Vec<Instant> = log
             .calls
             .iter()
             .filter(|(_, c)| matches!(c, Call::Edit { .. }))
             .map(|(t, _)| *t)
             .collect();
+        assert!(edits.len() >= 3, "several edits to compare: {edits:?}");
         assert!(
             edits
                 .windows(2)

@@ -156,6 +156,11 @@ impl Wire for TelegramWire {
 #[rtype(result = "()")]
 struct Identity(BotIdentity);
 
+/// Telegram answers (polling, or the webhook registered). Sent by: the start-up task.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Online;
+
 /// One update from long polling; answers whether it was accepted.
 /// Sent by: the polling loop.
 #[derive(Message)]
@@ -170,6 +175,8 @@ pub struct TelegramSettings {
     pub require_mention: bool,
     /// Webhook mode: the public URL and its secret.
     pub webhook: Option<(String, String)>,
+    /// Where the gateway's own notices go (`telegram.home_channel`).
+    pub home_channel: Option<String>,
 }
 
 /// The Telegram platform.
@@ -195,6 +202,7 @@ pub fn start(ctx: &PlatformStart) -> Option<Started> {
         api: api.clone(),
         require_mention: c.require_mention.unwrap_or(false),
         webhook: webhook.clone(),
+        home_channel: c.home_channel.clone(),
     };
     let out = CourierActor::start_outbox(
         &ctx.pool.pick(),
@@ -287,6 +295,7 @@ async fn run(settings: TelegramSettings, me_to: Addr<TelegramActor>, start: Plat
                 Ok(_) => {
                     log::info!("{NAME}: webhook registered; updates arrive over HTTP");
                     status.set(NAME, LinkState::Connected, None);
+                    me_to.do_send(Online);
                     return;
                 }
                 Err(e) => {
@@ -321,8 +330,10 @@ async fn poll(api: &BotApi, me_to: &Addr<TelegramActor>, start: &PlatformStart) 
     let mut connected = false;
     // Runs for the life of the gateway; each round is bounded by the poll timeout.
     loop {
-        let mut params =
-            json!({"timeout": tg::POLL_TIMEOUT_S, "allowed_updates": tg::ALLOWED_UPDATES});
+        // The first poll returns at once, so the platform shows connected
+        // (or the reason it is not) right after the start, not a long poll later.
+        let wait = if connected { tg::POLL_TIMEOUT_S } else { 0 };
+        let mut params = json!({"timeout": wait, "allowed_updates": tg::ALLOWED_UPDATES});
         if offset > 0 {
             params["offset"] = json!(offset);
         }
@@ -335,6 +346,7 @@ async fn poll(api: &BotApi, me_to: &Addr<TelegramActor>, start: &PlatformStart) 
                     status.set(NAME, LinkState::Connected, None);
                     log::info!("{NAME}: polling for updates");
                     connected = true;
+                    me_to.do_send(Online);
                 }
                 backoff.reset();
                 let mut last_saved = None;
@@ -418,6 +430,17 @@ impl Handler<Identity> for TelegramActor {
 
     fn handle(&mut self, msg: Identity, _: &mut Context<Self>) {
         self.me = msg.0;
+    }
+}
+
+impl Handler<Online> for TelegramActor {
+    type Result = ();
+
+    fn handle(&mut self, _: Online, _: &mut Context<Self>) {
+        // Once per process: a reconnect is not a restart.
+        if let Some(home) = self.settings.home_channel.take() {
+            super::start::announce_online(&self.out, &home);
+        }
     }
 }
 

@@ -6,7 +6,7 @@
 //! upstream. Prints a table and writes JSON. See `BENCHMARKS.md`.
 //!
 //! ```text
-//! cargo build --release && target/release/hermes-bench [--quick] [--runs N] [--only NAME] [--json PATH]
+//! cargo build --release --features testing && target/release/hermes-bench [--quick] [--runs N] [--only NAME] [--json PATH]
 //! ```
 //!
 //! A benchmark is a measurement, not a test: slow numbers never fail it.
@@ -26,7 +26,7 @@ use serde_json::json;
 /// Measured values of one run of a scenario, by name.
 type Figures = BTreeMap<&'static str, f64>;
 
-/// Sizes of a run: the full scenarios of `benchmarks.md`, or a quick pass
+/// Sizes of a run: the full scenarios (BENCHMARKS.md), or a quick pass
 /// (a few seconds each) that keeps the program from rotting in CI.
 struct Plan {
     quick: bool,

@@ -13,16 +13,29 @@ use tokio::sync::mpsc;
 use crate::actors::agent::{AgentActor, Interrupt, RunTurn};
 use crate::actors::pool::ArbiterPool;
 use crate::agent::{AgentEvent, AgentSettings, EVENT_CHANNEL_CAPACITY, TurnInput, TurnStatus};
-use crate::cli::{ChatArgs, EXIT_CONFIG, EXIT_FAILED, EXIT_INTERRUPTED};
 use crate::config::{self, Loaded};
 use crate::openai::Message;
+use crate::outcome::Outcome;
 use crate::upstream::UpstreamSettings;
 
 /// The front-door name used for `platform_toolsets` and the prompt hint.
 const PLATFORM: &str = "cli";
 
-/// Runs the command; returns the exit code.
-pub fn run(mut loaded: Loaded, args: &ChatArgs) -> i32 {
+/// What `hermes chat` was asked.
+#[derive(Debug, Clone, Default)]
+pub struct ChatOptions {
+    /// Model for this run (overrides configuration).
+    pub model: Option<String>,
+    /// Toolsets for this run; `Some(empty)`: no tools.
+    pub toolsets: Option<Vec<String>>,
+    /// Upstream calls allowed in this turn.
+    pub max_iterations: Option<u32>,
+    /// The message; `-` reads it from stdin.
+    pub message: String,
+}
+
+/// Runs the command.
+pub fn run(mut loaded: Loaded, args: &ChatOptions) -> Outcome {
     let c = &mut loaded.config;
     if let Some(m) = &args.model {
         c.model.default = Some(m.clone());
@@ -30,7 +43,7 @@ pub fn run(mut loaded: Loaded, args: &ChatArgs) -> i32 {
     if let Some(n) = args.max_iterations {
         if n == 0 {
             eprintln!("hermes: --max-iterations must be at least 1");
-            return EXIT_CONFIG;
+            return Outcome::BadConfig;
         }
         c.agent.max_iterations = n;
     }
@@ -51,20 +64,20 @@ pub fn run(mut loaded: Loaded, args: &ChatArgs) -> i32 {
             "hermes: --toolsets: unknown toolset `{bad}`; expected some of {}",
             config::TOOLSETS.join(", ")
         );
-        return EXIT_CONFIG;
+        return Outcome::BadConfig;
     }
     let upstream = match UpstreamSettings::from_config(c) {
         Ok(u) => u,
         Err(problem) => {
             eprintln!("hermes: {problem}");
-            return EXIT_CONFIG;
+            return Outcome::BadConfig;
         }
     };
     let message = if args.message == "-" {
         let mut s = String::new();
         if let Err(e) = std::io::stdin().read_to_string(&mut s) {
             eprintln!("hermes: cannot read the message from stdin: {e}");
-            return EXIT_CONFIG;
+            return Outcome::BadConfig;
         }
         s
     } else {
@@ -72,7 +85,7 @@ pub fn run(mut loaded: Loaded, args: &ChatArgs) -> i32 {
     };
     if message.trim().is_empty() {
         eprintln!("hermes: the message is empty");
-        return EXIT_CONFIG;
+        return Outcome::BadConfig;
     }
     let settings = Arc::new(AgentSettings::for_front_door(
         &loaded, PLATFORM, upstream, &toolsets,
@@ -81,7 +94,7 @@ pub fn run(mut loaded: Loaded, args: &ChatArgs) -> i32 {
     system.block_on(drive(settings, message))
 }
 
-async fn drive(settings: Arc<AgentSettings>, message: String) -> i32 {
+async fn drive(settings: Arc<AgentSettings>, message: String) -> Outcome {
     let pool = ArbiterPool::new(Some(1));
     let agent = AgentActor::start_on(&pool, settings, Vec::new());
     let (tx, mut rx) = mpsc::channel(EVENT_CHANNEL_CAPACITY);
@@ -90,7 +103,7 @@ async fn drive(settings: Arc<AgentSettings>, message: String) -> i32 {
         Ok(Ok(())) => {}
         _ => {
             eprintln!("hermes: the agent could not start");
-            return EXIT_FAILED;
+            return Outcome::Failed;
         }
     }
     let mut stdout = std::io::stdout();
@@ -107,7 +120,7 @@ async fn drive(settings: Arc<AgentSettings>, message: String) -> i32 {
         };
         let Some(ev) = ev else {
             eprintln!("hermes: the agent stopped without an answer");
-            break EXIT_FAILED;
+            break Outcome::Failed;
         };
         match ev {
             AgentEvent::TextDelta(t) => {
@@ -141,21 +154,21 @@ async fn drive(settings: Arc<AgentSettings>, message: String) -> i32 {
                     let _ = writeln!(stdout);
                 }
                 break match outcome.status {
-                    TurnStatus::Completed => 0,
+                    TurnStatus::Completed => Outcome::Done,
                     TurnStatus::Incomplete => {
                         eprintln!("hermes: the answer is incomplete (a limit was reached)");
-                        0
+                        Outcome::Done
                     }
                     TurnStatus::Cancelled => {
                         eprintln!("hermes: interrupted");
-                        EXIT_INTERRUPTED
+                        Outcome::Interrupted
                     }
                     TurnStatus::Failed => {
                         eprintln!(
                             "hermes: {}",
                             outcome.error.as_deref().unwrap_or("the turn failed")
                         );
-                        EXIT_FAILED
+                        Outcome::Failed
                     }
                 };
             }

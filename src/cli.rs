@@ -1,4 +1,5 @@
-//! The command line (`hermes …`): argument parsing and dispatch.
+//! The command line (`hermes …`): argument parsing, dispatch, and the one
+//! place a command's [`Outcome`] becomes an exit code.
 //!
 //! Exit codes: 0 success; 1 the command ran and failed (an upstream error);
 //! 2 bad usage or configuration; 130 interrupted by Ctrl-C.
@@ -8,6 +9,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 use crate::config::{self, Env, LoadOptions, Loaded};
+use crate::outcome::Outcome;
 
 /// Exit code for configuration and usage errors.
 pub const EXIT_CONFIG: i32 = 2;
@@ -94,15 +96,25 @@ pub struct ChatArgs {
     pub message: String,
 }
 
+/// The exit code of an outcome.
+pub fn exit_code(o: Outcome) -> i32 {
+    match o {
+        Outcome::Done => 0,
+        Outcome::Failed => EXIT_FAILED,
+        Outcome::BadConfig => EXIT_CONFIG,
+        Outcome::Interrupted => EXIT_INTERRUPTED,
+    }
+}
+
 /// Loads configuration for a command, printing the error on failure.
-pub fn load(cli: &Cli) -> Result<Loaded, i32> {
+pub fn load(cli: &Cli) -> Result<Loaded, Outcome> {
     let opts = LoadOptions {
         home: cli.home.clone(),
         config_path: cli.config.clone(),
     };
     config::load(&opts, Env::from_process()).map_err(|e| {
         eprintln!("hermes: {e}");
-        EXIT_CONFIG
+        Outcome::BadConfig
     })
 }
 
@@ -115,7 +127,7 @@ pub fn init_logging(default: &str) {
 }
 
 /// `gateway install` (`print` is `Some`) and `gateway uninstall` (`None`).
-fn service_command(cli: &Cli, system: bool, print: Option<bool>) -> i32 {
+fn service_command(cli: &Cli, system: bool, print: Option<bool>) -> Outcome {
     use crate::service::{self, Scope};
     let env = Env::from_process();
     let opts = LoadOptions {
@@ -134,17 +146,17 @@ fn service_command(cli: &Cli, system: bool, print: Option<bool>) -> i32 {
                 Ok(b) => b,
                 Err(e) => {
                     eprintln!("hermes: cannot find the path of this binary: {e}");
-                    return EXIT_FAILED;
+                    return Outcome::Failed;
                 }
             };
             let unit = service::unit_text(&binary, &home, scope, &service::invoking_user(&env));
             if print {
                 print!("{unit}");
-                return 0;
+                return Outcome::Done;
             }
             if let Err(e) = config::ensure_home(&home) {
                 eprintln!("hermes: {e}");
-                return EXIT_CONFIG;
+                return Outcome::BadConfig;
             }
             service::install(&unit, &path, scope)
         }
@@ -153,25 +165,29 @@ fn service_command(cli: &Cli, system: bool, print: Option<bool>) -> i32 {
     match result {
         Ok(msg) => {
             print!("{msg}");
-            0
+            Outcome::Done
         }
         Err(e) => {
             eprintln!("hermes: {e}");
-            EXIT_FAILED
+            Outcome::Failed
         }
     }
 }
 
 /// Runs the parsed command line and returns the exit code.
 pub fn run(cli: Cli) -> i32 {
+    exit_code(dispatch(&cli))
+}
+
+fn dispatch(cli: &Cli) -> Outcome {
     match &cli.command {
         Command::Version => {
             println!("hermes {}", env!("CARGO_PKG_VERSION"));
-            0
+            Outcome::Done
         }
         Command::Config {
             action: ConfigAction::Check,
-        } => match load(&cli) {
+        } => match load(cli) {
             Ok(l) => {
                 println!("# HERMES_HOME: {}", l.home.display());
                 let source = if l.config_file_found {
@@ -189,39 +205,45 @@ pub fn run(cli: Cli) -> i32 {
                     Some(p) => println!("# upstream: not ready: {p}"),
                 }
                 print!("{}", l.config.to_masked_yaml());
-                0
+                Outcome::Done
             }
-            Err(code) => code,
+            Err(o) => o,
         },
-        Command::Chat(args) => match load(&cli) {
+        Command::Chat(args) => match load(cli) {
             Ok(l) => {
                 init_logging(if l.env.get("RUST_LOG").is_some() {
                     "info"
                 } else {
                     "warn"
                 });
-                crate::chat::run(l, args)
+                let opts = crate::chat::ChatOptions {
+                    model: args.model.clone(),
+                    toolsets: args.toolsets.clone(),
+                    max_iterations: args.max_iterations,
+                    message: args.message.clone(),
+                };
+                crate::chat::run(l, &opts)
             }
-            Err(code) => code,
+            Err(o) => o,
         },
         Command::Gateway {
             action: None | Some(GatewayAction::Run),
-        } => match load(&cli) {
+        } => match load(cli) {
             Ok(l) => {
                 init_logging(&l.config.logging.level);
                 let opts = LoadOptions {
                     home: cli.home.clone(),
                     config_path: cli.config.clone(),
                 };
-                crate::gateway::run(l, opts)
+                crate::gateway::lifecycle::run(l, opts)
             }
-            Err(code) => code,
+            Err(o) => o,
         },
         Command::Gateway {
             action: Some(GatewayAction::Install { system, print }),
-        } => service_command(&cli, *system, Some(*print)),
+        } => service_command(cli, *system, Some(*print)),
         Command::Gateway {
             action: Some(GatewayAction::Uninstall { system }),
-        } => service_command(&cli, *system, None),
+        } => service_command(cli, *system, None),
     }
 }

@@ -5,17 +5,29 @@
 //!
 //! - `actors/` (mounted here as [`actors`]): every actor, one file each, with
 //!   its messages. The concurrent system at a glance.
-//! - [`agent`]: the turn loop and its typed events (no actix).
-//! - [`upstream`]: the OpenAI-compatible model client (streaming, retries, fallback).
+//! - [`agent`]: the turn loop, its typed events, the system prompt, and the
+//!   pairing of tool calls with their results (no actix).
+//! - [`upstream`]: the OpenAI-compatible model client (streaming, retries,
+//!   fallback, usage estimates, sampling parameters).
 //! - [`tools`]: the agent's tools, their schemas, caps and refusals.
-//! - [`config`]: typed configuration, `.env`, environment precedence.
-//! - [`db`]: the embedded SQLite store on its own thread.
+//! - [`config`]: typed configuration (schema, environment, validation, loading).
+//! - [`db`]: the embedded SQLite store on its own thread, with migrations;
+//!   [`sessions`], [`response_db`], [`platform_state`]: what is kept in it.
+//! - [`api`]: the OpenAI-compatible HTTP API (routes, errors, auth, SSE
+//!   framing, inbound platform hooks).
+//! - [`platforms`]: the chat platform layer's shared vocabulary and pure
+//!   logic (capabilities, registry, courier, splitting, markup, pacing,
+//!   allowlists) and each platform's wire format.
+//! - [`conversation`]: chat commands and the session state machine (pure).
 //! - [`openai`], [`sse`], [`secrets`]: wire types, SSE parsing, secret masking.
-//! - [`api`]: the OpenAI-compatible HTTP API (routes, errors, auth, SSE framing).
-//! - [`sessions`], [`metrics`]: stored transcripts; Prometheus metrics.
+//! - [`cache`], [`memory`], [`backoff`], [`clock`]: byte-bounded LRU,
+//!   allocator tuning, one back-off, Unix time.
+//! - [`metrics`], [`platform_status`]: Prometheus metrics; platform link states.
 //! - [`notify`], [`service`]: systemd notifications; the systemd unit.
-//! - [`cli`], [`chat`], [`gateway`]: the command line and its commands.
-//! - [`testing`]: a scripted fake upstream used by tests and the benchmark.
+//! - [`cli`], [`chat`], [`gateway`], [`outcome`]: the command line, its
+//!   commands, and how a command ended.
+//! - [`testing`]: scripted fakes of a model server and of Telegram, used by
+//!   tests and the benchmark.
 
 // The actor tree lives in `actors/` at the top level so a reader sees it first.
 #[path = "../actors/mod.rs"]
@@ -36,6 +48,7 @@ pub mod memory;
 pub mod metrics;
 pub mod notify;
 pub mod openai;
+pub mod outcome;
 pub mod platform_state;
 pub mod platform_status;
 pub mod platforms;
@@ -44,6 +57,7 @@ pub mod secrets;
 pub mod service;
 pub mod sessions;
 pub mod sse;
+#[cfg(any(test, feature = "testing"))]
 pub mod testing;
 pub mod tools;
 pub mod upstream;

@@ -730,3 +730,36 @@ async fn usage_is_estimated_and_marked_when_the_server_reports_none() {
         true
     );
 }
+
+#[actix::test]
+async fn a_server_that_cannot_stream_with_tools_is_asked_for_whole_answers() {
+    let (home, cwd) = dirs();
+    let fake = FakeUpstream::start(vec![
+        // Headers, then the connection dies before any delta (as
+        // llama-cpp-python does for streamed tool choice "auto").
+        Reply::broken_stream(&[], StreamEnd::Die),
+        Reply::completion("whole answer", "stop", (1, 1)),
+        Reply::completion("second, whole at once", "stop", (1, 1)),
+    ]);
+    let h = Harness::new(settings(config(&fake.url(), cwd.path()), home.path()));
+    let (events, outcome) = h.run("hi", true).await;
+    assert_eq!(outcome.text, "whole answer");
+    assert_eq!(
+        text_of(&events),
+        "whole answer",
+        "listeners still get the text"
+    );
+    let (events, outcome) = h.run("again", true).await;
+    assert_eq!(outcome.text, "second, whole at once");
+    assert_eq!(text_of(&events), "second, whole at once");
+    let streamed: Vec<bool> = fake
+        .requests()
+        .iter()
+        .map(|r| r.body["stream"] == true)
+        .collect();
+    assert_eq!(
+        streamed,
+        vec![true, false, false],
+        "no second failed stream"
+    );
+}

@@ -604,7 +604,11 @@ async fn a_client_leaving_a_stream_interrupts_the_upstream() {
 async fn a_client_leaving_a_plain_request_interrupts_it_too() {
     let app = spawn_app(vec![Reply::Hang]).await;
     let s = raw_post(app.addr, "/v1/chat/completions", &chat_body("hi", false)).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The request reached the model before the client leaves.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while app.fake.requests().is_empty() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     drop(s);
     let left = Instant::now();
     while app.fake.disconnects().is_empty() && left.elapsed() < Duration::from_secs(3) {

@@ -354,3 +354,18 @@ async fn the_webhook_needs_its_secret() {
         "no polling in webhook mode"
     );
 }
+
+#[actix_web::test]
+async fn the_home_channel_hears_that_the_gateway_is_online() {
+    let tg = FakeTelegram::start(TOKEN);
+    let base = telegram(&tg, false);
+    let app = start(FakeUpstream::start(vec![]), move |c: &mut Config| {
+        base(c);
+        c.telegram.home_channel = Some("-500".into());
+    })
+    .await;
+    let msgs = tg.wait_for(-500, LIMIT, |m| !m.is_empty()).await;
+    assert_eq!(msgs.len(), 1, "{msgs:?}");
+    assert!(msgs[0].text.contains("is online"), "{msgs:?}");
+    drop(app);
+}

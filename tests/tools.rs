@@ -321,7 +321,7 @@ async fn disabled_toolsets_are_not_offered_or_run() {
 
 #[test]
 fn prompt_and_tool_schemas_stay_small() {
-    // Sent on every upstream call: benchmarks.md caps them at 6 KB together.
+    // Sent on every upstream call: the target is at most 6 KB together (BENCHMARKS.md).
     let tb = Toolbox::new(
         &hermes::config::TOOLSETS
             .iter()

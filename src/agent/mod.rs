@@ -1,5 +1,5 @@
 //! The agent's turn loop: one user input and everything the agent does until
-//! its final answer (see `agent.md`).
+//! its final answer.
 //!
 //! [`run_turn`] is plain async code (no actors): it calls the upstream, runs
 //! tools concurrently, appends their results in the model's order, and asks

@@ -1,6 +1,6 @@
 //! API keys: the start-up rules and the per-request check.
 //!
-//! Rules (see `api.md`): configured keys must be at least 16 characters and
+//! Rules: configured keys must be at least 16 characters and
 //! not placeholders; with no key on a loopback bind a random key is generated
 //! into `$HERMES_HOME/api_server.key` (0600) and reused; with no key on any
 //! other address the server refuses to start. Requests are checked in

@@ -3,7 +3,7 @@
 //!
 //! Pure logic, no actix. [`parse_request`] turns `input` (a string or items)
 //! into chat messages; [`ResponseBuilder`] turns agent events into the event
-//! sequence of `api.md` (each frame's `event:` equal to its `type`,
+//! sequence OpenAI streams (each frame's `event:` equal to its `type`,
 //! `sequence_number` from 0) and builds the final response object, the same
 //! one `GET /v1/responses/{id}` returns.
 

@@ -1,5 +1,5 @@
 //! The state every HTTP worker shares: settings that a reload may replace
-//! ([`Live`]), and the long-lived parts (actor pool, database, keys,
+//! ([`Live`]), and the long-lived parts handlers use (database, keys,
 //! admission, idempotency table, metrics).
 
 use std::collections::{HashMap, HashSet};
@@ -12,7 +12,6 @@ use super::admission::Admission;
 use super::auth::ApiKeys;
 use super::idempotency::Idempotency;
 use crate::actors::agent::{AgentActor, Interrupt};
-use crate::actors::pool::ArbiterPool;
 use crate::actors::response_store::ResponseStoreActor;
 use crate::agent::AgentSettings;
 use crate::config::{Loaded, ToolItems, ToolProgress};
@@ -136,9 +135,9 @@ impl Live {
     }
 }
 
-/// The chat side of the gateway, when a chat platform is configured.
+/// What handlers see of the chat side, when a chat platform is configured.
 pub struct ChatParts {
-    pub router: actix::Addr<crate::actors::session_router::SessionRouter>,
+    /// Turns and sessions of the chats (health, status line).
     pub stats: Arc<crate::actors::session_router::RouterStats>,
     /// Paths platforms post their events to.
     pub hooks: Vec<crate::actors::hook::InboundHook>,
@@ -146,7 +145,6 @@ pub struct ChatParts {
 
 /// The long-lived parts a server is built from.
 pub struct Parts {
-    pub pool: ArbiterPool,
     pub db: Db,
     pub keys: ApiKeys,
     pub metrics: Arc<Metrics>,
@@ -163,7 +161,6 @@ pub struct Parts {
 /// Shared by every worker.
 pub struct AppState {
     live: RwLock<Arc<Live>>,
-    pub pool: ArbiterPool,
     pub db: Db,
     pub keys: ApiKeys,
     pub admission: Admission,
@@ -205,7 +202,6 @@ impl AppState {
     /// State for a server.
     pub fn new(live: Live, parts: Parts) -> Self {
         let Parts {
-            pool,
             db,
             keys,
             metrics,
@@ -219,7 +215,6 @@ impl AppState {
         let started_at = crate::clock::unix_now();
         Self {
             live: RwLock::new(Arc::new(live)),
-            pool,
             db,
             keys,
             admission: Admission::new(max_runs),

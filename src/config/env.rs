@@ -4,7 +4,7 @@
 //! (a variable already set in the real environment wins). The process
 //! environment is never modified (a `.env` value is not exported):
 //! configuration reads through [`Env`], and tests build one from a map.
-//! [`Config::apply_env`] lays the variables of `contract.md` over the values
+//! [`Config::apply_env`] lays the environment variables (listed in `config.yaml`) over the values
 //! from `config.yaml`; a malformed value is an error naming the variable.
 
 use std::collections::HashMap;
@@ -109,7 +109,7 @@ impl Env {
 }
 
 impl Config {
-    /// Applies the environment variables of `contract.md` on top of the file.
+    /// Applies the environment variables (listed in `config.yaml`) on top of the file.
     pub fn apply_env(&mut self, env: &Env) -> Result<(), ConfigError> {
         // Upstream model.
         if let Some(m) = env.get("HERMES_MODEL").or_else(|| env.get("LLM_MODEL")) {

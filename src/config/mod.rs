@@ -10,7 +10,7 @@
 //!   docs; [`PlatformCommon`], what every chat platform has, by name
 //!   ([`Config::platform`]); the derived answers (model in effect, toolsets).
 //! - `env.rs`: [`Env`], the process environment over `$HERMES_HOME/.env`, and
-//!   [`Config::apply_env`], the variables of `contract.md` over the file.
+//!   [`Config::apply_env`], the environment variables (listed in `config.yaml` beside their keys) over the file.
 //! - `validate.rs`: [`Config::validate`], values that parse but cannot work.
 //! - `load.rs`: `HERMES_HOME` ([`resolve_home`], [`ensure_home`]),
 //!   [`Config::from_yaml`] (unknown keys rejected by full path, so a key of

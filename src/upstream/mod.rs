@@ -4,7 +4,7 @@
 //! is per thread (awc is single-threaded), built once per arbiter thread and
 //! reused, so connections and TLS sessions are pooled, never rebuilt per request.
 //!
-//! Behaviour (see `agent.md`): streaming with `stream_options.include_usage`
+//! Behaviour: streaming with `stream_options.include_usage`
 //! whenever someone listens for deltas; a stream that fails before its first
 //! delta falls back to one non-streaming request. Only what provably did not
 //! reach the model is sent again: connect errors and 408/429/502/503/504 are
@@ -24,6 +24,7 @@ pub mod params;
 use std::cell::RefCell;
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use awc::http::StatusCode;
@@ -236,6 +237,11 @@ struct StreamOptions {
 #[derive(Clone, Debug)]
 pub struct UpstreamClient {
     settings: Arc<UpstreamSettings>,
+    /// Cleared once the server showed it cannot stream while tools are
+    /// offered (llama-cpp-python's function-calling format refuses that
+    /// after sending its headers): calls with tools then ask for the whole
+    /// answer at once instead of paying a failed stream every time.
+    streams_with_tools: Arc<AtomicBool>,
 }
 
 thread_local! {
@@ -294,6 +300,7 @@ impl UpstreamClient {
     pub fn new(settings: UpstreamSettings) -> Self {
         Self {
             settings: Arc::new(settings),
+            streams_with_tools: Arc::new(AtomicBool::new(true)),
         }
     }
 
@@ -318,8 +325,13 @@ impl UpstreamClient {
         req: &ChatRequest<'_>,
         sink: &mut S,
     ) -> Result<Completion, UpstreamError> {
-        if !req.stream {
-            return self.whole(req).await;
+        let with_tools = req.tools.is_some();
+        if !req.stream || (with_tools && !self.streams_with_tools.load(Ordering::Relaxed)) {
+            let completion = self.whole(req).await?;
+            if req.stream {
+                forward_whole(&completion, sink).await;
+            }
+            return Ok(completion);
         }
         let body = self.body(req, true)?;
         let resp = self.send(body).await?;
@@ -348,6 +360,12 @@ impl UpstreamClient {
                     "upstream stream failed before its first delta ({e}); retrying without streaming"
                 );
                 let completion = self.whole(req).await?;
+                if with_tools && self.streams_with_tools.swap(false, Ordering::Relaxed) {
+                    log::warn!(
+                        "the model server cannot stream while tools are offered; \
+                         answers that may call tools now arrive whole"
+                    );
+                }
                 forward_whole(&completion, sink).await;
                 Ok(completion)
             }

@@ -23,6 +23,7 @@ pub struct App {
     _home_dir: Option<tempfile::TempDir>,
     pub cwd: tempfile::TempDir,
     pub state: actix_web::web::Data<hermes::api::AppState>,
+    pub pool: hermes::actors::pool::ArbiterPool,
     handle: actix_web::dev::ServerHandle,
 }
 
@@ -61,7 +62,7 @@ impl App {
     /// Stops the server and waits until it has stopped.
     pub async fn stop(&self) {
         self.handle.stop(true).await;
-        self.state.pool.stop();
+        self.pool.stop();
     }
 }
 
@@ -69,7 +70,7 @@ impl Drop for App {
     fn drop(&mut self) {
         let h = self.handle.clone();
         actix_web::rt::spawn(async move { h.stop(false).await });
-        self.state.pool.stop();
+        self.pool.stop();
     }
 }
 
@@ -129,6 +130,7 @@ pub async fn start_in(
         _home_dir: home,
         cwd,
         state: running.state,
+        pool: running.pool,
         handle,
     }
 }

@@ -21,7 +21,7 @@ AI_OPENAI_VERSION=4.0.118
 PYDANTIC_AI_VERSION=2.68.0
 
 bin="${HERMES_CLIENTS_BIN:-$root/target/debug}"
-if [ "${HERMES_CLIENTS_NO_BUILD:-}" != 1 ] && [ -z "${HERMES_CLIENTS_BIN:-}" ]; then cargo build --quiet --bins; fi
+if [ "${HERMES_CLIENTS_NO_BUILD:-}" != 1 ] && [ -z "${HERMES_CLIENTS_BIN:-}" ]; then cargo build --quiet --bins --features testing; fi
 node_dir="$root/target/clients-node"
 venv="$root/target/clients-venv"
 work="$(mktemp -d)"

@@ -7,7 +7,7 @@
 set -euo pipefail
 root="$(cd "$(dirname "$0")/../.." && pwd)"
 cd "$root"
-cargo build --quiet --bins
+cargo build --quiet --bins --features testing
 bin="$root/target/debug"
 env_dir="$root/target/sdk-env"
 work="$(mktemp -d)"

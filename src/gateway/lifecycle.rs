@@ -1,9 +1,7 @@
-//! `hermes gateway`: the long-running service.
-//!
-//! [`start`] builds everything (database, actor pool, keys, API server) and
-//! binds; tests call it in-process on port 0. [`run`] is the command: it
-//! starts, tells systemd it is ready, pings the watchdog from a timer on the
-//! event loop (a stuck loop stops the pings), and handles signals.
+//! The gateway process: [`run`] starts the service (see [`super::start`]),
+//! tells systemd it is ready, pings the watchdog from a timer on the event
+//! loop (a stuck loop stops the pings), trims freed memory, and handles
+//! signals.
 //!
 //! # Shutdown (SIGTERM, SIGINT)
 //!
@@ -28,226 +26,19 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix_web::dev::Server;
 use actix_web::web;
 
-use crate::actors::pool::ArbiterPool;
-use crate::actors::response_store::{Limits, ResponseStoreActor};
-use crate::actors::session_router::{
-    Drain, InterruptAll, RouterSettings, RouterStats, SessionRouter, SetSettings,
-};
-use crate::actors::start::{PlatformStart, StartFn};
-use crate::api::state::ChatParts;
-use crate::api::{self, AppState, auth::ApiKeys, auth::KeySource, state::Live, state::Parts};
+use super::start;
+use crate::actors::session_router::{Drain, InterruptAll, RouterSettings, SetSettings};
+use crate::api::{AppState, state::Live};
 use crate::config::{self, Config, Env, LoadOptions, Loaded};
-use crate::db::Db;
-use crate::metrics::Metrics;
 use crate::notify::Notifier;
-use crate::platform_status::{LinkState, PlatformStatus};
+use crate::outcome::Outcome;
 
-/// Bytes in a MiB (cache budgets are configured in MiB).
-const MIB: usize = 1024 * 1024;
 /// After interrupting what the drain left, how long streams get to send their final frames.
 const FINAL_FRAMES_GRACE: Duration = Duration::from_secs(5);
 /// How often the drain checks whether runs have finished.
 const DRAIN_POLL: Duration = Duration::from_millis(50);
-
-/// Why the gateway cannot start.
-#[derive(Debug, thiserror::Error)]
-pub enum StartError {
-    #[error(transparent)]
-    Store(#[from] crate::db::StoreError),
-    #[error(transparent)]
-    Keys(#[from] api::auth::KeyError),
-    #[error("cannot listen on {host}:{port}: {source} (set API_SERVER_HOST / API_SERVER_PORT)")]
-    Bind {
-        host: String,
-        port: u16,
-        source: std::io::Error,
-    },
-}
-
-/// A started gateway.
-pub struct Running {
-    /// Where the HTTP server listens (`None` when it is off: chat platforms
-    /// only, no `API_SERVER_ENABLED`, no webhook).
-    pub addr: Option<SocketAddr>,
-    pub state: web::Data<AppState>,
-    /// The HTTP server; await it (or spawn it) to serve.
-    pub server: Option<Server>,
-}
-
-/// Raises the open-file soft limit to the hard limit: every open stream holds
-/// two sockets (client and upstream), and distributions default to 1024.
-fn raise_fd_limit() {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: plain syscalls on a local struct.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
-            lim.rlim_cur = lim.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
-        }
-    }
-}
-
-/// Builds and binds everything. Must run inside an actix system.
-pub async fn start(loaded: &Loaded) -> Result<Running, StartError> {
-    let c = &loaded.config;
-    raise_fd_limit();
-    let platforms = PlatformStatus::default();
-    let db = Db::open(&loaded.home.join("state.db"))?;
-    let pool = ArbiterPool::new(None);
-    let (keys, source) = ApiKeys::resolve(&c.api_server, &loaded.home)?;
-    match source {
-        KeySource::Configured(n) => log::info!("{n} API key(s) configured"),
-        KeySource::Generated(p) => {
-            log::info!(
-                "generated an API key for this loopback server; read it with: cat {}",
-                p.display()
-            )
-        }
-        KeySource::Reused(p) => log::info!(
-            "using the generated API key in {} (cat it to read it)",
-            p.display()
-        ),
-    }
-    let live = Live::from_loaded(loaded);
-    if let Err(reason) = &live.agent {
-        log::warn!("{reason}; agent requests get 503 until this is fixed");
-    }
-    let metrics = Arc::new(Metrics::default());
-    let max_runs = c.api_server.max_concurrent_runs;
-    let responses = start_response_store(&db, &pool, &c.api_server.response_store).await?;
-    let chat = start_chat(loaded, &db, &pool, &metrics, &platforms);
-    let parts = Parts {
-        pool,
-        db,
-        keys,
-        metrics,
-        platforms,
-        responses,
-        max_runs,
-        chat,
-        session_cache_bytes: c.api_server.session_cache_mb.saturating_mul(MIB),
-        idempotency_cache_bytes: c.api_server.idempotency_cache_mb.saturating_mul(MIB),
-    };
-    let state = web::Data::new(AppState::new(live, parts));
-    let any_platform = c.platforms().any(|(_, p)| p.bot_token.is_some());
-    let hooks = state.chat.as_ref().is_some_and(|c| !c.hooks.is_empty());
-    if any_platform && !c.api_server.enabled && !hooks {
-        log::info!(
-            "API server off (chat platforms are configured; set API_SERVER_ENABLED=true to serve it too)"
-        );
-        return Ok(Running {
-            addr: None,
-            state,
-            server: None,
-        });
-    }
-    let workers = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(2);
-    let (host, port) = (c.api_server.host.clone(), c.api_server.port);
-    let (server, addr) =
-        api::start(state.clone(), &host, port, workers).map_err(|source| StartError::Bind {
-            host: host.clone(),
-            port,
-            source,
-        })?;
-    log::info!("API server listening on http://{addr}/v1");
-    Ok(Running {
-        addr: Some(addr),
-        state,
-        server: Some(server),
-    })
-}
-
-/// The chat platforms this build connects to, by registry name, with
-/// their start functions. A configured platform missing here is reported
-/// as failed (the rest of the gateway runs).
-const PLATFORM_STARTS: &[(&str, StartFn)] = &[("telegram", crate::actors::telegram::start)];
-
-/// Starts the session router and every configured chat platform. A
-/// platform that cannot start is reported in the platform status and does
-/// not stop the rest. `None` when no platform is configured.
-fn start_chat(
-    loaded: &Loaded,
-    db: &Db,
-    pool: &ArbiterPool,
-    metrics: &Arc<Metrics>,
-    platforms: &PlatformStatus,
-) -> Option<ChatParts> {
-    use actix::Actor;
-    let c = &loaded.config;
-    let configured: Vec<&'static str> = crate::platforms::ALL
-        .iter()
-        .map(|p| p.name)
-        .filter(|n| c.platform(n).is_some_and(|p| p.bot_token.is_some()))
-        .collect();
-    if configured.is_empty() {
-        return None;
-    }
-    let stats = Arc::new(RouterStats::default());
-    let settings = Arc::new(RouterSettings::from_loaded(loaded));
-    let router = {
-        let (db, pool2, metrics, stats) =
-            (db.clone(), pool.clone(), metrics.clone(), stats.clone());
-        SessionRouter::start_in_arbiter(&pool.pick(), move |_| {
-            SessionRouter::new(settings, db, pool2, metrics, stats)
-        })
-    };
-    let ctx = PlatformStart {
-        loaded: Arc::new(loaded.clone()),
-        db: db.clone(),
-        pool: pool.clone(),
-        metrics: metrics.clone(),
-        status: platforms.clone(),
-        router: router.clone(),
-    };
-    let mut hooks = Vec::new();
-    for name in configured {
-        let start = PLATFORM_STARTS.iter().find(|(n, _)| *n == name);
-        match start.and_then(|(_, start)| start(&ctx)) {
-            Some(started) => hooks.extend(started.hooks),
-            None => {
-                let why =
-                    format!("{name} is configured, but this build does not connect to {name} yet");
-                log::error!("{why}; the other front doors keep running");
-                platforms.set(name, LinkState::Failed, Some(why));
-            }
-        }
-    }
-    Some(ChatParts {
-        router,
-        stats,
-        hooks,
-    })
-}
-
-/// Starts the `ResponseStoreActor` on its own arbiter.
-async fn start_response_store(
-    db: &Db,
-    pool: &ArbiterPool,
-    cfg: &crate::config::ResponseStoreConfig,
-) -> Result<actix::Addr<ResponseStoreActor>, StartError> {
-    use actix::Actor;
-    let count = db.call(|c| crate::response_db::count(c)).await?;
-    log::info!("response store: {count} stored response(s)");
-    let limits = Limits {
-        cache_size: cfg.cache_size,
-        cache_bytes: cfg.cache_mb.saturating_mul(MIB),
-        max_responses: cfg.max_responses,
-        ttl: Duration::from_secs(u64::from(cfg.ttl_days) * 86_400),
-    };
-    let db = db.clone();
-    Ok(ResponseStoreActor::start_in_arbiter(
-        &pool.pick(),
-        move |_| ResponseStoreActor::new(db, limits, count),
-    ))
-}
 
 /// What stops the gateway at the end of a drain.
 #[derive(Clone)]
@@ -288,8 +79,8 @@ fn status_line(state: &AppState, addr: Option<SocketAddr>) -> String {
     )
 }
 
-/// Runs the gateway until SIGTERM/SIGINT; returns the exit code.
-pub fn run(loaded: Loaded, opts: LoadOptions) -> i32 {
+/// Runs the gateway until SIGTERM/SIGINT.
+pub fn run(loaded: Loaded, opts: LoadOptions) -> Outcome {
     let system = actix::System::new();
     system.block_on(async move {
         // Handlers go in before anything listens: a signal that arrives
@@ -297,14 +88,14 @@ pub fn run(loaded: Loaded, opts: LoadOptions) -> i32 {
         // default action, which for SIGHUP is to terminate.
         let Some(handlers) = SignalHandlers::install() else {
             log::error!("cannot install signal handlers");
-            return crate::cli::EXIT_FAILED;
+            return Outcome::Failed;
         };
         let running = match start(&loaded).await {
             Ok(r) => r,
             Err(e) => {
                 log::error!("{e}");
                 eprintln!("hermes: {e}");
-                return crate::cli::EXIT_CONFIG;
+                return Outcome::BadConfig;
             }
         };
         let notifier = Notifier::from_env(&loaded.env);
@@ -336,7 +127,10 @@ pub fn run(loaded: Loaded, opts: LoadOptions) -> i32 {
                 server: running.server.as_ref().map(|s| s.handle()),
                 stopped: Arc::new(std::sync::Mutex::new(Some(stopped_tx))),
             },
-            state.clone(),
+            Control {
+                state: state.clone(),
+                router: running.router.clone(),
+            },
             notifier,
             addr,
             loaded,
@@ -354,21 +148,28 @@ pub fn run(loaded: Loaded, opts: LoadOptions) -> i32 {
         if let Err(e) = state.db.checkpoint().await {
             log::warn!("database checkpoint at shutdown failed: {e}");
         }
-        state.pool.stop();
+        running.pool.stop();
         match result {
             Ok(()) => {
                 log::info!("stopped");
-                0
+                Outcome::Done
             }
             Err(e) => {
                 log::error!("the API server failed: {e}");
-                crate::cli::EXIT_FAILED
+                Outcome::Failed
             }
         }
     })
 }
 
-/// Waits for signals: SIGHUP reloads; the first SIGTERM/SIGINT drains and stops.
+/// What the process controls beyond the HTTP handlers' state.
+#[derive(Clone)]
+struct Control {
+    state: web::Data<AppState>,
+    /// The session router, when a chat platform is configured.
+    router: Option<actix::Addr<crate::actors::session_router::SessionRouter>>,
+}
+
 /// The signal streams the gateway listens on.
 struct SignalHandlers {
     term: tokio::signal::unix::Signal,
@@ -387,10 +188,11 @@ impl SignalHandlers {
     }
 }
 
+/// Waits for signals: SIGHUP reloads; the first SIGTERM/SIGINT drains and stops.
 async fn signals(
     handlers: SignalHandlers,
     server: Stopper,
-    state: web::Data<AppState>,
+    ctl: Control,
     notifier: Notifier,
     addr: Option<SocketAddr>,
     mut current: Loaded,
@@ -408,13 +210,13 @@ async fn signals(
         tokio::select! {
             _ = hup.recv() => {
                 notifier.reloading();
-                reload(&state, &mut current, &opts);
-                notifier.ready(&status_line(&state, addr));
+                reload(&ctl, &mut current, &opts);
+                notifier.ready(&status_line(&ctl.state, addr));
             }
             _ = term.recv() => {
                 if !draining {
                     draining = true;
-                    actix::spawn(drain(server.clone(), state.clone(), notifier.clone(), drain_timeout, "SIGTERM"));
+                    actix::spawn(drain(server.clone(), ctl.clone(), notifier.clone(), drain_timeout, "SIGTERM"));
                 }
             }
             _ = int.recv() => {
@@ -423,7 +225,7 @@ async fn signals(
                     std::process::exit(130);
                 }
                 draining = true;
-                actix::spawn(drain(server.clone(), state.clone(), notifier.clone(), drain_timeout, "SIGINT"));
+                actix::spawn(drain(server.clone(), ctl.clone(), notifier.clone(), drain_timeout, "SIGINT"));
             }
         }
     }
@@ -442,13 +244,8 @@ async fn runs_finished(state: &AppState, limit: Duration) -> bool {
 }
 
 /// The drain protocol (see the module docs).
-async fn drain(
-    server: Stopper,
-    state: web::Data<AppState>,
-    notifier: Notifier,
-    timeout: Duration,
-    signal: &str,
-) {
+async fn drain(server: Stopper, ctl: Control, notifier: Notifier, timeout: Duration, signal: &str) {
+    let Control { state, router } = ctl;
     let running = state.runs_in_flight();
     log::info!(
         "{signal}: draining; {running} run(s) in flight get up to {} s",
@@ -456,13 +253,13 @@ async fn drain(
     );
     notifier.stopping(&format!("draining {running} run(s)"));
     state.start_draining();
-    if let Some(chat) = &state.chat {
-        chat.router.do_send(Drain);
+    if let Some(router) = &router {
+        router.do_send(Drain);
     }
     if !runs_finished(&state, timeout).await {
         let mut n = state.interrupt_all();
-        if let Some(chat) = &state.chat {
-            n += chat.router.send(InterruptAll).await.unwrap_or(0);
+        if let Some(router) = &router {
+            n += router.send(InterruptAll).await.unwrap_or(0);
         }
         log::warn!("drain timeout: interrupting {n} run(s)");
         if !runs_finished(&state, FINAL_FRAMES_GRACE).await {
@@ -476,7 +273,8 @@ async fn drain(
 }
 
 /// Re-reads the configuration and applies what can change while running.
-fn reload(state: &AppState, current: &mut Loaded, opts: &LoadOptions) {
+fn reload(ctl: &Control, current: &mut Loaded, opts: &LoadOptions) {
+    let state = &ctl.state;
     let new = match config::load(opts, Env::from_process()) {
         Ok(n) => n,
         Err(e) => {
@@ -488,10 +286,9 @@ fn reload(state: &AppState, current: &mut Loaded, opts: &LoadOptions) {
         log::warn!("reload: {what} changed; that takes effect after a restart");
     }
     state.set_live(Live::from_loaded(&new));
-    if let Some(chat) = &state.chat {
+    if let Some(router) = &ctl.router {
         // Allowlists, streaming, model, toolsets and session policy apply to the next message.
-        chat.router
-            .do_send(SetSettings(Arc::new(RouterSettings::from_loaded(&new))));
+        router.do_send(SetSettings(Arc::new(RouterSettings::from_loaded(&new))));
     }
     state
         .admission

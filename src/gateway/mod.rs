@@ -1,0 +1,234 @@
+//! `hermes gateway`: the long-running service, in two parts.
+//!
+//! - This module is the composition root: [`start`] builds everything
+//!   (database, actor pool, keys, response store, chat platforms, API
+//!   server) and binds. Tests call it in-process on port 0.
+//! - [`lifecycle`] is the process around it: [`lifecycle::run`] starts,
+//!   tells systemd it is ready, pings the watchdog, reloads on SIGHUP and
+//!   drains on SIGTERM (its module docs spell out the protocol).
+
+pub mod lifecycle;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::dev::Server;
+use actix_web::web;
+
+use crate::actors::pool::ArbiterPool;
+use crate::actors::response_store::{Limits, ResponseStoreActor};
+use crate::actors::session_router::{RouterSettings, RouterStats, SessionRouter};
+use crate::actors::start::{PlatformStart, StartFn};
+use crate::api::state::ChatParts;
+use crate::api::{self, AppState, auth::ApiKeys, auth::KeySource, state::Live, state::Parts};
+use crate::config::Loaded;
+use crate::db::Db;
+use crate::metrics::Metrics;
+use crate::platform_status::{LinkState, PlatformStatus};
+
+/// Bytes in a MiB (cache budgets are configured in MiB).
+const MIB: usize = 1024 * 1024;
+
+/// Why the gateway cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Store(#[from] crate::db::StoreError),
+    #[error(transparent)]
+    Keys(#[from] api::auth::KeyError),
+    #[error("cannot listen on {host}:{port}: {source} (set API_SERVER_HOST / API_SERVER_PORT)")]
+    Bind {
+        host: String,
+        port: u16,
+        source: std::io::Error,
+    },
+}
+
+/// A started gateway.
+pub struct Running {
+    /// Where the HTTP server listens (`None` when it is off: chat platforms
+    /// only, no `API_SERVER_ENABLED`, no webhook).
+    pub addr: Option<SocketAddr>,
+    pub state: web::Data<AppState>,
+    /// The HTTP server; await it (or spawn it) to serve.
+    pub server: Option<Server>,
+    /// The worker threads actors run on (stopped at the very end).
+    pub pool: ArbiterPool,
+    /// The session router, when a chat platform is configured (drain, reload).
+    pub router: Option<actix::Addr<SessionRouter>>,
+}
+
+/// Raises the open-file soft limit to the hard limit: every open stream holds
+/// two sockets (client and upstream), and distributions default to 1024.
+fn raise_fd_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: plain syscalls on a local struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
+}
+
+/// Builds and binds everything. Must run inside an actix system.
+pub async fn start(loaded: &Loaded) -> Result<Running, StartError> {
+    let c = &loaded.config;
+    raise_fd_limit();
+    let platforms = PlatformStatus::default();
+    let db = Db::open(&loaded.home.join("state.db"))?;
+    let pool = ArbiterPool::new(None);
+    let (keys, source) = ApiKeys::resolve(&c.api_server, &loaded.home)?;
+    match source {
+        KeySource::Configured(n) => log::info!("{n} API key(s) configured"),
+        KeySource::Generated(p) => {
+            log::info!(
+                "generated an API key for this loopback server; read it with: cat {}",
+                p.display()
+            )
+        }
+        KeySource::Reused(p) => log::info!(
+            "using the generated API key in {} (cat it to read it)",
+            p.display()
+        ),
+    }
+    let live = Live::from_loaded(loaded);
+    if let Err(reason) = &live.agent {
+        log::warn!("{reason}; agent requests get 503 until this is fixed");
+    }
+    let metrics = Arc::new(Metrics::default());
+    let max_runs = c.api_server.max_concurrent_runs;
+    let responses = start_response_store(&db, &pool, &c.api_server.response_store).await?;
+    let (router, chat) = match start_chat(loaded, &db, &pool, &metrics, &platforms) {
+        Some((router, chat)) => (Some(router), Some(chat)),
+        None => (None, None),
+    };
+    let parts = Parts {
+        db,
+        keys,
+        metrics,
+        platforms,
+        responses,
+        max_runs,
+        chat,
+        session_cache_bytes: c.api_server.session_cache_mb.saturating_mul(MIB),
+        idempotency_cache_bytes: c.api_server.idempotency_cache_mb.saturating_mul(MIB),
+    };
+    let state = web::Data::new(AppState::new(live, parts));
+    let any_platform = c.platforms().any(|(_, p)| p.bot_token.is_some());
+    let hooks = state.chat.as_ref().is_some_and(|c| !c.hooks.is_empty());
+    if any_platform && !c.api_server.enabled && !hooks {
+        log::info!(
+            "API server off (chat platforms are configured; set API_SERVER_ENABLED=true to serve it too)"
+        );
+        return Ok(Running {
+            addr: None,
+            state,
+            server: None,
+            pool,
+            router,
+        });
+    }
+    let workers = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2);
+    let (host, port) = (c.api_server.host.clone(), c.api_server.port);
+    let (server, addr) =
+        api::start(state.clone(), &host, port, workers).map_err(|source| StartError::Bind {
+            host: host.clone(),
+            port,
+            source,
+        })?;
+    log::info!("API server listening on http://{addr}/v1");
+    Ok(Running {
+        addr: Some(addr),
+        state,
+        server: Some(server),
+        pool,
+        router,
+    })
+}
+
+/// The chat platforms this build connects to, by registry name, with
+/// their start functions. A configured platform missing here is reported
+/// as failed (the rest of the gateway runs).
+const PLATFORM_STARTS: &[(&str, StartFn)] = &[("telegram", crate::actors::telegram::start)];
+
+/// Starts the session router and every configured chat platform. A
+/// platform that cannot start is reported in the platform status and does
+/// not stop the rest. `None` when no platform is configured.
+fn start_chat(
+    loaded: &Loaded,
+    db: &Db,
+    pool: &ArbiterPool,
+    metrics: &Arc<Metrics>,
+    platforms: &PlatformStatus,
+) -> Option<(actix::Addr<SessionRouter>, ChatParts)> {
+    use actix::Actor;
+    let c = &loaded.config;
+    let configured: Vec<&'static str> = crate::platforms::ALL
+        .iter()
+        .map(|p| p.name)
+        .filter(|n| c.platform(n).is_some_and(|p| p.bot_token.is_some()))
+        .collect();
+    if configured.is_empty() {
+        return None;
+    }
+    let stats = Arc::new(RouterStats::default());
+    let settings = Arc::new(RouterSettings::from_loaded(loaded));
+    let router = {
+        let (db, pool2, metrics, stats) =
+            (db.clone(), pool.clone(), metrics.clone(), stats.clone());
+        SessionRouter::start_in_arbiter(&pool.pick(), move |_| {
+            SessionRouter::new(settings, db, pool2, metrics, stats)
+        })
+    };
+    let ctx = PlatformStart {
+        loaded: Arc::new(loaded.clone()),
+        db: db.clone(),
+        pool: pool.clone(),
+        metrics: metrics.clone(),
+        status: platforms.clone(),
+        router: router.clone(),
+    };
+    let mut hooks = Vec::new();
+    for name in configured {
+        let start = PLATFORM_STARTS.iter().find(|(n, _)| *n == name);
+        match start.and_then(|(_, start)| start(&ctx)) {
+            Some(started) => hooks.extend(started.hooks),
+            None => {
+                let why =
+                    format!("{name} is configured, but this build does not connect to {name} yet");
+                log::error!("{why}; the other front doors keep running");
+                platforms.set(name, LinkState::Failed, Some(why));
+            }
+        }
+    }
+    Some((router, ChatParts { stats, hooks }))
+}
+
+/// Starts the `ResponseStoreActor` on its own arbiter.
+async fn start_response_store(
+    db: &Db,
+    pool: &ArbiterPool,
+    cfg: &crate::config::ResponseStoreConfig,
+) -> Result<actix::Addr<ResponseStoreActor>, StartError> {
+    use actix::Actor;
+    let count = db.call(|c| crate::response_db::count(c)).await?;
+    log::info!("response store: {count} stored response(s)");
+    let limits = Limits {
+        cache_size: cfg.cache_size,
+        cache_bytes: cfg.cache_mb.saturating_mul(MIB),
+        max_responses: cfg.max_responses,
+        ttl: Duration::from_secs(u64::from(cfg.ttl_days) * 86_400),
+    };
+    let db = db.clone();
+    Ok(ResponseStoreActor::start_in_arbiter(
+        &pool.pick(),
+        move |_| ResponseStoreActor::new(db, limits, count),
+    ))
+}
