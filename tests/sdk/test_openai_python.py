@@ -187,8 +187,21 @@ def responses_stream_with_a_tool():
     with client.responses.stream(model="hermes-agent", input="please use a tool") as stream:
         final = stream.get_final_response()
     kinds = [o.type for o in final.output]
-    assert kinds == ["function_call", "function_call_output", "message"], kinds
+    # Tools the agent ran are server-side tool calls, as OpenAI shows its own.
+    assert kinds == ["mcp_call", "message"], kinds
+    call = final.output[0]
+    assert call.server_label == "hermes" and call.name == "terminal", call
+    assert "tool-output-42" in (call.output or ""), call
     assert final.output_text == "The tool said: tool-output-42", final.output_text
+    # The reference's shape, per request.
+    with client.responses.stream(
+        model="hermes-agent",
+        input="please use a tool",
+        extra_headers={"X-Hermes-Tool-Items": "function_call"},
+    ) as stream:
+        final = stream.get_final_response()
+    kinds = [o.type for o in final.output]
+    assert kinds == ["function_call", "function_call_output", "message"], kinds
 
 
 @test
