@@ -667,13 +667,14 @@ async fn a_500_is_not_retried_and_a_dropped_request_is_not_sent_again() {
         "a 500 is billed once, not three times"
     );
 
-    // The server took the request and closed the connection without an answer.
+    // The server took a plain request and closed the connection without an
+    // answer. (A streamed one falls back to one whole request: see below.)
     let fake = FakeUpstream::start(vec![
         Reply::Drop,
-        Reply::text_stream(&["must not be used"], MS, MS, (1, 1)),
+        Reply::completion("must not be used", "stop", (1, 1)),
     ]);
     let h = Harness::new(settings(config(&fake.url(), cwd.path()), home.path()));
-    let (_, outcome) = h.run("hi", true).await;
+    let (_, outcome) = h.run("hi", false).await;
     assert_eq!(outcome.status, TurnStatus::Failed, "{outcome:?}");
     assert_eq!(
         fake.requests().len(),
@@ -735,9 +736,9 @@ async fn usage_is_estimated_and_marked_when_the_server_reports_none() {
 async fn a_server_that_cannot_stream_with_tools_is_asked_for_whole_answers() {
     let (home, cwd) = dirs();
     let fake = FakeUpstream::start(vec![
-        // Headers, then the connection dies before any delta (as
-        // llama-cpp-python does for streamed tool choice "auto").
-        Reply::broken_stream(&[], StreamEnd::Die),
+        // The server takes the streamed request and hangs up without an
+        // answer (as llama-cpp-python does for streamed tool choice "auto").
+        Reply::Drop,
         Reply::completion("whole answer", "stop", (1, 1)),
         Reply::completion("second, whole at once", "stop", (1, 1)),
     ]);

@@ -80,21 +80,46 @@ fn closing_for(opening: &str) -> &'static str {
     }
 }
 
-/// Where to cut `window` (a byte index > 0): after the last paragraph break,
-/// else line break, else space; else the whole window.
+/// Whether cutting `text` at `at`, inside a line, would break a code fence:
+/// backticks right after the cut would open a fence that is not one (they
+/// start the next part's first line), or the line is a fence line whose
+/// info string would be split off into the code.
+fn splits_a_fence_line(text: &str, at: usize) -> bool {
+    let line_start = text[..at].rfind('\n').map_or(0, |i| i + 1);
+    let line_end = text[at..].find('\n').map_or(text.len(), |i| at + i);
+    fence_marker(&text[at..line_end]).is_some()
+        || fence_marker(&text[line_start..line_end]).is_some()
+}
+
+/// Where to cut `text` within its first `window_end` bytes (a byte index >
+/// 0): after the last paragraph break, else line break, else space; else
+/// the whole window. A cut inside a line never breaks a fence line.
 /// `lead` bytes at the start (a reopened fence line) must stay in the part.
-fn cut_point(window: &str, lead: usize) -> usize {
+fn cut_point(text: &str, window_end: usize, lead: usize) -> usize {
+    let window = &text[..window_end];
     // Cutting in the first few characters would make a tiny part; only a
     // hard cut is worse.
     let min = (window.len() / 4).max(lead);
     for sep in ["\n\n", "\n", " "] {
-        if let Some(i) = window.rfind(sep)
-            && i + sep.len() > min
-        {
-            return i + sep.len();
+        for (i, _) in window.rmatch_indices(sep) {
+            let at = i + sep.len();
+            if at <= min {
+                break;
+            }
+            if sep == " " && splits_a_fence_line(text, at) {
+                continue;
+            }
+            return at;
         }
     }
-    window.len()
+    // A hard cut inside a fence line moves to the start of that line.
+    if splits_a_fence_line(text, window_end) {
+        let line_start = window.rfind('\n').map_or(0, |i| i + 1);
+        if line_start > lead {
+            return line_start;
+        }
+    }
+    window_end
 }
 
 /// Room a part may need to close a fence ("\n```") on top of its text.
@@ -144,7 +169,7 @@ pub fn cut(text: &str, limit: usize, measure: Measure) -> Option<Cut> {
             // A first character wider than the budget still moves on.
             text.chars().next().map(char::len_utf8).unwrap_or(0),
         );
-        let cut = cut_point(&text[..window_end], lead);
+        let cut = cut_point(text, window_end, lead);
         // A fence line too long to repeat is not reopened (the split could
         // not make progress); such a block just continues as text.
         let open =
@@ -263,6 +288,32 @@ mod tests {
             Just("\n```\n".to_string()),
         ];
         proptest::collection::vec(piece, 0..80).prop_map(|v| v.concat())
+    }
+
+    #[test]
+    fn backticks_after_a_cut_do_not_become_a_fence() {
+        // Found by fuzzing: a cut at the space before mid-line backticks
+        // left the next part starting with "```", a fence that was not one.
+        let text = "\"soords` inen ```abc def ghi jkl mno pqr stu vwx yz";
+        for p in split(text, 32, Measure::Chars) {
+            assert!(!p.starts_with("```"), "{p:?}");
+        }
+        assert_eq!(split(text, 32, Measure::Chars).concat(), text);
+    }
+
+    #[test]
+    fn a_fence_line_is_never_cut_in_two() {
+        // Found by fuzzing: a cut inside a fence line's info string moved the
+        // rest of it into the code.
+        let text = ".k\n```= xx kk\ncode here and more code\n```\n";
+        let parts = split(text, 20, Measure::Chars);
+        for p in &parts {
+            for line in p.lines() {
+                if line.starts_with("```") {
+                    assert!(line == "```" || line == "```= xx kk", "{parts:?}");
+                }
+            }
+        }
     }
 
     proptest! {

@@ -334,7 +334,15 @@ impl UpstreamClient {
             return Ok(completion);
         }
         let body = self.body(req, true)?;
-        let resp = self.send(body).await?;
+        let resp = match self.send(body).await {
+            Ok(resp) => resp,
+            // The server took the streamed request and hung up without a
+            // word (llama-cpp-python does this when it cannot stream with the
+            // tools offered): a stream that failed before its first delta,
+            // so the answer is asked for once, whole.
+            Err(UpstreamError::Dropped) => return self.stream_failed(req, sink, with_tools).await,
+            Err(e) => return Err(e),
+        };
         let is_sse = resp
             .headers()
             .get(awc::http::header::CONTENT_TYPE)
@@ -359,18 +367,30 @@ impl UpstreamClient {
                 log::warn!(
                     "upstream stream failed before its first delta ({e}); retrying without streaming"
                 );
-                let completion = self.whole(req).await?;
-                if with_tools && self.streams_with_tools.swap(false, Ordering::Relaxed) {
-                    log::warn!(
-                        "the model server cannot stream while tools are offered; \
-                         answers that may call tools now arrive whole"
-                    );
-                }
-                forward_whole(&completion, sink).await;
-                Ok(completion)
+                self.stream_failed(req, sink, with_tools).await
             }
             Err(e) => Err(e),
         }
+    }
+
+    /// A stream failed before its first delta: one non-streamed request, and
+    /// when it works while tools were offered, later calls with tools ask
+    /// for whole answers from the start.
+    async fn stream_failed<S: DeltaSink>(
+        &self,
+        req: &ChatRequest<'_>,
+        sink: &mut S,
+        with_tools: bool,
+    ) -> Result<Completion, UpstreamError> {
+        let completion = self.whole(req).await?;
+        if with_tools && self.streams_with_tools.swap(false, Ordering::Relaxed) {
+            log::warn!(
+                "the model server cannot stream while tools are offered; \
+                 answers that may call tools now arrive whole"
+            );
+        }
+        forward_whole(&completion, sink).await;
+        Ok(completion)
     }
 
     fn body(&self, req: &ChatRequest<'_>, stream: bool) -> Result<Bytes, UpstreamError> {

@@ -301,12 +301,22 @@ def responses(c: Ctx):
             notes.append(f"NOTE output_tokens {u.output_tokens} > max_output_tokens {MAX_TOKENS}")
     types: list[str] = []
     deadline = time.monotonic() + BUDGET
+    last = None
     with c.sdk.responses.stream(model=c.model, input=PROMPT, max_output_tokens=MAX_TOKENS, tool_choice="none") as s:
         for ev in s:
             types.append(ev.type)
+            last = ev
             if time.monotonic() > deadline:
                 raise CheckFailed("responses stream did not end before the deadline")
-        final = s.get_final_response()
+        if types and types[-1] == "response.incomplete":
+            # Cut by max_output_tokens: the stream ends with response.incomplete,
+            # as OpenAI's does; the SDK's helper only accepts response.completed.
+            final = last.response
+            reason = (final.incomplete_details.reason if final.incomplete_details else None)
+            if reason != "max_output_tokens":
+                raise CheckFailed(f"incomplete for {reason!r}", short(final.model_dump_json()))
+        else:
+            final = s.get_final_response()
     if final.status not in ("completed", "incomplete"):
         raise CheckFailed(f"stream final status {final.status!r}", short(final.model_dump_json()))
     if not isinstance(final.output_text, str):
