@@ -56,6 +56,8 @@ const CONN_KEEP_ALIVE: Duration = Duration::from_secs(30);
 /// chunked terminator); a server that keeps sending is cut off and its
 /// connection closed instead of returned to the pool.
 const MAX_TRAILING_BYTES: usize = 64 * 1024;
+/// The pause before the non-streamed retry of a stream that failed.
+const FALLBACK_PAUSE: Duration = Duration::from_millis(200);
 /// How long the end of a stream's body may take after `[DONE]`.
 const TRAILER_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -382,6 +384,11 @@ impl UpstreamClient {
         sink: &mut S,
         with_tools: bool,
     ) -> Result<Completion, UpstreamError> {
+        // A server that broke a stream off may still be closing its idle
+        // connections (uvicorn does after an error in a response); a short
+        // pause lets the pool see them closed instead of reusing one that
+        // is about to be reset.
+        tokio::time::sleep(FALLBACK_PAUSE).await;
         let completion = self.whole(req).await?;
         if with_tools && self.streams_with_tools.swap(false, Ordering::Relaxed) {
             log::warn!(
