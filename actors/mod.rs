@@ -10,6 +10,8 @@
 //!   out by editing a message, and alone decides when it is delivered.
 //! - [`telegram::TelegramActor`]: one when Telegram is configured; the only
 //!   thing that talks to the Bot API (polling or webhook, sends, edits).
+//! - [`discord::DiscordActor`]: one when Discord is configured; the only
+//!   thing that talks to Discord (the Gateway websocket, REST).
 //! - [`courier::CourierActor`]: one per platform; every outgoing message
 //!   (pacing, rate limits, retries, plain-text fallback, metrics).
 //! - [`outbox`]: the outgoing messages (send, edit, typing) and the
@@ -21,6 +23,7 @@
 
 pub mod agent;
 pub mod courier;
+pub mod discord;
 #[cfg(test)]
 pub mod fake_chat;
 pub mod hook;

@@ -9,12 +9,16 @@ use std::sync::Arc;
 use actix::Addr;
 
 use super::hook::InboundHook;
+use super::outbox::Outbox;
 use super::pool::ArbiterPool;
+use super::session_router::Incoming;
 use super::session_router::SessionRouter;
 use crate::config::Loaded;
 use crate::db::Db;
 use crate::metrics::Metrics;
 use crate::platform_status::PlatformStatus;
+use crate::platforms::Parsed;
+use crate::platforms::access::Dedup;
 
 /// Everything a platform needs to start.
 #[derive(Clone)]
@@ -33,6 +37,26 @@ pub struct PlatformStart {
 pub struct Started {
     /// Paths the HTTP server serves for it (webhooks, signed requests).
     pub hooks: Vec<InboundHook>,
+}
+
+impl PlatformStart {
+    /// Hands a parsed message to the router with the platform's outbox,
+    /// unless `dedup` has seen it (a redelivery, a replay after a resume).
+    pub fn hand_over(&self, parsed: Parsed, dedup: &mut Dedup, out: &Outbox, platform: &str) {
+        match parsed {
+            Parsed::Message { inbound, dedup: id } => {
+                if !dedup.first_time(&id) {
+                    log::debug!("{platform}: message {id} seen before; ignored");
+                    return;
+                }
+                self.router.do_send(Incoming {
+                    msg: inbound,
+                    out: out.clone(),
+                });
+            }
+            Parsed::Skip(why) => log::debug!("{platform}: event skipped: {why}"),
+        }
+    }
 }
 
 /// A platform's start function: `None` when it is not configured.

@@ -231,6 +231,8 @@ impl StreamPreviewActor {
     fn end_text(&self, end: End) -> String {
         let mut text = self.segment.clone();
         if end == End::Interrupted && !(text.trim().is_empty() && self.backlog.is_empty()) {
+            // "w38  (interrupted)" would show the word's trailing space.
+            text.truncate(text.trim_end().len());
             text.push_str(INTERRUPTED_MARK);
         }
         text
@@ -893,7 +895,10 @@ mod tests {
             },
         );
         let expected: String = (0..30).map(|i| format!("w{i} ")).collect();
-        assert_eq!(log.texts["1"], format!("{expected} (interrupted)"));
+        assert_eq!(
+            log.texts["1"],
+            format!("{} (interrupted)", expected.trim_end())
+        );
         assert_eq!(
             log.calls
                 .iter()

@@ -26,13 +26,12 @@ use subtle::ConstantTimeEq;
 use super::courier::CourierActor;
 use super::hook::{HookDelivery, HookReply, InboundHook, url_path};
 use super::outbox::Outbox;
-use super::session_router::Incoming;
 use super::start::{PlatformStart, Started};
 use crate::backoff::Backoff;
 use crate::platform_status::LinkState;
 use crate::platforms::access::Dedup;
 use crate::platforms::courier::{Call, Wire};
-use crate::platforms::telegram::{self as tg, BotIdentity, NAME, Parsed};
+use crate::platforms::telegram::{self as tg, BotIdentity, NAME};
 use crate::platforms::{ChatRef, PlatformError};
 
 /// First wait after a failed poll or start; doubles up to [`MAX_BACKOFF`].
@@ -121,6 +120,8 @@ impl Wire for TelegramWire {
         text: &str,
         formatted: bool,
         reply_to: Option<&str>,
+        // Telegram has no idempotency key: a send is simply retried.
+        _key: &str,
     ) -> Call<String> {
         let api = self.0.clone();
         let params = tg::send_params(chat, text, formatted, reply_to);
@@ -240,19 +241,9 @@ pub fn start(ctx: &PlatformStart) -> Option<Started> {
 impl TelegramActor {
     /// Parses an update and hands a new message to the router.
     fn accept(&mut self, update: &Value) {
-        match tg::parse_update(update, &self.me, self.settings.require_mention) {
-            Parsed::Message { inbound, dedup } => {
-                if !self.dedup.first_time(&dedup) {
-                    log::debug!("{NAME}: message {dedup} seen before; ignored");
-                    return;
-                }
-                self.start.router.do_send(Incoming {
-                    msg: inbound,
-                    out: self.out.clone(),
-                });
-            }
-            Parsed::Skip(why) => log::debug!("{NAME}: update skipped: {why}"),
-        }
+        let parsed = tg::parse_update(update, &self.me, self.settings.require_mention);
+        self.start
+            .hand_over(parsed, &mut self.dedup, &self.out, NAME);
     }
 }
 

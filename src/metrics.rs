@@ -11,6 +11,21 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
+use crate::platform_status::{LinkState, PlatformState};
+
+/// The numbers platforms report in their status details, as gauges
+/// `hermes_platform_<key>{platform=…}`.
+const PLATFORM_GAUGES: &[(&str, &str)] = &[
+    (
+        "heartbeat_latency_ms",
+        "Time from the last heartbeat to its acknowledgement (Discord).",
+    ),
+    (
+        "last_sequence",
+        "Sequence number of the last Gateway event received (Discord).",
+    ),
+];
+
 /// Histogram buckets in seconds: fine below a millisecond (gateway
 /// overhead), coarse up to minutes (model time).
 const BUCKETS: &[f64] = &[
@@ -138,7 +153,9 @@ impl Metrics {
     }
 
     /// The text exposition.
-    pub fn render(&self, platforms: &[(&str, bool)]) -> String {
+    /// The text of `GET /metrics`, with each chat platform's state (up or
+    /// not, and the numbers it reports: heartbeat latency, last sequence).
+    pub fn render(&self, platforms: &BTreeMap<String, PlatformState>) -> String {
         let mut out = String::new();
         let counters = self
             .counters
@@ -192,12 +209,24 @@ impl Metrics {
             out,
             "# HELP hermes_platform_up Whether a chat platform is connected.\n# TYPE hermes_platform_up gauge"
         );
-        for (p, up) in platforms {
+        for (p, st) in platforms {
+            let up = u8::from(st.state == LinkState::Connected);
+            let _ = writeln!(out, "hermes_platform_up{{platform=\"{}\"}} {up}", escape(p));
+        }
+        for (key, help) in PLATFORM_GAUGES {
             let _ = writeln!(
                 out,
-                "hermes_platform_up{{platform=\"{p}\"}} {}",
-                u8::from(*up)
+                "# HELP hermes_platform_{key} {help}\n# TYPE hermes_platform_{key} gauge"
             );
+            for (p, st) in platforms {
+                if let Some(v) = st.details.get(key).and_then(serde_json::Value::as_f64) {
+                    let _ = writeln!(
+                        out,
+                        "hermes_platform_{key}{{platform=\"{}\"}} {v}",
+                        escape(p)
+                    );
+                }
+            }
         }
         out
     }
@@ -233,7 +262,11 @@ mod tests {
         let m = Metrics::default();
         m.http_request("/v1/models", 200, Duration::from_millis(3));
         m.http_request("/v1/models", 200, Duration::from_millis(30));
-        let text = m.render(&[("telegram", true)]);
+        let status = crate::platform_status::PlatformStatus::default();
+        status.set("telegram", LinkState::Connected, None);
+        status.set("discord", LinkState::Resuming, None);
+        status.detail("discord", "last_sequence", serde_json::json!(42));
+        let text = m.render(&status.snapshot());
         assert!(
             text.contains("hermes_http_requests_total{route=\"/v1/models\",status=\"200\"} 2"),
             "{text}"
@@ -245,5 +278,7 @@ mod tests {
             text.contains("hermes_http_request_duration_seconds_count{route=\"/v1/models\"} 2")
         );
         assert!(text.contains("hermes_platform_up{platform=\"telegram\"} 1"));
+        assert!(text.contains("hermes_platform_up{platform=\"discord\"} 0"));
+        assert!(text.contains("hermes_platform_last_sequence{platform=\"discord\"} 42"));
     }
 }

@@ -13,6 +13,8 @@ use serde::Serialize;
 pub enum LinkState {
     /// Starting, or reconnecting after an error.
     Connecting,
+    /// Reconnecting to go on with the same session (Discord's resume).
+    Resuming,
     /// Receiving and sending.
     Connected,
     /// Given up (a rejected token, a fatal close): the reason says what to do.
@@ -24,6 +26,7 @@ impl LinkState {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Connecting => "connecting",
+            Self::Resuming => "resuming",
             Self::Connected => "connected",
             Self::Failed => "failed",
         }
@@ -38,6 +41,10 @@ pub struct PlatformState {
     pub error: Option<String>,
     /// Unix time of the last change.
     pub since: u64,
+    /// What the platform adds about its link (heartbeat latency, last
+    /// sequence number, ...).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub details: BTreeMap<&'static str, serde_json::Value>,
 }
 
 /// The registry; cheap to clone.
@@ -51,14 +58,28 @@ impl PlatformStatus {
     pub fn set(&self, platform: &str, state: LinkState, error: Option<String>) {
         let since = crate::clock::unix_now();
         let error = error.map(|e| crate::secrets::redact(&e));
-        self.inner.lock().unwrap_or_else(|p| p.into_inner()).insert(
+        let mut map = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let details = map
+            .remove(platform)
+            .map(|old| old.details)
+            .unwrap_or_default();
+        map.insert(
             platform.to_string(),
             PlatformState {
                 state,
                 error,
                 since,
+                details,
             },
         );
+    }
+
+    /// Records one detail of a platform's link (shown in `/health/detailed`).
+    pub fn detail(&self, platform: &str, key: &'static str, value: serde_json::Value) {
+        let mut map = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(p) = map.get_mut(platform) {
+            p.details.insert(key, value);
+        }
     }
 
     /// Every platform's state, by name.
@@ -73,7 +94,10 @@ impl PlatformStatus {
             return "no chat platforms".into();
         }
         snap.iter()
-            .map(|(k, v)| format!("{k} {}", v.state.as_str()))
+            .map(|(k, v)| match (&v.state, &v.error) {
+                (LinkState::Failed, Some(why)) => format!("{k} failed ({why})"),
+                (state, _) => format!("{k} {}", state.as_str()),
+            })
             .collect::<Vec<_>>()
             .join(", ")
     }

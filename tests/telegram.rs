@@ -133,15 +133,8 @@ async fn a_long_answer_is_split_within_the_limit() {
     for m in &msgs {
         assert!(m.text.encode_utf16().count() <= 4096);
     }
-    // Each part is rendered Markdown: paragraphs keep their breaks between
-    // parts, trailing spaces go (insignificant in Markdown).
-    let shown: Vec<&str> = msgs.iter().map(|m| m.text.trim_end()).collect();
-    let expected: Vec<&str> = answer
-        .split("\n\n")
-        .map(str::trim_end)
-        .filter(|p| !p.is_empty())
-        .collect();
-    assert_eq!(shown.join("\n\n"), expected.join("\n\n"));
+    let parts: Vec<&str> = msgs.iter().map(|m| m.text.as_str()).collect();
+    api_support::assert_parts_make_the_answer(&parts, &answer);
     drop(app);
 }
 

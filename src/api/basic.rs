@@ -58,12 +58,7 @@ pub async fn health_detailed(state: web::Data<AppState>) -> HttpResponse {
 
 /// `GET /metrics`: Prometheus text format (auth unless `metrics.public`).
 pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
-    let platforms = state.platforms.snapshot();
-    let up: Vec<(&str, bool)> = platforms
-        .iter()
-        .map(|(k, v)| (k.as_str(), v.state == LinkState::Connected))
-        .collect();
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")
-        .body(state.metrics.render(&up))
+        .body(state.metrics.render(&state.platforms.snapshot()))
 }

@@ -156,7 +156,10 @@ pub async fn start(loaded: &Loaded) -> Result<Running, StartError> {
 /// The chat platforms this build connects to, by registry name, with
 /// their start functions. A configured platform missing here is reported
 /// as failed (the rest of the gateway runs).
-const PLATFORM_STARTS: &[(&str, StartFn)] = &[("telegram", crate::actors::telegram::start)];
+const PLATFORM_STARTS: &[(&str, StartFn)] = &[
+    ("telegram", crate::actors::telegram::start),
+    ("discord", crate::actors::discord::start),
+];
 
 /// Starts the session router and every configured chat platform. A
 /// platform that cannot start is reported in the platform status and does

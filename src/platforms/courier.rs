@@ -49,13 +49,16 @@ pub type Call<T> = Pin<Box<dyn Future<Output = Result<T, PlatformError>>>>;
 /// the courier) or plain.
 pub trait Wire {
     /// Posts a new message in `chat`, replying to `reply_to` when given;
-    /// answers the new message's id.
+    /// answers the new message's id. `key` names this one logical send and
+    /// is the same on every retry of it (a platform with idempotency, such
+    /// as Discord's nonce, uses it so a retry never posts twice).
     fn send(
         &self,
         chat: &ChatRef,
         text: &str,
         formatted: bool,
         reply_to: Option<&str>,
+        key: &str,
     ) -> Call<String>;
     /// Replaces the text of message `id`.
     fn edit(&self, chat: &ChatRef, id: &str, text: &str, formatted: bool) -> Call<()>;
@@ -130,13 +133,14 @@ impl Courier {
         let me = self.clone();
         async move {
             let (mut body, mut formatted) = me.body(&text, format);
+            let key = uuid::Uuid::new_v4().simple().to_string();
             let mut backoff = Backoff::new(FIRST_SEND_RETRY_WAIT, MAX_SEND_RETRY_WAIT);
             let mut failures = 0;
             loop {
                 me.slot(&chat).await;
                 let sent = me
                     .wire
-                    .send(&chat, &body, formatted, reply_to.as_deref())
+                    .send(&chat, &body, formatted, reply_to.as_deref(), &key)
                     .await;
                 match sent {
                     Ok(id) => {
@@ -258,7 +262,14 @@ mod tests {
     }
 
     impl Wire for Rc<Scripted> {
-        fn send(&self, _: &ChatRef, text: &str, formatted: bool, _: Option<&str>) -> Call<String> {
+        fn send(
+            &self,
+            _: &ChatRef,
+            text: &str,
+            formatted: bool,
+            _: Option<&str>,
+            _: &str,
+        ) -> Call<String> {
             self.calls
                 .borrow_mut()
                 .push((Instant::now(), text.to_string(), formatted));
@@ -270,7 +281,7 @@ mod tests {
             Box::pin(async move { a })
         }
         fn edit(&self, c: &ChatRef, _: &str, text: &str, formatted: bool) -> Call<()> {
-            let sent = self.send(c, text, formatted, None);
+            let sent = self.send(c, text, formatted, None, "edit");
             Box::pin(async move { sent.await.map(|_| ()) })
         }
         fn typing(&self, _: &ChatRef) -> Call<()> {

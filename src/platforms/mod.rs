@@ -15,6 +15,7 @@
 
 pub mod access;
 pub mod courier;
+pub mod discord;
 pub mod markup;
 pub mod pacing;
 pub mod split;
@@ -118,6 +119,15 @@ impl ChatRef {
             None => format!("agent:main:{platform}:{kind}:{}", self.id),
         }
     }
+}
+
+/// What a platform's event is, for the gateway.
+#[derive(Debug)]
+pub enum Parsed {
+    /// A message for the router; `dedup` identifies it across redeliveries.
+    Message { inbound: Inbound, dedup: String },
+    /// Not for us (no text, a bot, not addressed to the bot in a group, ...).
+    Skip(&'static str),
 }
 
 /// One inbound chat message, already let through the platform's own checks

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use super::{Capabilities, ChatKind, ChatRef, Inbound, Measure, PaceRules, PlatformError};
+use super::{Capabilities, ChatKind, ChatRef, Inbound, Measure, PaceRules, Parsed, PlatformError};
 
 /// The platform's registry name.
 pub const NAME: &str = "telegram";
@@ -140,15 +140,6 @@ pub fn typing_params(chat: &ChatRef) -> Value {
 /// Chat ids are numbers in the API (usernames like `@channel` stay strings).
 fn chat_id_value(id: &str) -> Value {
     id.parse::<i64>().map_or_else(|_| json!(id), |n| json!(n))
-}
-
-/// An update turned into what the gateway handles, or why it is skipped.
-#[derive(Debug)]
-pub enum Parsed {
-    /// A message for the router; `dedup` identifies it across redeliveries.
-    Message { inbound: Inbound, dedup: String },
-    /// Not for us (no text, a bot, not addressed to the bot in a group, ...).
-    Skip(&'static str),
 }
 
 /// Turns one update into an [`Inbound`]. In groups where `require_mention`

@@ -13,7 +13,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use actix_web::{App, HttpResponse, HttpServer, web};
+use actix_web::{HttpResponse, web};
 use serde_json::{Value, json};
 use tokio::sync::Notify;
 
@@ -93,34 +93,16 @@ impl FakeTelegram {
             }),
             updates_ready: Notify::new(),
         });
-        let (tx, rx) = std::sync::mpsc::channel();
-        let s2 = shared.clone();
-        std::thread::spawn(move || {
-            let sys = actix_web::rt::System::new();
-            sys.block_on(async move {
-                let data = web::Data::from(s2);
-                let server = HttpServer::new(move || {
-                    App::new()
-                        .app_data(data.clone())
-                        .app_data(web::JsonConfig::default().limit(64 * 1024 * 1024))
-                        .route("/{bot}/{method}", web::post().to(handle))
-                })
-                .workers(1)
-                .disable_signals()
-                .shutdown_timeout(0)
-                .bind(("127.0.0.1", 0));
-                let server = match server {
-                    Ok(s) => s,
-                    Err(e) => panic!("fake telegram cannot bind: {e}"),
-                };
-                let addr = server.addrs()[0];
-                let _ = tx.send(addr);
-                let _ = server.run().await;
-            });
-        });
-        let addr = rx
-            .recv_timeout(Duration::from_secs(10))
-            .unwrap_or_else(|e| panic!("fake telegram did not start: {e}"));
+        let data = web::Data::from(shared.clone());
+        let addr = super::serve_on_thread(
+            "fake telegram",
+            || {},
+            move |app| {
+                app.app_data(data.clone())
+                    .app_data(web::JsonConfig::default().limit(64 * 1024 * 1024))
+                    .route("/{bot}/{method}", web::post().to(handle));
+            },
+        );
         Self { addr, shared }
     }
 

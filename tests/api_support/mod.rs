@@ -257,3 +257,17 @@ pub fn turns(messages: &Value) -> Vec<(String, String)> {
         })
         .unwrap_or_default()
 }
+
+/// Checks that the parts a long answer was split into, read in order, are
+/// the whole answer: each part is rendered Markdown, so paragraphs keep
+/// their breaks between parts and trailing spaces go (insignificant in
+/// Markdown).
+pub fn assert_parts_make_the_answer(parts: &[&str], answer: &str) {
+    let shown: Vec<&str> = parts.iter().map(|p| p.trim_end()).collect();
+    let expected: Vec<&str> = answer
+        .split("\n\n")
+        .map(str::trim_end)
+        .filter(|p| !p.is_empty())
+        .collect();
+    assert_eq!(shown.join("\n\n"), expected.join("\n\n"));
+}
