@@ -41,7 +41,7 @@ use crate::platform_status::LinkState;
 use crate::platforms::access::Dedup;
 use crate::platforms::courier::{Call, Wire};
 use crate::platforms::discord::{self as dc, AfterClose, NAME, Ready, Session};
-use crate::platforms::{Capabilities, ChatRef, PlatformError};
+use crate::platforms::{Capabilities, ChatRef, Parsed, PlatformError};
 
 /// First wait after a failed connection; doubles up to [`MAX_BACKOFF`].
 pub const FIRST_BACKOFF: Duration = Duration::from_secs(1);
@@ -112,7 +112,9 @@ impl DiscordRest {
             ));
         let sent = match body {
             Some(b) => req.send_json(b).await,
-            None => req.send().await,
+            None if method == "GET" || method == "DELETE" => req.send().await,
+            // Discord answers 411 to a POST without a Content-Length.
+            None => req.send_body("").await,
         };
         let mut resp = sent.map_err(|e| {
             PlatformError::Unavailable(self.scrub(&format!("{method} {path}: {e}")))
@@ -233,8 +235,11 @@ pub struct DiscordActor {
     rest: DiscordRest,
     bot_id: String,
     application_id: String,
-    /// Thread → its parent channel.
-    threads: HashMap<String, String>,
+    /// Server channel → its parent when it is a thread (`None`: not a thread).
+    channels: HashMap<String, Option<String>>,
+    /// Messages in server channels not yet in `channels`, waiting (in
+    /// arrival order) for the lookup of what their channel is.
+    waiting: HashMap<String, Vec<Value>>,
     dedup: Dedup,
     /// Slash commands were checked (once per process).
     commands_checked: bool,
@@ -267,7 +272,8 @@ pub fn start(ctx: &PlatformStart) -> Option<Started> {
         out,
         bot_id: String::new(),
         application_id: String::new(),
-        threads: HashMap::new(),
+        channels: HashMap::new(),
+        waiting: HashMap::new(),
         dedup: Dedup::default(),
         commands_checked: false,
     });
@@ -276,19 +282,66 @@ pub fn start(ctx: &PlatformStart) -> Option<Started> {
 
 impl DiscordActor {
     fn parent_of(&self, channel: &str) -> Option<String> {
-        self.threads.get(channel).cloned()
+        self.channels.get(channel).cloned().flatten()
     }
 
-    fn on_message(&mut self, d: &Value) {
-        let threads = &self.threads;
-        let parsed = dc::parse_message(d, &self.bot_id, self.settings.require_mention, |c| {
-            threads.get(c).cloned()
-        });
+    fn parse(&self, d: &Value) -> Parsed {
+        dc::parse_message(d, &self.bot_id, self.settings.require_mention, |c| {
+            self.parent_of(c)
+        })
+    }
+
+    fn on_message(&mut self, d: Value, ctx: &mut Context<Self>) {
+        let parsed = self.parse(&d);
+        let channel = d["channel_id"].as_str().unwrap_or_default().to_string();
+        let in_guild = d.get("guild_id").is_some_and(|g| !g.is_null());
+        if in_guild
+            && matches!(parsed, Parsed::Message { .. })
+            && !self.channels.contains_key(&channel)
+        {
+            // A channel the Gateway did not describe (a thread from before
+            // the start, say): ask what it is before choosing the session.
+            let queue = self.waiting.entry(channel.clone()).or_default();
+            queue.push(d);
+            if queue.len() == 1 {
+                self.look_up(channel, ctx);
+            }
+            return;
+        }
         self.start
             .hand_over(parsed, &mut self.dedup, &self.out, NAME);
     }
 
+    /// `GET /channels/{id}`, then the messages that waited for it.
+    fn look_up(&self, channel: String, ctx: &mut Context<Self>) {
+        let rest = self.rest.clone();
+        let path = format!("/channels/{channel}");
+        ctx.spawn(
+            async move { rest.call("GET", &path, None).await }
+                .into_actor(self)
+                .map(move |answer, me: &mut Self, _| {
+                    match answer.map(|v| dc::kind_of(&v)) {
+                        Ok(Some((_, parent))) => {
+                            me.channels.insert(channel.clone(), parent);
+                        }
+                        // Not cached: a later message asks again.
+                        Ok(None) | Err(_) => {
+                            log::warn!("{NAME}: cannot tell what channel {channel} is");
+                        }
+                    }
+                    for d in me.waiting.remove(&channel).unwrap_or_default() {
+                        let parsed = me.parse(&d);
+                        me.start.hand_over(parsed, &mut me.dedup, &me.out, NAME);
+                    }
+                }),
+        );
+    }
+
     fn on_interaction(&mut self, d: &Value) {
+        // An interaction describes its channel.
+        if let Some((id, parent)) = dc::kind_of(&d["channel"]) {
+            self.channels.insert(id, parent);
+        }
         let Some(i) = dc::parse_interaction(d, |c| self.parent_of(c)) else {
             return;
         };
@@ -299,7 +352,10 @@ impl DiscordActor {
             rest: self.rest.clone(),
             id: i.id.clone(),
             token: i.token.clone(),
-            application_id: self.application_id.clone(),
+            // The interaction names its application.
+            application_id: d["application_id"]
+                .as_str()
+                .map_or_else(|| self.application_id.clone(), String::from),
             answered: false,
         }
         .start();
@@ -321,14 +377,27 @@ impl DiscordActor {
 
     /// Registers the slash commands when Discord's set differs (once per process).
     fn check_commands(&mut self, ctx: &mut Context<Self>) {
-        if self.commands_checked || self.application_id.is_empty() {
+        if self.commands_checked {
             return;
         }
         self.commands_checked = true;
         let rest = self.rest.clone();
-        let path = format!("/applications/{}/commands", self.application_id);
+        let known = self.application_id.clone();
         ctx.spawn(
             async move {
+                // READY names the application; without it, ask.
+                let app = if known.is_empty() {
+                    match rest.call("GET", "/applications/@me", None).await {
+                        Ok(v) => v["id"].as_str().unwrap_or_default().to_string(),
+                        Err(e) => {
+                            log::warn!("{NAME}: cannot tell the application id: {e}");
+                            return;
+                        }
+                    }
+                } else {
+                    known
+                };
+                let path = format!("/applications/{app}/commands");
                 let wanted = dc::commands();
                 match rest.call("GET", &path, None).await {
                     Ok(have) if !dc::commands_differ(&have, &wanted) => {
@@ -378,21 +447,23 @@ impl Handler<Identified> for DiscordActor {
 impl Handler<Dispatch> for DiscordActor {
     type Result = ();
 
-    fn handle(&mut self, msg: Dispatch, _: &mut Context<Self>) {
+    fn handle(&mut self, msg: Dispatch, ctx: &mut Context<Self>) {
         match msg.event.as_str() {
-            "MESSAGE_CREATE" => self.on_message(&msg.d),
+            "MESSAGE_CREATE" => self.on_message(msg.d, ctx),
             "INTERACTION_CREATE" => self.on_interaction(&msg.d),
-            "THREAD_CREATE" | "THREAD_UPDATE" => {
-                if let Some((thread, parent)) = dc::thread_of(&msg.d) {
-                    self.threads.insert(thread, parent);
-                }
+            "THREAD_CREATE" | "THREAD_UPDATE" | "CHANNEL_CREATE" | "CHANNEL_UPDATE" => {
+                self.channels.extend(dc::kind_of(&msg.d));
             }
-            "THREAD_DELETE" => {
+            "THREAD_DELETE" | "CHANNEL_DELETE" => {
                 if let Some(id) = msg.d["id"].as_str() {
-                    self.threads.remove(id);
+                    self.channels.remove(id);
                 }
             }
-            "GUILD_CREATE" => self.threads.extend(dc::threads_of_guild(&msg.d)),
+            "GUILD_CREATE" => self.channels.extend(dc::channels_of_guild(&msg.d)),
+            "THREAD_LIST_SYNC" => {
+                let threads = msg.d["threads"].as_array().into_iter().flatten();
+                self.channels.extend(threads.filter_map(dc::kind_of));
+            }
             _ => {}
         }
     }
@@ -574,7 +645,7 @@ async fn connection(
     backoff: &mut Backoff,
 ) -> Ended {
     let client = crate::upstream::http_client(CONNECT_TIMEOUT);
-    let full = format!("{url}/?{}", dc::GATEWAY_QUERY);
+    let full = dc::gateway_target(url);
     let connected = client
         .ws(full)
         .max_frame_size(dc::MAX_FRAME_BYTES)

@@ -220,8 +220,17 @@ async fn in_server_channels_only_mentions_and_replies_to_the_bot_are_answered() 
 #[actix_web::test]
 async fn a_thread_is_its_own_session_answered_in_the_thread() {
     let dc = FakeDiscord::start(TOKEN);
-    let app = gateway(vec![answer("in channel"), answer("in thread")], &dc, false).await;
-    dc.create_thread(GUILD, CHANNEL, THREAD);
+    let app = gateway(
+        vec![
+            answer("in channel"),
+            answer("in thread"),
+            answer("in the old thread"),
+        ],
+        &dc,
+        false,
+    )
+    .await;
+    dc.create_thread(GUILD, CHANNEL, THREAD, true);
     dc.push_message(
         CHANNEL,
         Some(GUILD),
@@ -244,6 +253,18 @@ async fn a_thread_is_its_own_session_answered_in_the_thread() {
         .map(|r| r.body["messages"].to_string())
         .unwrap_or_default();
     assert!(!history.contains("remember 7"), "{history}");
+    // A thread the Gateway never described (made before the start): the
+    // gateway asks what it is, and answers in it.
+    dc.create_thread(GUILD, CHANNEL, "703", false);
+    dc.push_message("703", Some(GUILD), USER, &format!("<@{BOT_ID}> and here?"));
+    let old = until(&dc, "703", |m| m.len() == 1).await;
+    assert_eq!(old[0].content, "in the old thread");
+    assert_eq!(dc.messages(CHANNEL).len(), 1, "nothing more in the channel");
+    assert_eq!(
+        dc.calls_of("GET /channels/{id}").len(),
+        2,
+        "the channel and the old thread"
+    );
     drop(app);
 }
 

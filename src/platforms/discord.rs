@@ -298,14 +298,37 @@ pub fn thread_of(channel: &Value) -> Option<(String, String)> {
     ))
 }
 
-/// The threads a `GUILD_CREATE` lists.
-pub fn threads_of_guild(d: &Value) -> Vec<(String, String)> {
-    d["threads"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(thread_of)
+/// What a channel object says about being a thread: `(id, Some(parent))`
+/// for a thread, `(id, None)` for any other channel.
+pub fn kind_of(channel: &Value) -> Option<(String, Option<String>)> {
+    let id = channel["id"].as_str()?.to_string();
+    Some(match thread_of(channel) {
+        Some((_, parent)) => (id, Some(parent)),
+        None => (id, None),
+    })
+}
+
+/// The channels and threads a `GUILD_CREATE` lists, as [`kind_of`] says.
+pub fn channels_of_guild(d: &Value) -> Vec<(String, Option<String>)> {
+    ["channels", "threads"]
+        .iter()
+        .flat_map(|k| d[*k].as_array().into_iter().flatten())
+        .filter_map(kind_of)
         .collect()
+}
+
+/// The Gateway URL to connect to: `url` with the version and encoding
+/// asked for (`wss://gateway.discord.gg/?v=10&encoding=json`).
+pub fn gateway_target(url: &str) -> String {
+    let url = url.trim_end_matches('/');
+    let bare_host = url
+        .split_once("://")
+        .is_some_and(|(_, rest)| !rest.contains(['/', '?']));
+    match (url.contains('?'), bare_host) {
+        (true, _) => format!("{url}&{GATEWAY_QUERY}"),
+        (false, true) => format!("{url}/?{GATEWAY_QUERY}"),
+        (false, false) => format!("{url}?{GATEWAY_QUERY}"),
+    }
 }
 
 /// The channel a reply in `chat` goes to: the thread, or the channel.
@@ -697,6 +720,31 @@ mod tests {
             Some(("t9".into(), "c1".into()))
         );
         assert_eq!(thread_of(&json!({"id": "c1", "type": 0})), None);
+        let guild = json!({"channels": [{"id": "c1", "type": 0}],
+            "threads": [{"id": "t9", "parent_id": "c1", "type": 11}]});
+        assert_eq!(
+            channels_of_guild(&guild),
+            [
+                ("c1".to_string(), None),
+                ("t9".to_string(), Some("c1".to_string()))
+            ]
+        );
+    }
+
+    #[test]
+    fn gateway_urls_get_the_version_and_encoding() {
+        assert_eq!(
+            gateway_target("wss://gateway.discord.gg"),
+            "wss://gateway.discord.gg/?v=10&encoding=json"
+        );
+        assert_eq!(
+            gateway_target("ws://127.0.0.1:9/resume/"),
+            "ws://127.0.0.1:9/resume?v=10&encoding=json"
+        );
+        assert_eq!(
+            gateway_target("ws://h/gw?compress=false"),
+            "ws://h/gw?compress=false&v=10&encoding=json"
+        );
     }
 
     #[test]

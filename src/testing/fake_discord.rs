@@ -21,7 +21,7 @@
 //! frames into fragments and pad `READY` past 64 KiB. Every message the bot
 //! posts comes back as a `MESSAGE_CREATE` from a bot, as on Discord.
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -158,7 +158,8 @@ struct State {
     interactions: HashMap<String, Instant>,
     replies: Vec<Reply>,
     typing: Vec<(String, Instant)>,
-    threads: HashSet<String>,
+    /// Thread → its parent channel.
+    threads: HashMap<String, String>,
 }
 
 struct Shared {
@@ -241,7 +242,7 @@ impl FakeDiscord {
                 interactions: HashMap::new(),
                 replies: Vec::new(),
                 typing: Vec::new(),
-                threads: HashSet::new(),
+                threads: HashMap::new(),
             }),
         });
         // The Gateway's listener is bound here, served on the fake's thread.
@@ -392,10 +393,14 @@ impl FakeDiscord {
         id
     }
 
-    /// A thread `thread` under `parent` in `guild` (`THREAD_CREATE`).
-    pub fn create_thread(&self, guild: &str, parent: &str, thread: &str) {
+    /// A thread `thread` under `parent` in `guild`, announced with
+    /// `THREAD_CREATE` or (`announce` false) only known to `GET /channels/{id}`.
+    pub fn create_thread(&self, guild: &str, parent: &str, thread: &str, announce: bool) {
         let mut s = self.shared.lock();
-        s.threads.insert(thread.to_string());
+        s.threads.insert(thread.to_string(), parent.to_string());
+        if !announce {
+            return;
+        }
         s.dispatch(
             "THREAD_CREATE",
             json!({"id": thread, "parent_id": parent, "guild_id": guild, "type": 11, "name": "t"}),
@@ -575,6 +580,10 @@ async fn rest_api(req: HttpRequest, body: web::Bytes, shared: web::Data<Shared>)
     if !by_token && auth != format!("Bot {}", s.token) {
         return error(401, 0, "401: Unauthorized");
     }
+    // As Discord's edge: a write needs its length.
+    if method != "GET" && method != "DELETE" && !req.headers().contains_key("content-length") {
+        return HttpResponse::LengthRequired().body("411 Length Required");
+    }
     // The bucket: per route, per channel (the major parameter).
     let major = if parts[0] == "channels" {
         parts.get(1).cloned().unwrap_or_default()
@@ -686,10 +695,15 @@ fn handle(
                 _ => Err((404, 10008, "Unknown Message")),
             }
         }
+        ("GET", ["channels", channel]) => Ok(match s.threads.get(*channel) {
+            Some(parent) => json!({"id": channel, "type": 11, "parent_id": parent}),
+            None => json!({"id": channel, "type": 0}),
+        }),
         ("POST", ["channels", channel, "typing"]) => {
             s.typing.push((channel.to_string(), now));
             Ok(Value::Null)
         }
+        ("GET", ["applications", "@me"]) => Ok(json!({"id": APP_ID, "name": "hermes"})),
         ("GET", ["applications", app, "commands"]) if *app == APP_ID => Ok(s.commands.clone()),
         ("PUT", ["applications", app, "commands"]) if *app == APP_ID => {
             let mut registered = body.clone();
