@@ -76,6 +76,6 @@ impl Handler<Typing> for CourierActor {
     type Result = ();
 
     fn handle(&mut self, m: Typing, ctx: &mut Context<Self>) {
-        ctx.spawn(self.courier.typing(m.chat).into_actor(self));
+        ctx.spawn(self.courier.typing(m.chat, m.done).into_actor(self));
     }
 }

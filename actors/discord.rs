@@ -32,8 +32,9 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
+use super::command_reply::{CommandReply, ReplyFn};
 use super::courier::CourierActor;
-use super::outbox::{EditText, Outbox, SendText, Typing};
+use super::outbox::Outbox;
 use super::session_router::Incoming;
 use super::start::{PlatformStart, Started};
 use crate::backoff::Backoff;
@@ -41,7 +42,7 @@ use crate::platform_status::LinkState;
 use crate::platforms::access::Dedup;
 use crate::platforms::courier::{Call, Wire};
 use crate::platforms::discord::{self as dc, AfterClose, NAME, Ready, Session};
-use crate::platforms::{Capabilities, ChatRef, Parsed, PlatformError};
+use crate::platforms::{ChatRef, Parsed, PlatformError};
 
 /// First wait after a failed connection; doubles up to [`MAX_BACKOFF`].
 pub const FIRST_BACKOFF: Duration = Duration::from_secs(1);
@@ -348,29 +349,27 @@ impl DiscordActor {
         if !self.dedup.first_time(&format!("interaction:{}", i.id)) {
             return;
         }
-        let reply = InteractionReply {
-            rest: self.rest.clone(),
-            id: i.id.clone(),
-            token: i.token.clone(),
-            // The interaction names its application.
-            application_id: d["application_id"]
-                .as_str()
-                .map_or_else(|| self.application_id.clone(), String::from),
-            answered: false,
-        }
-        .start();
-        let caps = Capabilities {
-            edit_floor: None,
-            typing_every: None,
-            ..dc::CAPABILITIES
-        };
-        let out = Outbox::of(NAME, caps, &reply);
+        // The interaction names its application.
+        let application_id = d["application_id"]
+            .as_str()
+            .map_or_else(|| self.application_id.clone(), String::from);
+        let out = CommandReply::outbox(
+            NAME,
+            dc::CAPABILITIES,
+            interaction_reply(
+                self.rest.clone(),
+                i.id.clone(),
+                i.token.clone(),
+                application_id,
+            ),
+        );
         let msg = crate::platforms::Inbound {
             platform: NAME,
             chat: i.chat,
             user_id: i.user_id,
             message_id: i.id,
             text: i.command,
+            whole_chat: false,
         };
         self.start.router.do_send(Incoming { msg, out });
     }
@@ -472,60 +471,33 @@ impl Handler<Dispatch> for DiscordActor {
 /// Answers one slash command: the first reply through the interaction
 /// callback (within Discord's 3 s), later ones as follow-ups; all of them
 /// seen only by the user who asked.
-struct InteractionReply {
+fn interaction_reply(
     rest: DiscordRest,
     id: String,
     token: String,
     application_id: String,
-    answered: bool,
-}
-
-impl Actor for InteractionReply {
-    type Context = Context<Self>;
-}
-
-impl Handler<SendText> for InteractionReply {
-    type Result = ResponseFuture<Result<String, PlatformError>>;
-
-    fn handle(&mut self, m: SendText, _: &mut Context<Self>) -> Self::Result {
-        let rest = self.rest.clone();
-        let first = !self.answered;
-        self.answered = true;
+) -> ReplyFn {
+    let mut answered = false;
+    Box::new(move |text: String| {
+        let first = !answered;
+        answered = true;
         let (path, body) = if first {
             (
-                format!("/interactions/{}/{}/callback", self.id, self.token),
-                dc::callback_body(&m.text, true),
+                format!("/interactions/{id}/{token}/callback"),
+                dc::callback_body(&text, true),
             )
         } else {
             (
-                format!("/webhooks/{}/{}", self.application_id, self.token),
-                json!({"content": m.text, "flags": dc::EPHEMERAL, "allowed_mentions": {"parse": []}}),
+                format!("/webhooks/{application_id}/{token}"),
+                json!({"content": text, "flags": dc::EPHEMERAL, "allowed_mentions": {"parse": []}}),
             )
         };
-        let id = self.id.clone();
+        let (rest, id) = (rest.clone(), id.clone());
         Box::pin(async move {
             let v = rest.call("POST", &path, Some(&body)).await?;
             Ok(v["id"].as_str().map_or(id, String::from))
         })
-    }
-}
-
-impl Handler<EditText> for InteractionReply {
-    type Result = ResponseFuture<Result<(), PlatformError>>;
-
-    fn handle(&mut self, _: EditText, _: &mut Context<Self>) -> Self::Result {
-        Box::pin(async {
-            Err(PlatformError::Refused(
-                "interaction replies are not edited".into(),
-            ))
-        })
-    }
-}
-
-impl Handler<Typing> for InteractionReply {
-    type Result = ();
-
-    fn handle(&mut self, _: Typing, _: &mut Context<Self>) {}
+    })
 }
 
 /// How one Gateway connection ended.

@@ -369,6 +369,104 @@ impl SessionRouter {
         }
     }
 
+    /// A command for every session of a chat's threads (typed where no
+    /// thread can be named): `/new` resets them all, `/stop` stops what runs
+    /// in them, `/approve` and `/deny` answer what waits in them. Sessions
+    /// of other chats are never touched.
+    fn whole_chat_command(&mut self, prefix: &str, cmd: Option<Command>, inc: &Incoming) {
+        let under =
+            |k: &str| k == prefix || (k.starts_with(prefix) && k[prefix.len()..].starts_with(':'));
+        let keys: Vec<String> = self.sessions.keys().filter(|k| under(k)).cloned().collect();
+        let now = Instant::now();
+        match cmd {
+            Some(Command::New) => {
+                for k in &keys {
+                    let entry = self.entry(k);
+                    if entry.state.reset(now) {
+                        entry.interrupt();
+                    }
+                    entry.agent = None;
+                    entry.approval = None;
+                }
+                let (db, prefix, inc) = (self.db.clone(), prefix.to_string(), inc.clone());
+                actix::spawn(async move {
+                    let stored = crate::sessions::keys_under(&db, &prefix)
+                        .await
+                        .unwrap_or_else(|e| {
+                            log::warn!("sessions under {prefix}: cannot list them: {e}");
+                            Vec::new()
+                        });
+                    for k in &stored {
+                        if let Err(e) = crate::sessions::reset(&db, k).await {
+                            log::warn!("session {k}: reset failed: {e}");
+                        }
+                    }
+                    Self::reply(
+                        &inc,
+                        "✨ New conversations: every thread here starts fresh.".into(),
+                    );
+                });
+            }
+            Some(Command::Stop) => {
+                let mut stopped = 0;
+                for k in &keys {
+                    let entry = self.entry(k);
+                    if let Some(tx) = entry.approval.take() {
+                        let _ = tx.send(false);
+                    }
+                    if entry.state.stop() && entry.agent.is_some() {
+                        entry.interrupt();
+                        stopped += 1;
+                    }
+                }
+                let text = match stopped {
+                    0 => "Nothing is running.".to_string(),
+                    1 => "⚡ Stopping.".to_string(),
+                    n => format!("⚡ Stopping {n} conversations."),
+                };
+                Self::reply(inc, text);
+            }
+            Some(c @ (Command::Approve | Command::Deny)) => {
+                let yes = c == Command::Approve;
+                let mut answered = 0;
+                for k in &keys {
+                    if self
+                        .entry(k)
+                        .approval
+                        .take()
+                        .is_some_and(|tx| tx.send(yes).is_ok())
+                    {
+                        answered += 1;
+                    }
+                }
+                let text = match (answered, yes) {
+                    (0, _) => "Nothing is waiting for approval.",
+                    (_, true) => "✅ Approved: running it.",
+                    (_, false) => "❌ Denied.",
+                };
+                Self::reply(inc, text.into());
+            }
+            Some(Command::Status) => {
+                let running = keys
+                    .iter()
+                    .filter(|k| self.entry(k).state.is_busy())
+                    .count();
+                let text = format!(
+                    "Model: {}\nConversations here in memory: {}, running: {running}.\nAsk in a thread for its own status.",
+                    self.model(),
+                    keys.len()
+                );
+                Self::reply(inc, text);
+            }
+            Some(Command::Title(_)) => Self::reply(
+                inc,
+                "A title belongs to one conversation: set it from a direct message.".into(),
+            ),
+            Some(c @ (Command::Help | Command::Model)) => self.command(prefix, c, inc),
+            None => Self::reply(inc, HELP.into()),
+        }
+    }
+
     fn model(&self) -> String {
         if self.settings.model.is_empty() {
             "none configured (set HERMES_MODEL)".into()
@@ -570,6 +668,10 @@ impl Handler<Incoming> for SessionRouter {
             return;
         }
         let key = m.chat.session_key(m.platform);
+        if m.whole_chat {
+            self.whole_chat_command(&key, commands::parse(&m.text), &inc);
+            return;
+        }
         if let Some(cmd) = commands::parse(&m.text) {
             self.command(&key, cmd, &inc);
             return;
@@ -787,6 +889,7 @@ mod tests {
                 user_id: user.into(),
                 message_id: self.next_id.to_string(),
                 text: text.into(),
+                whole_chat: false,
             };
             self.router.do_send(Incoming {
                 msg,

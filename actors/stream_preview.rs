@@ -631,13 +631,7 @@ mod tests {
     {
         let log = Rc::new(RefCell::new(Log::default()));
         setup(&mut log.borrow_mut());
-        let sys = actix::System::with_tokio_rt(|| {
-            tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .start_paused(true)
-                .build()
-                .unwrap_or_else(|e| panic!("{e}"))
-        });
+        let sys = crate::actors::fake_chat::paused_system();
         let l2 = log.clone();
         let delivery = sys.block_on(async move {
             let platform = FakePlatform::new(l2, Duration::from_millis(50)).start();
@@ -675,7 +669,11 @@ mod tests {
         let mut last: std::collections::HashMap<String, Instant> = Default::default();
         for (t, c) in &log.calls {
             let id = match c {
-                Call::Send { id, .. } | Call::Edit { id, .. } => id,
+                Call::Send { id, .. }
+                | Call::Edit { id, .. }
+                | Call::Start { id, .. }
+                | Call::Append { id, .. }
+                | Call::Stop { id, .. } => id,
             };
             if let Some(prev) = last.get(id) {
                 assert!(

@@ -13,6 +13,7 @@ use actix::prelude::*;
 use tokio::sync::mpsc;
 
 use super::agent::{AgentActor, RunTurn};
+use super::native_stream::NativeStreamActor;
 use super::outbox::{Outbox, Typing};
 use super::pool::ArbiterPool;
 use super::stream_preview::{self, Delivery, End, Finish, PreviewSettings, StreamPreviewActor};
@@ -68,10 +69,7 @@ impl Driver {
             None => preview.live = false,
         }
         let live = preview.live;
-        let (p_out, p_chat, p_reply) = (out.clone(), chat.clone(), reply_to.clone());
-        let preview = StreamPreviewActor::start_in_arbiter(&pool.pick(), move |_| {
-            StreamPreviewActor::new(p_out, p_chat, p_reply, preview)
-        });
+        let preview = Answer::start(&out, &msg, preview, &pool);
         let (tx, mut rx) = mpsc::channel(EVENT_CHANNEL_CAPACITY);
         // Deltas are only worth streaming when the answer types itself out.
         let input = TurnInput::new(user.clone(), None, live);
@@ -91,12 +89,19 @@ impl Driver {
             TurnStatus::Failed => End::Failed,
         };
         let delivery = preview
+            .finish
             .send(Finish {
                 end,
                 text: outcome.text.clone(),
             })
             .await
             .unwrap_or_default();
+        if out.caps.typing_every.is_some() {
+            out.typing.do_send(Typing {
+                chat: chat.clone(),
+                done: true,
+            });
+        }
         if outcome.status == TurnStatus::Failed {
             let why = outcome
                 .error
@@ -115,6 +120,43 @@ impl Driver {
     }
 }
 
+/// Whatever shows one answer: a native stream where the platform has one
+/// (and has not refused it), else the post-and-edit preview.
+struct Answer {
+    delta: Recipient<stream_preview::Delta>,
+    segment_break: Recipient<stream_preview::SegmentBreak>,
+    finish: Recipient<Finish>,
+}
+
+impl Answer {
+    fn start(out: &Outbox, msg: &Inbound, cfg: PreviewSettings, pool: &ArbiterPool) -> Self {
+        let (out, chat, reply_to) = (out.clone(), msg.chat.clone(), Some(msg.message_id.clone()));
+        match out.stream.clone().filter(|s| cfg.live && s.usable()) {
+            Some(stream) => {
+                let user = msg.user_id.clone();
+                let a = NativeStreamActor::start_in_arbiter(&pool.pick(), move |_| {
+                    NativeStreamActor::new(out, stream, chat, user, reply_to, cfg)
+                });
+                Self {
+                    delta: a.clone().recipient(),
+                    segment_break: a.clone().recipient(),
+                    finish: a.recipient(),
+                }
+            }
+            None => {
+                let a = StreamPreviewActor::start_in_arbiter(&pool.pick(), move |_| {
+                    StreamPreviewActor::new(out, chat, reply_to, cfg)
+                });
+                Self {
+                    delta: a.clone().recipient(),
+                    segment_break: a.clone().recipient(),
+                    finish: a.recipient(),
+                }
+            }
+        }
+    }
+}
+
 /// The period of the (unused) typing timer of a platform without an indicator.
 const NO_TYPING: Duration = Duration::from_secs(3600);
 
@@ -122,7 +164,7 @@ const NO_TYPING: Duration = Duration::from_secs(3600);
 /// typing indicator meanwhile.
 async fn drive_events(
     rx: &mut mpsc::Receiver<AgentEvent>,
-    preview: &Addr<StreamPreviewActor>,
+    preview: &Answer,
     out: &Outbox,
     chat: &ChatRef,
 ) -> Option<TurnOutcome> {
@@ -132,16 +174,16 @@ async fn drive_events(
         tokio::select! {
             ev = rx.recv() => match ev? {
                 AgentEvent::TextDelta(t) => {
-                    let _ = preview.send(stream_preview::Delta(t)).await;
+                    let _ = preview.delta.send(stream_preview::Delta(t)).await;
                 }
                 AgentEvent::SegmentBreak => {
-                    let _ = preview.send(stream_preview::SegmentBreak).await;
+                    let _ = preview.segment_break.send(stream_preview::SegmentBreak).await;
                 }
                 AgentEvent::Finished(o) => return Some(*o),
                 _ => {}
             },
             _ = typing.tick(), if every.is_some() => {
-                out.typing.do_send(Typing { chat: chat.clone() });
+                out.typing.do_send(Typing { chat: chat.clone(), done: false });
             }
         }
     }

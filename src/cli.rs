@@ -47,8 +47,25 @@ pub enum Command {
         #[command(subcommand)]
         action: ConfigAction,
     },
+    /// Slack app commands.
+    Slack {
+        #[command(subcommand)]
+        action: SlackAction,
+    },
     /// Print the version.
     Version,
+}
+
+/// `hermes slack …`
+#[derive(Subcommand, Debug)]
+pub enum SlackAction {
+    /// Print the app manifest (Socket Mode, bot events, scopes, /hermes) to
+    /// paste into Slack's "Create an app → From a manifest".
+    Manifest {
+        /// The app's and the bot's display name.
+        #[arg(long, default_value = "Hermes")]
+        name: String,
+    },
 }
 
 /// `hermes gateway …`
@@ -245,5 +262,20 @@ fn dispatch(cli: &Cli) -> Outcome {
         Command::Gateway {
             action: Some(GatewayAction::Uninstall { system }),
         } => service_command(cli, *system, None),
+        Command::Slack {
+            action: SlackAction::Manifest { name },
+        } => {
+            let manifest = crate::platforms::slack::manifest(name);
+            match serde_json::to_string_pretty(&manifest) {
+                Ok(text) => {
+                    println!("{text}");
+                    Outcome::Done
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    Outcome::Failed
+                }
+            }
+        }
     }
 }

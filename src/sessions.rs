@@ -123,6 +123,23 @@ pub fn set_title(
     })
 }
 
+/// The keys of the stored sessions under `prefix` (the prefix itself, or
+/// keys that continue it with `:`), e.g. every thread of one channel.
+pub fn keys_under(
+    db: &Db,
+    prefix: &str,
+) -> impl Future<Output = Result<Vec<String>, StoreError>> + use<> {
+    let prefix = prefix.to_string();
+    db.call(move |c| {
+        // `substr` rather than LIKE: keys may hold `%` or `_`.
+        let mut stmt = c.prepare_cached(
+            "SELECT key FROM sessions WHERE key = ?1 OR substr(key, 1, length(?1) + 1) = ?1 || ':' ORDER BY key",
+        )?;
+        let rows = stmt.query_map([&prefix], |r| r.get::<_, String>(0))?;
+        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    })
+}
+
 /// Forgets a session's history.
 pub fn reset(db: &Db, key: &str) -> impl Future<Output = Result<(), StoreError>> + use<> {
     let key = key.to_string();
@@ -135,6 +152,25 @@ pub fn reset(db: &Db, key: &str) -> impl Future<Output = Result<(), StoreError>>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn keys_under_a_prefix_are_that_chats_threads_only() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let db = Db::open(&dir.path().join("state.db")).unwrap_or_else(|e| panic!("{e}"));
+        for k in [
+            "a:c:C1",
+            "a:c:C1:1.0",
+            "a:c:C1:2.0",
+            "a:c:C10:1.0",
+            "a:c:C2:1.0",
+        ] {
+            append(&db, k, vec![Message::user("x")], Usage::default())
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+        }
+        let keys = keys_under(&db, "a:c:C1").await.unwrap_or_default();
+        assert_eq!(keys, vec!["a:c:C1", "a:c:C1:1.0", "a:c:C1:2.0"]);
+    }
 
     #[tokio::test]
     async fn append_load_reset_survive_reopen() {

@@ -6,7 +6,7 @@ mod api_support;
 
 use std::time::Duration;
 
-use api_support::{App, start, start_in};
+use api_support::{App, start, start_in, user_turns};
 use hermes::config::Config;
 use hermes::platforms::discord::INTENTS;
 use hermes::testing::fake_discord::{BOT_ID, FakeDiscord, Inject, Sent};
@@ -50,28 +50,8 @@ fn words(n: usize) -> String {
     numbered_words(n).concat().trim_end().to_string()
 }
 
-/// `/health/detailed`'s view of Discord.
-async fn discord_health(app: &App) -> Value {
-    let mut r = app
-        .get("/health/detailed")
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    let v: Value = r.json().await.unwrap_or_default();
-    v["platforms"]["discord"].clone()
-}
-
-/// Waits until Discord's state is `state`; answers its health entry.
 async fn state_is(app: &App, state: &str) -> Value {
-    let deadline = tokio::time::Instant::now() + LIMIT;
-    loop {
-        let h = discord_health(app).await;
-        if h["state"] == state || tokio::time::Instant::now() >= deadline {
-            assert_eq!(h["state"], state, "{h}");
-            return h;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    api_support::platform_state_is(app, "discord", state).await
 }
 
 async fn connected(app: &App) {
@@ -88,23 +68,6 @@ async fn until(dc: &FakeDiscord, channel: &str, cond: impl Fn(&[Sent]) -> bool) 
 
 fn texts(m: &[Sent]) -> Vec<&str> {
     m.iter().map(|s| s.content.as_str()).collect()
-}
-
-/// The user turns the upstream saw, over every request.
-fn user_turns(app: &App) -> Vec<String> {
-    app.fake
-        .requests()
-        .iter()
-        .filter_map(|r| {
-            r.body["messages"]
-                .as_array()?
-                .iter()
-                .rev()
-                .find(|m| m["role"] == "user")
-                .and_then(|m| m["content"].as_str())
-                .map(String::from)
-        })
-        .collect()
 }
 
 #[actix_web::test]
@@ -314,7 +277,7 @@ async fn reconnect_requests_and_missed_heartbeat_acks_resume_the_session() {
     dc.set_heartbeat_interval(200);
     let app = gateway(vec![answer("a"), answer("b"), answer("c")], &dc, false).await;
     assert!(dc.wait(LIMIT, |d| d.gateway_log().heartbeats >= 2).await);
-    let h = discord_health(&app).await;
+    let h = api_support::platform_health(&app, "discord").await;
     assert!(h["details"]["heartbeat_latency_ms"].is_u64(), "{h}");
     assert!(h["details"]["last_sequence"].is_u64(), "{h}");
     dc.ask_reconnect();
@@ -554,17 +517,6 @@ async fn failed_because(app: &App) -> String {
     h["error"].as_str().unwrap_or_default().to_string()
 }
 
-/// The API still answers while Discord has failed.
-async fn api_still_works(app: &App) {
-    let r = app
-        .send(
-            "/v1/chat/completions",
-            &json!({"model": "hermes-agent", "messages": [{"role": "user", "content": "hi"}]}),
-        )
-        .await;
-    assert_eq!(r.status(), 200);
-}
-
 #[actix_web::test]
 async fn a_refused_privileged_intent_fails_discord_with_what_to_do() {
     let dc = FakeDiscord::start(TOKEN);
@@ -577,7 +529,7 @@ async fn a_refused_privileged_intent_fails_discord_with_what_to_do() {
     let why = failed_because(&app).await;
     assert!(why.contains("Message Content"), "{why}");
     assert_eq!(dc.gateway_log().connects.len(), 1, "no reconnect loop");
-    api_still_works(&app).await;
+    api_support::assert_api_still_answers(&app).await;
     assert_eq!(dc.gateway_log().connects.len(), 1, "no reconnect loop");
     drop(app);
 }
@@ -595,7 +547,7 @@ async fn a_bad_token_fails_discord_only() {
         why.contains("DISCORD_BOT_TOKEN") && !why.contains(TOKEN),
         "{why}"
     );
-    api_still_works(&app).await;
+    api_support::assert_api_still_answers(&app).await;
     assert!(dc.gateway_log().connects.is_empty());
     drop(app);
 

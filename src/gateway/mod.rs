@@ -159,6 +159,7 @@ pub async fn start(loaded: &Loaded) -> Result<Running, StartError> {
 const PLATFORM_STARTS: &[(&str, StartFn)] = &[
     ("telegram", crate::actors::telegram::start),
     ("discord", crate::actors::discord::start),
+    ("slack", crate::actors::slack::start),
 ];
 
 /// Starts the session router and every configured chat platform. A

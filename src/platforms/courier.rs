@@ -64,6 +64,11 @@ pub trait Wire {
     fn edit(&self, chat: &ChatRef, id: &str, text: &str, formatted: bool) -> Call<()>;
     /// Shows the typing indicator once.
     fn typing(&self, chat: &ChatRef) -> Call<()>;
+    /// Clears the indicator once the answer is delivered; nothing for
+    /// indicators that expire within seconds by themselves.
+    fn typing_done(&self, _chat: &ChatRef) -> Call<()> {
+        Box::pin(async { Ok(()) })
+    }
 }
 
 /// The outgoing side of one platform.
@@ -226,10 +231,16 @@ impl Courier {
     }
 
     /// Shows the typing indicator (a failure only costs the indicator).
-    pub fn typing(&self, chat: ChatRef) -> impl Future<Output = ()> + 'static {
+    /// Shows the typing indicator once, or clears it when `done`.
+    pub fn typing(&self, chat: ChatRef, done: bool) -> impl Future<Output = ()> + 'static {
         let me = self.clone();
         async move {
-            if let Err(e) = me.wire.typing(&chat).await {
+            let call = if done {
+                me.wire.typing_done(&chat)
+            } else {
+                me.wire.typing(&chat)
+            };
+            if let Err(e) = call.await {
                 log::debug!("{}: typing indicator failed: {e}", me.platform);
             }
         }

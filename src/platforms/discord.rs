@@ -278,6 +278,7 @@ pub fn parse_message(
             user_id: author.to_string(),
             message_id: id.to_string(),
             text,
+            whole_chat: false,
         },
         dedup: id.to_string(),
     }

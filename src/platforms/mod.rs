@@ -18,6 +18,7 @@ pub mod courier;
 pub mod discord;
 pub mod markup;
 pub mod pacing;
+pub mod slack;
 pub mod split;
 pub mod telegram;
 
@@ -141,6 +142,9 @@ pub struct Inbound {
     /// The platform's id of this message (answers reply to it).
     pub message_id: String,
     pub text: String,
+    /// A command typed where no thread can be named (Slack's slash commands
+    /// in a channel): it acts on every session of the chat's threads.
+    pub whole_chat: bool,
 }
 
 /// How a text should be rendered.

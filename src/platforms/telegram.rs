@@ -208,6 +208,7 @@ pub fn parse_update(update: &Value, me: &BotIdentity, require_mention: bool) -> 
             user_id,
             message_id: message_id.to_string(),
             text,
+            whole_chat: false,
         },
         dedup,
     }

@@ -245,24 +245,17 @@ impl FakeDiscord {
                 threads: HashMap::new(),
             }),
         });
-        // The Gateway's listener is bound here, served on the fake's thread.
-        let gateway = std::net::TcpListener::bind(("127.0.0.1", 0))
-            .and_then(|l| l.set_nonblocking(true).map(|()| l))
-            .unwrap_or_else(|e| panic!("fake discord gateway cannot bind: {e}"));
-        shared.lock().gateway_addr = gateway.local_addr().ok();
         let (s2, data) = (shared.clone(), web::Data::from(shared.clone()));
-        let rest = super::serve_on_thread(
+        let (rest, gateway) = super::serve_with_socket(
             "fake discord",
-            move || match TcpListener::from_std(gateway) {
-                Ok(l) => drop(actix_web::rt::spawn(accept(l, s2))),
-                Err(e) => panic!("fake discord gateway: {e}"),
-            },
+            move |l| accept(l, s2),
             move |app| {
                 app.app_data(data.clone())
                     .app_data(web::PayloadConfig::default().limit(8 * 1024 * 1024))
                     .default_service(web::to(rest_api));
             },
         );
+        shared.lock().gateway_addr = Some(gateway);
         Self { rest, shared }
     }
 

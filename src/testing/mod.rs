@@ -7,6 +7,7 @@ use std::time::Duration;
 use actix_web::{App, HttpServer, web};
 
 pub mod fake_discord;
+pub mod fake_slack;
 pub mod fake_telegram;
 pub mod fake_upstream;
 
@@ -42,4 +43,33 @@ fn serve_on_thread(
     });
     rx.recv_timeout(START_TIMEOUT)
         .unwrap_or_else(|e| panic!("{name} did not start: {e}"))
+}
+
+/// [`serve_on_thread`] plus a raw listener on 127.0.0.1 port 0 for the
+/// fake's websocket (served by `accept` on the fake's thread); answers the
+/// API's address and the listener's.
+fn serve_with_socket<A, F>(
+    name: &'static str,
+    accept: A,
+    configure: impl Fn(&mut web::ServiceConfig) + Send + Clone + 'static,
+) -> (SocketAddr, SocketAddr)
+where
+    A: FnOnce(tokio::net::TcpListener) -> F + Send + 'static,
+    F: Future<Output = ()> + 'static,
+{
+    let socket = std::net::TcpListener::bind(("127.0.0.1", 0))
+        .and_then(|l| l.set_nonblocking(true).map(|()| l))
+        .unwrap_or_else(|e| panic!("{name} cannot bind its socket: {e}"));
+    let socket_addr = socket
+        .local_addr()
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
+    let api = serve_on_thread(
+        name,
+        move || match tokio::net::TcpListener::from_std(socket) {
+            Ok(l) => drop(actix_web::rt::spawn(accept(l))),
+            Err(e) => panic!("{name} socket: {e}"),
+        },
+        configure,
+    );
+    (api, socket_addr)
 }

@@ -271,3 +271,57 @@ pub fn assert_parts_make_the_answer(parts: &[&str], answer: &str) {
         .collect();
     assert_eq!(shown.join("\n\n"), expected.join("\n\n"));
 }
+
+/// The API still answers (a chat platform that failed leaves it running).
+#[allow(dead_code)]
+pub async fn assert_api_still_answers(app: &App) {
+    let r = app
+        .send(
+            "/v1/chat/completions",
+            &serde_json::json!({"model": "hermes-agent", "messages": [{"role": "user", "content": "hi"}]}),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+}
+
+/// `/health/detailed`'s entry for one chat platform.
+pub async fn platform_health(app: &App, platform: &str) -> Value {
+    let mut r = app
+        .get("/health/detailed")
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let v: Value = r.json().await.unwrap_or_default();
+    v["platforms"][platform].clone()
+}
+
+/// Waits (up to 30 s) until `platform`'s state is `state`; answers its
+/// health entry.
+pub async fn platform_state_is(app: &App, platform: &str, state: &str) -> Value {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let h = platform_health(app, platform).await;
+        if h["state"] == state || tokio::time::Instant::now() >= deadline {
+            assert_eq!(h["state"], state, "{h}");
+            return h;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The last user turn of every request the model server saw.
+pub fn user_turns(app: &App) -> Vec<String> {
+    app.fake
+        .requests()
+        .iter()
+        .filter_map(|r| {
+            r.body["messages"]
+                .as_array()?
+                .iter()
+                .rev()
+                .find(|m| m["role"] == "user")
+                .and_then(|m| m["content"].as_str())
+                .map(String::from)
+        })
+        .collect()
+}
