@@ -499,7 +499,10 @@ mod tests {
                 settings(),
             )
             .start();
-            let d = script(a, l3).await;
+            // Virtual time: a stream that never ends fails here, not hangs.
+            let d = tokio::time::timeout(Duration::from_secs(600), script(a, l3))
+                .await
+                .unwrap_or_else(|_| panic!("the answer was never delivered"));
             (d, enabled.load(std::sync::atomic::Ordering::Relaxed))
         });
         let log = std::mem::take(&mut *log.borrow_mut());

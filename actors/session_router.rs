@@ -897,6 +897,28 @@ mod tests {
             });
         }
 
+        /// A message in `thread` of channel `chat`, or (`thread: None`) a
+        /// command for the whole channel.
+        fn say_in(&mut self, chat: &str, thread: Option<&str>, text: &str) {
+            self.next_id += 1;
+            let msg = Inbound {
+                platform: TEST,
+                chat: ChatRef {
+                    id: chat.into(),
+                    kind: ChatKind::Channel,
+                    thread: thread.map(String::from),
+                },
+                user_id: "1".into(),
+                message_id: self.next_id.to_string(),
+                text: text.into(),
+                whole_chat: thread.is_none(),
+            };
+            self.router.do_send(Incoming {
+                msg,
+                out: self.out.clone(),
+            });
+        }
+
         /// What every message written so far shows now, oldest first.
         fn sent(&self) -> Vec<String> {
             let log = self.log.borrow();
@@ -975,6 +997,26 @@ mod tests {
         r.say("1", "/stop");
         r.until_sent(|t| t == "Nothing is running.").await;
         assert_eq!(r.fake.requests().len(), 1, "commands never reach the model");
+    }
+
+    #[actix::test]
+    async fn whole_channel_commands_reach_every_thread_of_that_channel_only() {
+        let mut r = rig(vec![slow(), slow(), slow()]);
+        r.say_in("C1", Some("t1"), "go");
+        r.say_in("C1", Some("t2"), "go");
+        r.say_in("C10", Some("t1"), "go");
+        r.until_requests(3).await;
+        r.say_in("C1", None, "/stop");
+        r.until_sent(|t| t == "⚡ Stopping 2 conversations.").await;
+        // Barrier: C10's turn was still running, so this stops it.
+        r.say_in("C10", None, "/stop");
+        r.until_sent(|t| t == "⚡ Stopping.").await;
+        r.say_in("C1", None, "/status");
+        r.until_sent(|t| t.contains("Conversations here in memory: 2"))
+            .await;
+        r.say_in("C1", None, "hello?");
+        r.until_sent(|t| t.starts_with("Commands:")).await;
+        assert_eq!(r.fake.requests().len(), 3, "nothing reached the model");
     }
 
     #[actix::test]

@@ -557,8 +557,11 @@ fn slash_reply(
 
 /// How one Socket Mode connection ended.
 enum Ended {
-    /// Slack asked for a fresh connection: open one at once.
-    Refresh(String),
+    /// Slack warned it would close this connection: the new one, opened
+    /// before the old one was dropped.
+    Replaced(Socket),
+    /// The app token was rejected while replacing the connection.
+    Failed(String),
     /// The socket was lost: reconnect after a back-off.
     Lost(String),
     /// The actor is gone: the gateway stops.
@@ -605,33 +608,22 @@ async fn run(api: SlackApi, me: Addr<SlackActor>, start: PlatformStart) {
                 .into(),
         );
     }
+    let mut next: Option<Socket> = None;
     loop {
-        let url = match api.call("apps.connections.open", None, true).await {
-            Ok(v) => v["url"].as_str().unwrap_or_default().to_string(),
-            Err(PlatformError::Unauthorized(e)) => {
-                return failed(
-                    &start,
-                    format!(
-                        "the app token was rejected ({e}); check SLACK_APP_TOKEN (xapp-…, with connections:write) and that Socket Mode is on"
-                    ),
-                );
-            }
-            Err(e) => {
-                let wait = backoff.next_wait();
-                log::warn!(
-                    "{NAME}: cannot open a connection ({e}); again in {} ms",
-                    wait.as_millis()
-                );
-                status.set(NAME, LinkState::Connecting, Some(e.to_string()));
-                tokio::time::sleep(wait).await;
-                continue;
-            }
+        let ws = match next.take() {
+            Some(ws) => ws,
+            None => match open_socket(&api, &start, &mut backoff).await {
+                Some(ws) => ws,
+                None => return,
+            },
         };
-        match connection(&url, &me, &start, &mut backoff).await {
+        match connection(ws, &api, &me, &start, &mut backoff).await {
             Ended::Stopped => return,
-            Ended::Refresh(why) => {
-                log::info!("{NAME}: Slack asked for a new connection ({why})");
+            Ended::Replaced(ws) => {
+                log::info!("{NAME}: moved to a new connection, as Slack asked");
+                next = Some(ws);
             }
+            Ended::Failed(why) => return failed(&start, why),
             Ended::Lost(why) => {
                 let wait = backoff.next_wait();
                 log::warn!("{NAME}: {why}; reconnecting in {} ms", wait.as_millis());
@@ -642,23 +634,73 @@ async fn run(api: SlackApi, me: Addr<SlackActor>, start: PlatformStart) {
     }
 }
 
-/// One Socket Mode connection, from connect to its end.
-async fn connection(
-    url: &str,
-    me: &Addr<SlackActor>,
-    start: &PlatformStart,
-    backoff: &mut Backoff,
-) -> Ended {
+/// A Socket Mode websocket.
+type Socket = actix_codec::Framed<awc::BoxedSocket, awc::ws::Codec>;
+
+/// Why a new socket could not be had.
+enum OpenError {
+    /// The app token was rejected: say what to do and stop.
+    Fatal(String),
+    /// Try again later.
+    Later(String),
+}
+
+/// `apps.connections.open`, then the websocket it names.
+async fn open_once(api: &SlackApi) -> Result<Socket, OpenError> {
+    let url = match api.call("apps.connections.open", None, true).await {
+        Ok(v) => v["url"].as_str().unwrap_or_default().to_string(),
+        Err(PlatformError::Unauthorized(e)) => {
+            return Err(OpenError::Fatal(format!(
+                "the app token was rejected ({e}); check SLACK_APP_TOKEN (xapp-…, with connections:write) and that Socket Mode is on"
+            )));
+        }
+        Err(e) => return Err(OpenError::Later(format!("cannot open a connection: {e}"))),
+    };
     let client = crate::upstream::http_client(CONNECT_TIMEOUT);
-    let mut ws = match client
+    match client
         .ws(url)
         .max_frame_size(MAX_FRAME_BYTES)
         .connect()
         .await
     {
-        Ok((_, ws)) => ws,
-        Err(e) => return Ended::Lost(format!("cannot open the socket: {e}")),
-    };
+        Ok((_, ws)) => Ok(ws),
+        // The URL holds a ticket: it is not logged.
+        Err(e) => Err(OpenError::Later(format!("cannot open the socket: {e}"))),
+    }
+}
+
+/// A new socket, trying with back-off until one opens; `None` (Slack
+/// failed, with its reason) when the app token is rejected.
+async fn open_socket(
+    api: &SlackApi,
+    start: &PlatformStart,
+    backoff: &mut Backoff,
+) -> Option<Socket> {
+    loop {
+        match open_once(api).await {
+            Ok(ws) => return Some(ws),
+            Err(OpenError::Fatal(why)) => {
+                failed(start, why);
+                return None;
+            }
+            Err(OpenError::Later(why)) => {
+                let wait = backoff.next_wait();
+                log::warn!("{NAME}: {why}; again in {} ms", wait.as_millis());
+                start.status.set(NAME, LinkState::Connecting, Some(why));
+                tokio::time::sleep(wait).await;
+            }
+        }
+    }
+}
+
+/// One Socket Mode connection, from connect to its end.
+async fn connection(
+    mut ws: Socket,
+    api: &SlackApi,
+    me: &Addr<SlackActor>,
+    start: &PlatformStart,
+    backoff: &mut Backoff,
+) -> Ended {
     // Acknowledgements that wait for a reply (slash commands) come back here.
     let (ack_tx, mut ack_rx) = mpsc::unbounded_channel::<String>();
     let mut buf = BytesMut::new();
@@ -751,7 +793,16 @@ async fn connection(
                 log::info!("{NAME}: connected (Socket Mode)");
                 Ok(())
             }
-            Envelope::Disconnect { reason } => return Ended::Refresh(reason),
+            Envelope::Disconnect { reason } => {
+                // Open the next socket while this one still delivers (what
+                // it does not acknowledge now, Slack sends again there).
+                log::info!("{NAME}: Slack will close this connection ({reason})");
+                return match open_once(api).await {
+                    Ok(next) => Ended::Replaced(next),
+                    Err(OpenError::Fatal(why)) => Ended::Failed(why),
+                    Err(OpenError::Later(why)) => Ended::Lost(why),
+                };
+            }
             Envelope::Event {
                 event_id, event, ..
             } => me.send(EventIn { event_id, event }).await,
