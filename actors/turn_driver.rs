@@ -1,10 +1,11 @@
 //! The turn driver: the task (not an actor) the session router spawns for
 //! each chat turn. It sends the idle-reset notice if there is one, starts a
-//! `StreamPreviewActor` for the answer, runs the turn on the session's
-//! agent, feeds the agent's events to the preview, refreshes the typing
-//! indicator at the platform's cadence, waits for the preview's
-//! [`Delivery`], reports a failure to the user, and tells the router the
-//! turn is done. It knows no platform: everything it needs is in the
+//! `StreamPreviewActor` for the answer (a `NativeStreamActor` where the
+//! outbox streams natively and the platform has not refused it), runs the
+//! turn on the session's agent, feeds the agent's events to it, refreshes
+//! the typing indicator at the platform's cadence (and clears it after),
+//! waits for the [`Delivery`], reports a failure to the user, and tells the
+//! router the turn is done. It knows no platform: everything it needs is in the
 //! outbox's capabilities.
 
 use std::time::Duration;

@@ -316,3 +316,22 @@ fn version_and_help() {
     assert_eq!(code, 0);
     assert!(out.contains("--max-iterations") && out.contains("--toolsets"));
 }
+
+#[test]
+fn slack_manifest_is_json_slack_accepts() {
+    let dir = tmp();
+    let (code, out, err) = run(hermes(dir.path()).args(["slack", "manifest", "--name", "Ada"]));
+    assert_eq!(code, 0, "{err}");
+    let m: serde_json::Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+    assert_eq!(m["display_information"]["name"], "Ada");
+    assert_eq!(m["settings"]["socket_mode_enabled"], true);
+    assert_eq!(m["features"]["slash_commands"][0]["command"], "/hermes");
+    let events = m["settings"]["event_subscriptions"]["bot_events"].to_string();
+    for e in ["app_mention", "message.im", "message.channels"] {
+        assert!(events.contains(e), "{events}");
+    }
+    let scopes = m["oauth_config"]["scopes"]["bot"].to_string();
+    for s in ["chat:write", "commands", "assistant:write", "im:history"] {
+        assert!(scopes.contains(s), "{scopes}");
+    }
+}
