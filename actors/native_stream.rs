@@ -37,6 +37,7 @@ use super::stream_preview::{
     Delivery, Delta, End, Finish, INTERRUPTED_MARK, PreviewSettings, SegmentBreak,
     StreamPreviewActor,
 };
+use crate::deliveries::{Current, Obligation};
 use crate::platforms::{ChatRef, PlatformError};
 
 /// Failed calls in a row (the platform unavailable) after which the stream
@@ -90,6 +91,8 @@ pub struct NativeStreamActor {
     reply: Option<oneshot::Sender<Delivery>>,
     /// The preview that took over (the platform refused the stream).
     fallback: Option<Addr<StreamPreviewActor>>,
+    /// Where what is on screen is recorded (for a restart to finish it).
+    obligation: Option<Obligation>,
 }
 
 impl NativeStreamActor {
@@ -124,6 +127,25 @@ impl NativeStreamActor {
             final_text: String::new(),
             reply: None,
             fallback: None,
+            obligation: None,
+        }
+    }
+
+    /// Records the stream in `obligation` after every accepted call (and
+    /// hands it to a preview that takes over).
+    pub fn recording(mut self, obligation: Option<Obligation>) -> Self {
+        self.obligation = obligation;
+        self
+    }
+
+    fn record(&self) {
+        if let (Some(o), Some(id)) = (&self.obligation, &self.id) {
+            let current = Current {
+                id: id.clone(),
+                text: self.text[..self.sent].to_string(),
+                stream: true,
+            };
+            o.progress(std::slice::from_ref(id), Some(current));
         }
     }
 
@@ -156,7 +178,9 @@ impl NativeStreamActor {
             cfg.min_tokens = 0;
         }
         let (out, chat, reply_to) = (self.out.clone(), self.chat.clone(), self.reply_to.clone());
-        let preview = StreamPreviewActor::new(out, chat, reply_to, cfg).start();
+        let preview = StreamPreviewActor::new(out, chat, reply_to, cfg)
+            .recording(self.obligation.clone())
+            .start();
         match continuation {
             Some(rest) if !rest.is_empty() => preview.do_send(Delta(rest)),
             Some(_) => {}
@@ -313,8 +337,12 @@ impl NativeStreamActor {
                         self.id = new_id;
                         self.early.clear();
                         self.sent += t.len();
+                        self.record();
                     }
-                    Call::Append(t) => self.sent += t.len(),
+                    Call::Append(t) => {
+                        self.sent += t.len();
+                        self.record();
+                    }
                     Call::Stop(_) => {
                         self.sent = self.text.len();
                         if let Some(reply) = self.reply.take() {

@@ -44,6 +44,7 @@ use crate::config::{BusyPolicy, Loaded};
 use crate::conversation::commands::{self, Command, HELP};
 use crate::conversation::session::{Admit, Session};
 use crate::db::Db;
+use crate::deliveries::Deliveries;
 use crate::metrics::Metrics;
 use crate::openai::Message;
 use crate::platforms::access::{Allowlist, DenyNotices};
@@ -55,6 +56,8 @@ use crate::upstream::UpstreamSettings;
 pub const EVICT_AFTER: Duration = Duration::from_secs(3600);
 /// How often idle sessions are looked for.
 const SWEEP_EVERY: Duration = Duration::from_secs(300);
+/// How often undelivered answers are checked for one older than a minute.
+const OLD_DELIVERY_CHECK: Duration = Duration::from_secs(15);
 /// Dangerous commands waiting for an answer, per session, before the agent waits.
 const APPROVAL_QUEUE: usize = 4;
 /// Said to messages that arrive while the gateway shuts down.
@@ -221,6 +224,8 @@ pub struct SessionRouter {
     pool: ArbiterPool,
     metrics: Arc<Metrics>,
     stats: Arc<RouterStats>,
+    /// Each chat answer's delivery obligation is opened through this.
+    deliveries: Deliveries,
     sessions: HashMap<String, Entry>,
     denied: DenyNotices,
     draining: bool,
@@ -234,6 +239,7 @@ impl SessionRouter {
         pool: ArbiterPool,
         metrics: Arc<Metrics>,
         stats: Arc<RouterStats>,
+        deliveries: Deliveries,
     ) -> Self {
         Self {
             settings,
@@ -241,6 +247,7 @@ impl SessionRouter {
             pool,
             metrics,
             stats,
+            deliveries,
             sessions: HashMap::new(),
             denied: DenyNotices::default(),
             draining: false,
@@ -590,6 +597,7 @@ impl SessionRouter {
                 preview: ps.preview,
                 pool,
                 notice,
+                deliveries: act.deliveries.clone(),
             };
             let (router, generation) = (ctx.address(), entry.state.generation());
             turn_driver::spawn(driver, move |d: Driven| {
@@ -632,6 +640,13 @@ impl Actor for SessionRouter {
             act.sessions
                 .retain(|_, s| s.approval.is_some() || !s.state.evictable(now, EVICT_AFTER));
             act.count();
+        });
+        ctx.run_interval(OLD_DELIVERY_CHECK, |act, _| {
+            for (id, age) in act.metrics.deliveries.newly_old(crate::clock::unix_now()) {
+                log::warn!(
+                    "delivery {id}: an answer has waited {age} s to be delivered (the platform is failing; it is tried again)"
+                );
+            }
         });
     }
 }
@@ -848,6 +863,7 @@ mod tests {
         ps.allow = Allowlist::from_config(&loaded.config, crate::platforms::ALL[0].name);
         settings.platforms.insert(TEST, ps);
         let db = Db::open(&home.path().join("state.db")).unwrap_or_else(|e| panic!("{e}"));
+        let db2 = db.clone();
         let pool = ArbiterPool::new(Some(1));
         let router = SessionRouter::new(
             Arc::new(settings),
@@ -855,6 +871,7 @@ mod tests {
             pool.clone(),
             Arc::new(Metrics::default()),
             Arc::new(RouterStats::default()),
+            Deliveries::new(db2, Arc::default(), "test"),
         )
         .start();
         let log = Rc::new(RefCell::new(Log::default()));

@@ -15,6 +15,7 @@ use super::session_router::Incoming;
 use super::session_router::SessionRouter;
 use crate::config::Loaded;
 use crate::db::Db;
+use crate::deliveries::{self, Deliveries, Recovery};
 use crate::metrics::Metrics;
 use crate::platform_status::PlatformStatus;
 use crate::platforms::Parsed;
@@ -31,6 +32,8 @@ pub struct PlatformStart {
     pub status: PlatformStatus,
     /// Where its messages go.
     pub router: Addr<SessionRouter>,
+    /// This run's delivery obligations (and those earlier runs left).
+    pub deliveries: Deliveries,
 }
 
 /// A started platform.
@@ -89,6 +92,95 @@ pub fn announce_online(out: &super::outbox::Outbox, home_channel: &str) {
                 out.platform,
                 chat.id
             );
+        }
+    });
+}
+
+/// Finishes the delivery obligations earlier runs of the gateway left on
+/// this platform (answers a restart cut off): a message still being typed
+/// out is finalised and marked, a complete answer never shown is sent, and
+/// the user of a cut-off turn gets one notice to send it again. Turns are
+/// never re-run (their tools may have side effects). Called whenever the
+/// platform connects; only the first call of a process does it.
+pub fn finish_left_over(start: &PlatformStart, out: &super::outbox::Outbox) {
+    use super::outbox::{EditText, StopStream};
+    use crate::platforms::Format;
+    if !start.deliveries.claim_recovery(out.platform) {
+        return;
+    }
+    let (d, out) = (start.deliveries.clone(), out.clone());
+    actix::spawn(async move {
+        let left = match d.left_over(out.platform).await {
+            Ok(l) => l,
+            Err(e) => {
+                log::error!("{}: cannot read undelivered answers: {e}", out.platform);
+                return;
+            }
+        };
+        if !left.is_empty() {
+            log::warn!(
+                "{}: finishing {} answer(s) an earlier run did not deliver",
+                out.platform,
+                left.len()
+            );
+        }
+        for p in left {
+            let reply_to = p.reply_to.clone();
+            let done = match deliveries::recovery(&p) {
+                Recovery::Deliver(text) => out
+                    .send_split(&p.chat, &text, Format::Markdown, reply_to)
+                    .await
+                    .map(|_| ()),
+                Recovery::CutOff { finalise } => {
+                    if let Some(c) = finalise {
+                        let r = match (&out.stream, c.stream) {
+                            (Some(s), true) => s
+                                .stop
+                                .send(StopStream {
+                                    chat: p.chat.clone(),
+                                    id: c.id.clone(),
+                                    text: Some(deliveries::RESTART_MARK.to_string()),
+                                })
+                                .await
+                                .map_err(|e| e.to_string())
+                                .and_then(|r| r.map_err(|e| e.to_string())),
+                            _ => out
+                                .edit
+                                .send(EditText {
+                                    chat: p.chat.clone(),
+                                    message_id: c.id.clone(),
+                                    text: c.text.clone(),
+                                    format: Format::Markdown,
+                                })
+                                .await
+                                .map_err(|e| e.to_string())
+                                .and_then(|r| r.map_err(|e| e.to_string())),
+                        };
+                        if let Err(e) = r {
+                            log::warn!(
+                                "{}: could not finalise message {}: {e}",
+                                out.platform,
+                                c.id
+                            );
+                        }
+                    }
+                    out.send_split(&p.chat, deliveries::CUT_OFF_NOTICE, Format::Plain, reply_to)
+                        .await
+                        .map(|_| ())
+                }
+            };
+            match done {
+                Ok(()) => {
+                    if let Err(e) = d.finished(p.id).await {
+                        log::warn!("{}: delivery {}: {e}", out.platform, p.id);
+                    }
+                }
+                Err(e) => log::error!(
+                    "{}: could not finish an undelivered answer in chat {}: {e}",
+                    out.platform,
+                    p.chat.id
+                ),
+            }
         }
     });
 }

@@ -38,6 +38,7 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use super::outbox::{EditText, Outbox, SendText};
+use crate::deliveries::{Current, Obligation};
 use crate::platforms::split::{Measure, cut};
 use crate::platforms::{ChatRef, Format, PlatformError};
 
@@ -153,6 +154,8 @@ pub struct StreamPreviewActor {
     timer: Option<SpawnHandle>,
     finishing: Option<Finishing>,
     delivery: Delivery,
+    /// Where what is on screen is recorded (for a restart to finish it).
+    obligation: Option<Obligation>,
 }
 
 impl StreamPreviewActor {
@@ -181,7 +184,31 @@ impl StreamPreviewActor {
             timer: None,
             finishing: None,
             delivery: Delivery::default(),
+            obligation: None,
         }
+    }
+
+    /// Records what is on screen in `obligation` after every accepted write.
+    pub fn recording(mut self, obligation: Option<Obligation>) -> Self {
+        self.obligation = obligation;
+        self
+    }
+
+    /// Records the messages written and the one still being typed out.
+    fn record(&self) {
+        let Some(o) = &self.obligation else { return };
+        let current = match (&self.msg, &self.shown) {
+            (Some(id), Some(shown)) => shown
+                .strip_suffix(self.cfg.cursor.as_str())
+                .filter(|_| !self.cfg.cursor.is_empty())
+                .map(|text| Current {
+                    id: id.clone(),
+                    text: text.to_string(),
+                    stream: false,
+                }),
+            _ => None,
+        };
+        o.progress(&self.delivery.messages, current);
     }
 
     fn measure(&self) -> Measure {
@@ -356,6 +383,7 @@ impl StreamPreviewActor {
                 self.next_message();
             }
         }
+        self.record();
         self.step(ctx);
     }
 

@@ -19,6 +19,7 @@ use super::outbox::{Outbox, Typing};
 use super::pool::ArbiterPool;
 use super::stream_preview::{self, Delivery, End, Finish, PreviewSettings, StreamPreviewActor};
 use crate::agent::{AgentEvent, EVENT_CHANNEL_CAPACITY, TurnInput, TurnOutcome, TurnStatus};
+use crate::deliveries::{Deliveries, Obligation};
 use crate::openai::Message;
 use crate::platforms::{ChatRef, Format, Inbound};
 
@@ -38,6 +39,8 @@ pub struct Driver {
     pub pool: ArbiterPool,
     /// Said before the answer (a session that started fresh after being idle).
     pub notice: Option<String>,
+    /// Where the answer's delivery obligation is recorded.
+    pub deliveries: Deliveries,
 }
 
 impl Driver {
@@ -50,6 +53,7 @@ impl Driver {
             mut preview,
             pool,
             notice,
+            deliveries,
         } = self;
         let chat = msg.chat.clone();
         let reply_to = Some(msg.message_id.clone());
@@ -70,7 +74,13 @@ impl Driver {
             None => preview.live = false,
         }
         let live = preview.live;
-        let preview = Answer::start(&out, &msg, preview, &pool);
+        // Recorded (committed) before anything is sent: a restart from here
+        // on finishes the answer or tells the user.
+        let key = chat.session_key(out.platform);
+        let obligation = deliveries
+            .open(out.platform, &key, &chat, reply_to.as_deref())
+            .await;
+        let preview = Answer::start(&out, &msg, preview, &pool, obligation.clone());
         let (tx, mut rx) = mpsc::channel(EVENT_CHANNEL_CAPACITY);
         // Deltas are only worth streaming when the answer types itself out.
         let input = TurnInput::new(user.clone(), None, live);
@@ -89,6 +99,11 @@ impl Driver {
             TurnStatus::Cancelled => End::Interrupted,
             TurnStatus::Failed => End::Failed,
         };
+        if let Some(o) = &obligation
+            && end == End::Completed
+        {
+            o.answered(&outcome.text);
+        }
         let delivery = preview
             .finish
             .send(Finish {
@@ -97,6 +112,9 @@ impl Driver {
             })
             .await
             .unwrap_or_default();
+        if let Some(o) = &obligation {
+            o.close();
+        }
         if out.caps.typing_every.is_some() {
             out.typing.do_send(Typing {
                 chat: chat.clone(),
@@ -130,13 +148,20 @@ struct Answer {
 }
 
 impl Answer {
-    fn start(out: &Outbox, msg: &Inbound, cfg: PreviewSettings, pool: &ArbiterPool) -> Self {
+    fn start(
+        out: &Outbox,
+        msg: &Inbound,
+        cfg: PreviewSettings,
+        pool: &ArbiterPool,
+        obligation: Option<Obligation>,
+    ) -> Self {
         let (out, chat, reply_to) = (out.clone(), msg.chat.clone(), Some(msg.message_id.clone()));
         match out.stream.clone().filter(|s| cfg.live && s.usable()) {
             Some(stream) => {
                 let user = msg.user_id.clone();
                 let a = NativeStreamActor::start_in_arbiter(&pool.pick(), move |_| {
                     NativeStreamActor::new(out, stream, chat, user, reply_to, cfg)
+                        .recording(obligation)
                 });
                 Self {
                     delta: a.clone().recipient(),
@@ -146,7 +171,7 @@ impl Answer {
             }
             None => {
                 let a = StreamPreviewActor::start_in_arbiter(&pool.pick(), move |_| {
-                    StreamPreviewActor::new(out, chat, reply_to, cfg)
+                    StreamPreviewActor::new(out, chat, reply_to, cfg).recording(obligation)
                 });
                 Self {
                     delta: a.clone().recipient(),

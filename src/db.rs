@@ -83,6 +83,24 @@ const MIGRATIONS: &[&str] = &[
         answered INTEGER NOT NULL DEFAULT 0
     );
     CREATE INDEX approvals_by_response ON approvals(response_id);",
+    // 5: delivery obligations: one per chat answer until it is delivered,
+    // so an answer cut off by a restart is finished (or its user told).
+    "CREATE TABLE deliveries (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        platform TEXT NOT NULL,
+        session_key TEXT NOT NULL,
+        chat TEXT NOT NULL,
+        reply_to TEXT,
+        created_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL,
+        messages TEXT NOT NULL DEFAULT '[]',
+        current_id TEXT,
+        current_text TEXT,
+        current_stream INTEGER NOT NULL DEFAULT 0,
+        final_text TEXT,
+        run TEXT NOT NULL
+    );
+    CREATE INDEX deliveries_by_platform ON deliveries(platform, id);",
 ];
 
 /// Errors of the embedded store.

@@ -43,6 +43,7 @@ pub mod clock;
 pub mod config;
 pub mod conversation;
 pub mod db;
+pub mod deliveries;
 pub mod gateway;
 pub mod memory;
 pub mod metrics;

@@ -66,6 +66,8 @@ pub struct Metrics {
     pub runs_in_flight: AtomicI64,
     /// SSE responses currently open.
     pub sse_streams_open: AtomicI64,
+    /// Chat answers not yet delivered (their delivery obligations).
+    pub deliveries: std::sync::Arc<crate::deliveries::OpenSet>,
 }
 
 /// Help text and type of each metric, in output order.
@@ -202,7 +204,20 @@ impl Metrics {
                 self.sse_streams_open.load(Ordering::Relaxed),
             ),
         ];
-        for (name, help, v) in gauges {
+        let (open, oldest) = self.deliveries.summary(crate::clock::unix_now());
+        let deliveries = [
+            (
+                "hermes_delivery_obligations_open",
+                "Chat answers not yet delivered.",
+                open as i64,
+            ),
+            (
+                "hermes_delivery_oldest_age_seconds",
+                "Age of the oldest chat answer not yet delivered.",
+                oldest as i64,
+            ),
+        ];
+        for (name, help, v) in gauges.into_iter().chain(deliveries) {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
         }
         let _ = writeln!(

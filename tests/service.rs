@@ -18,7 +18,7 @@ struct Gateway {
     port: u16,
     log: PathBuf,
     home: PathBuf,
-    _dir: tempfile::TempDir,
+    _dir: Option<tempfile::TempDir>,
 }
 
 impl Drop for Gateway {
@@ -70,10 +70,23 @@ fn eventually<T>(limit: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T>
 
 fn spawn(upstream: &str, config_yaml: &str, env: &[(&str, String)]) -> Gateway {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    spawn_in(dir, upstream, config_yaml, env)
+}
+
+/// The gateway with its home in `dir` (kept from an earlier gateway for a
+/// restart); each start logs to a file of its own.
+fn spawn_in(
+    dir: tempfile::TempDir,
+    upstream: &str,
+    config_yaml: &str,
+    env: &[(&str, String)],
+) -> Gateway {
     let home = dir.path().join("home");
     std::fs::create_dir_all(&home).unwrap_or_default();
     std::fs::write(home.join("config.yaml"), config_yaml).unwrap_or_default();
-    let log = dir.path().join("gateway.log");
+    let log = dir
+        .path()
+        .join(format!("gateway-{}.log", uuid::Uuid::new_v4().simple()));
     let log_file = std::fs::File::create(&log).unwrap_or_else(|e| panic!("{e}"));
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_hermes"));
     cmd.arg("gateway")
@@ -110,7 +123,7 @@ fn spawn(upstream: &str, config_yaml: &str, env: &[(&str, String)]) -> Gateway {
         port,
         log,
         home,
-        _dir: dir,
+        _dir: Some(dir),
     }
 }
 
@@ -484,6 +497,7 @@ async fn health_detailed_and_metrics() {
     assert_eq!(v["runs_in_flight"], 0);
     assert_eq!(v["sessions_active"], 0);
     assert_eq!(v["draining"], false);
+    assert_eq!(v["deliveries"], json!({"open": 0, "oldest_age_s": 0}));
 
     let metrics = || async {
         let mut r = c
@@ -532,6 +546,8 @@ async fn health_detailed_and_metrics() {
         "hermes_platform_messages_total",
         "hermes_platform_up",
         "hermes_stream_preview_edits_total",
+        "hermes_delivery_obligations_open",
+        "hermes_delivery_oldest_age_seconds",
     ] {
         assert!(after.contains(&format!("# TYPE {name} ")), "{name} missing");
     }
@@ -548,4 +564,71 @@ async fn health_detailed_and_metrics() {
     let mut buf = String::new();
     let _ = std::fs::File::open(&gw.log).and_then(|mut f| f.read_to_string(&mut buf));
     assert!(!buf.contains(KEY), "the key never appears in logs");
+}
+
+/// Waits (bounded, on the test's runtime) for `f` to return something.
+async fn until<T>(limit: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[actix_web::test]
+async fn kill_9_mid_answer_then_a_restart_finishes_the_message_and_tells_the_user_once() {
+    use hermes::testing::fake_telegram::FakeTelegram;
+    const TOKEN: &str = "123456:restart-test-token";
+    let tg = FakeTelegram::start(TOKEN);
+    let slow = Duration::from_millis(50);
+    // 20 s of answer; the second gateway never asks the model again.
+    let fake = FakeUpstream::start(vec![Reply::numbered_stream(400, slow, slow)]);
+    let env = [
+        ("TELEGRAM_BOT_TOKEN", TOKEN.to_string()),
+        ("TELEGRAM_API_BASE_URL", tg.url()),
+        ("TELEGRAM_ALLOWED_USERS", "42".to_string()),
+        ("HERMES_STREAMING_ENABLED", "true".to_string()),
+        ("API_SERVER_ENABLED", "true".to_string()),
+    ];
+    let mut gw = spawn(&fake.url(), "", &env);
+    let (_, asked) = tg.push_dm(42, "count to four hundred");
+    let shown = until(Duration::from_secs(30), || {
+        let m = tg.messages(42);
+        let first = m.first()?;
+        (first.writes.len() >= 2 && first.text.ends_with('▌')).then(|| first.clone())
+    })
+    .await
+    .unwrap_or_else(|| panic!("no preview: {:?}\n{}", tg.messages(42), gw.log()));
+    gw.signal(libc::SIGKILL);
+    let _ = gw.wait_exit(Duration::from_secs(10));
+    let dir = gw._dir.take().unwrap_or_else(|| panic!("no dir"));
+    drop(gw);
+    // What the killed gateway last wrote is what the user saw.
+    let before = tg.messages(42);
+    let cut = before[0].text.clone();
+    assert!(cut.starts_with(shown.text.trim_end_matches('▌').trim_end()));
+    let gw = spawn_in(dir, &fake.url(), "", &env);
+    let done = until(Duration::from_secs(30), || {
+        let m = tg.messages(42);
+        (m.len() >= 2 && m[0].text.ends_with("(interrupted by a restart)")).then_some(m)
+    })
+    .await
+    .unwrap_or_else(|| panic!("not finished: {:?}\n{}", tg.messages(42), gw.log()));
+    let text = cut.trim_end_matches('▌').trim_end();
+    assert_eq!(done[0].text, format!("{text} (interrupted by a restart)"));
+    assert_eq!(done.len(), 2, "one notice: {done:?}");
+    assert!(
+        done[1].text.contains("send your message again"),
+        "{:?}",
+        done[1]
+    );
+    assert_eq!(done[1].reply_to, Some(asked));
+    assert_eq!(fake.requests().len(), 1, "the turn is not re-run");
+    // Barrier: the restarted gateway answers; the old turn never comes back.
+    assert!(gw.log().contains("finishing 1 answer"), "{}", gw.log());
 }

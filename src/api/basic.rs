@@ -45,6 +45,7 @@ pub async fn health_detailed(state: web::Data<AppState>) -> HttpResponse {
     let platforms = state.platforms.snapshot();
     let degraded =
         state.is_draining() || platforms.values().any(|p| p.state != LinkState::Connected);
+    let (open, oldest) = state.metrics.deliveries.summary(now);
     HttpResponse::Ok().json(json!({
         "status": if degraded { "degraded" } else { "ok" },
         "version": env!("CARGO_PKG_VERSION"),
@@ -53,6 +54,7 @@ pub async fn health_detailed(state: web::Data<AppState>) -> HttpResponse {
         "runs_in_flight": state.runs_in_flight(),
         "sessions_active": state.sessions_active(),
         "draining": state.is_draining(),
+        "deliveries": {"open": open, "oldest_age_s": oldest},
     }))
 }
 

@@ -24,6 +24,7 @@ use crate::api::state::ChatParts;
 use crate::api::{self, AppState, auth::ApiKeys, auth::KeySource, state::Live, state::Parts};
 use crate::config::Loaded;
 use crate::db::Db;
+use crate::deliveries::Deliveries;
 use crate::metrics::Metrics;
 use crate::platform_status::{LinkState, PlatformStatus};
 
@@ -184,11 +185,20 @@ fn start_chat(
     }
     let stats = Arc::new(RouterStats::default());
     let settings = Arc::new(RouterSettings::from_loaded(loaded));
+    // This run's delivery obligations; those of earlier runs are finished
+    // by each platform once it is connected.
+    let run = uuid::Uuid::new_v4().simple().to_string();
+    let deliveries = Deliveries::new(db.clone(), metrics.deliveries.clone(), &run);
     let router = {
-        let (db, pool2, metrics, stats) =
-            (db.clone(), pool.clone(), metrics.clone(), stats.clone());
+        let (db, pool2, metrics, stats, d) = (
+            db.clone(),
+            pool.clone(),
+            metrics.clone(),
+            stats.clone(),
+            deliveries.clone(),
+        );
         SessionRouter::start_in_arbiter(&pool.pick(), move |_| {
-            SessionRouter::new(settings, db, pool2, metrics, stats)
+            SessionRouter::new(settings, db, pool2, metrics, stats, d)
         })
     };
     let ctx = PlatformStart {
@@ -198,6 +208,7 @@ fn start_chat(
         metrics: metrics.clone(),
         status: platforms.clone(),
         router: router.clone(),
+        deliveries,
     };
     let mut hooks = Vec::new();
     for name in configured {

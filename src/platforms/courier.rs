@@ -10,7 +10,8 @@
 //!   chat, when global) for the time it asked;
 //! - **sends are never dropped for a rate limit**: the wait is taken and the
 //!   send tried again, however many come; a platform that is unavailable is
-//!   tried again with back-off up to [`MAX_SEND_ATTEMPTS`] times;
+//!   tried again with back-off (capped at [`MAX_SEND_RETRY_WAIT`]) for up to
+//!   [`SEND_RETRY_FOR`], so an outage does not lose an answer;
 //! - **edits** hand a rate limit back to the stream preview (it owns its
 //!   edit rhythm and back-off); "not modified" is success;
 //! - **formatting**: Markdown is rendered once into the platform's markup;
@@ -33,13 +34,13 @@ use super::{Capabilities, ChatKind, ChatRef, Format, PlatformError};
 use crate::backoff::Backoff;
 use crate::metrics::Metrics;
 
-/// Attempts of one send against an unavailable platform before giving up
-/// (rate limits are waited out and do not count).
-pub const MAX_SEND_ATTEMPTS: u32 = 8;
+/// How long one send is tried again against an unavailable platform before
+/// giving up (rate limits are waited out and do not count).
+pub const SEND_RETRY_FOR: Duration = Duration::from_secs(24 * 3600);
 /// First wait after an unavailable platform; doubles up to [`MAX_SEND_RETRY_WAIT`].
 pub const FIRST_SEND_RETRY_WAIT: Duration = Duration::from_secs(1);
-/// The longest wait between two attempts of one send.
-pub const MAX_SEND_RETRY_WAIT: Duration = Duration::from_secs(30);
+/// The longest wait between two attempts of one send (jitter included).
+pub const MAX_SEND_RETRY_WAIT: Duration = Duration::from_secs(60);
 
 /// A platform call in flight.
 pub type Call<T> = Pin<Box<dyn Future<Output = Result<T, PlatformError>>>>;
@@ -140,7 +141,7 @@ impl Courier {
             let (mut body, mut formatted) = me.body(&text, format);
             let key = uuid::Uuid::new_v4().simple().to_string();
             let mut backoff = Backoff::new(FIRST_SEND_RETRY_WAIT, MAX_SEND_RETRY_WAIT);
-            let mut failures = 0;
+            let give_up = Instant::now() + SEND_RETRY_FOR;
             loop {
                 me.slot(&chat).await;
                 let sent = me
@@ -171,11 +172,15 @@ impl Courier {
                         (body, formatted) = (text.clone(), false);
                     }
                     Err(e @ PlatformError::Unavailable(_)) => {
-                        failures += 1;
-                        if failures >= MAX_SEND_ATTEMPTS {
+                        let wait = backoff.next_wait();
+                        if Instant::now() + wait > give_up {
+                            log::error!(
+                                "{}: gave up sending after {} h of failures: {e}",
+                                me.platform,
+                                SEND_RETRY_FOR.as_secs() / 3600
+                            );
                             return Err(e);
                         }
-                        let wait = backoff.next_wait();
                         log::warn!(
                             "{}: sending failed ({e}); trying again in {wait:?}",
                             me.platform
@@ -397,17 +402,45 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn an_unavailable_platform_is_tried_a_bounded_number_of_times() {
+    async fn an_outage_of_hours_is_waited_out_and_the_answer_sent_once() {
         let wire = Rc::new(Scripted::default());
-        for _ in 0..MAX_SEND_ATTEMPTS {
+        for _ in 0..200 {
             wire.answers
                 .borrow_mut()
                 .push_back(Err(PlatformError::Unavailable("502".into())));
         }
+        wire.answers.borrow_mut().push_back(Ok("m1".into()));
+        let before = Instant::now();
+        let r = courier(&wire)
+            .send(chat(), "x".into(), Format::Plain, None)
+            .await;
+        assert!(r.is_ok(), "{r:?}");
+        assert_eq!(wire.calls.borrow().len(), 201);
+        // Waits grow to the cap and stay there: about three hours.
+        let took = Instant::now() - before;
+        assert!(
+            took > Duration::from_secs(2 * 3600) && took < Duration::from_secs(4 * 3600),
+            "{took:?}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_platform_down_for_a_day_is_given_up() {
+        let wire = Rc::new(Scripted::default());
+        for _ in 0..3000 {
+            wire.answers
+                .borrow_mut()
+                .push_back(Err(PlatformError::Unavailable("502".into())));
+        }
+        let before = Instant::now();
         let r = courier(&wire)
             .send(chat(), "x".into(), Format::Plain, None)
             .await;
         assert!(matches!(r, Err(PlatformError::Unavailable(_))));
-        assert_eq!(wire.calls.borrow().len() as u32, MAX_SEND_ATTEMPTS);
+        let took = Instant::now() - before;
+        assert!(
+            took <= SEND_RETRY_FOR && took > SEND_RETRY_FOR - Duration::from_secs(120),
+            "{took:?}"
+        );
     }
 }
