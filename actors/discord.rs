@@ -22,6 +22,7 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use actix::prelude::*;
@@ -168,7 +169,11 @@ impl DiscordRest {
 }
 
 /// Discord's API calls for the courier.
-pub struct DiscordWire(pub DiscordRest);
+pub struct DiscordWire {
+    pub rest: DiscordRest,
+    /// The bot's messages seen on the Gateway (shared with the actor).
+    pub echoes: Arc<Mutex<dc::Echoes>>,
+}
 
 impl Wire for DiscordWire {
     fn send(
@@ -179,24 +184,35 @@ impl Wire for DiscordWire {
         reply_to: Option<&str>,
         key: &str,
     ) -> Call<String> {
-        let rest = self.0.clone();
+        let rest = self.rest.clone();
         let path = format!("/channels/{}/messages", dc::channel_of(chat));
         let body = dc::message_body(text, reply_to, key);
+        let nonce = dc::nonce(key);
+        let echoes = self.echoes.clone();
         Box::pin(async move {
+            // A retry of a send whose message already came back is done.
+            let echoed = echoes
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(&nonce)
+                .map(String::from);
+            if let Some(id) = echoed {
+                return Ok(id);
+            }
             let v = rest.call("POST", &path, Some(&body)).await?;
             Ok(v["id"].as_str().unwrap_or_default().to_string())
         })
     }
 
     fn edit(&self, chat: &ChatRef, id: &str, text: &str, _formatted: bool) -> Call<()> {
-        let rest = self.0.clone();
+        let rest = self.rest.clone();
         let path = format!("/channels/{}/messages/{id}", dc::channel_of(chat));
         let body = dc::edit_body(text);
         Box::pin(async move { rest.call("PATCH", &path, Some(&body)).await.map(|_| ()) })
     }
 
     fn typing(&self, chat: &ChatRef) -> Call<()> {
-        let rest = self.0.clone();
+        let rest = self.rest.clone();
         let path = format!("/channels/{}/typing", dc::channel_of(chat));
         Box::pin(async move { rest.call("POST", &path, None).await.map(|_| ()) })
     }
@@ -244,6 +260,8 @@ pub struct DiscordActor {
     dedup: Dedup,
     /// Slash commands were checked (once per process).
     commands_checked: bool,
+    /// The bot's own messages seen on the Gateway, by nonce (the wire reads them).
+    echoes: Arc<Mutex<dc::Echoes>>,
 }
 
 /// Starts Discord when its token is configured.
@@ -258,12 +276,19 @@ pub fn start(ctx: &PlatformStart) -> Option<Started> {
         home_channel: c.home_channel.clone(),
     };
     let (base, t) = (settings.api_base.clone(), token.clone());
+    let echoes = Arc::new(Mutex::new(dc::Echoes::default()));
+    let wire_echoes = echoes.clone();
     let out = CourierActor::start_outbox(
         &ctx.pool.pick(),
         NAME,
         dc::CAPABILITIES,
         ctx.metrics.clone(),
-        move || Rc::new(DiscordWire(DiscordRest::new(base.as_deref(), &t))) as Rc<dyn Wire>,
+        move || {
+            Rc::new(DiscordWire {
+                rest: DiscordRest::new(base.as_deref(), &t),
+                echoes: wire_echoes,
+            }) as Rc<dyn Wire>
+        },
     );
     let start = ctx.clone();
     DiscordActor::start_in_arbiter(&ctx.pool.pick(), move |_| DiscordActor {
@@ -277,6 +302,7 @@ pub fn start(ctx: &PlatformStart) -> Option<Started> {
         waiting: HashMap::new(),
         dedup: Dedup::default(),
         commands_checked: false,
+        echoes,
     });
     Some(Started { hooks: Vec::new() })
 }
@@ -293,6 +319,13 @@ impl DiscordActor {
     }
 
     fn on_message(&mut self, d: Value, ctx: &mut Context<Self>) {
+        if let Some((nonce, id)) = dc::own_echo(&d, &self.bot_id) {
+            self.echoes
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .record(nonce, id);
+            return;
+        }
         let parsed = self.parse(&d);
         let channel = d["channel_id"].as_str().unwrap_or_default().to_string();
         let in_guild = d.get("guild_id").is_some_and(|g| !g.is_null());

@@ -488,6 +488,7 @@ async fn a_global_429_holds_every_route() {
 #[actix_web::test]
 async fn a_send_whose_answer_is_lost_is_retried_without_posting_twice() {
     let dc = FakeDiscord::start(TOKEN);
+    dc.set_echo(false);
     dc.inject(POST, Inject::LoseAnswer);
     let app = gateway(vec![answer("exactly once")], &dc, false).await;
     dc.push_message(DM, None, USER, "hi");
@@ -496,6 +497,28 @@ async fn a_send_whose_answer_is_lost_is_retried_without_posting_twice() {
     let posts = dc.calls_of(POST);
     assert_eq!(posts[0].body["nonce"], posts[1].body["nonce"]);
     assert_eq!(texts(&dc.messages(DM)), ["exactly once"]);
+    drop(app);
+}
+
+#[actix_web::test]
+async fn a_lost_answer_whose_message_came_back_on_the_gateway_is_not_sent_again() {
+    let dc = FakeDiscord::start(TOKEN);
+    // Past Discord's nonce window: only the gateway's own MESSAGE_CREATE
+    // (carrying the nonce) tells the send happened.
+    dc.forget_nonces();
+    dc.inject(POST, Inject::LoseAnswer);
+    let app = gateway(vec![answer("exactly once"), answer("next")], &dc, false).await;
+    dc.push_message(DM, None, USER, "hi");
+    until(&dc, DM, |m| !m.is_empty()).await;
+    // Barrier: the next answer arrives after the first send was settled.
+    dc.push_message(DM, None, USER, "again");
+    until(&dc, DM, |m| m.len() >= 2).await;
+    assert_eq!(texts(&dc.messages(DM)), ["exactly once", "next"]);
+    assert_eq!(
+        dc.calls_of(POST).len(),
+        2,
+        "the lost send was not posted again"
+    );
     drop(app);
 }
 

@@ -346,6 +346,49 @@ pub fn nonce(key: &str) -> String {
         .collect()
 }
 
+/// The bot's own messages seen coming back on the Gateway, by nonce: a send
+/// whose answer was lost counts as delivered once its message is seen,
+/// even after Discord stopped honouring the nonce (a few minutes).
+#[derive(Debug, Default)]
+pub struct Echoes {
+    by_nonce: HashMap<String, String>,
+    order: std::collections::VecDeque<String>,
+}
+
+/// Echoes remembered (the oldest are forgotten first).
+const ECHOES_KEPT: usize = 4096;
+
+impl Echoes {
+    /// Remembers that message `id` carried `nonce`.
+    pub fn record(&mut self, nonce: &str, id: &str) {
+        if self
+            .by_nonce
+            .insert(nonce.to_string(), id.to_string())
+            .is_none()
+        {
+            self.order.push_back(nonce.to_string());
+        }
+        while self.order.len() > ECHOES_KEPT {
+            if let Some(old) = self.order.pop_front() {
+                self.by_nonce.remove(&old);
+            }
+        }
+    }
+
+    /// The message that carried `nonce`, if it came back.
+    pub fn get(&self, nonce: &str) -> Option<&str> {
+        self.by_nonce.get(nonce).map(String::as_str)
+    }
+}
+
+/// The nonce and id of a `MESSAGE_CREATE` the bot itself wrote.
+pub fn own_echo<'a>(d: &'a Value, bot_id: &str) -> Option<(&'a str, &'a str)> {
+    if d["author"]["id"].as_str()? != bot_id {
+        return None;
+    }
+    Some((d["nonce"].as_str()?, d["id"].as_str()?))
+}
+
 /// `POST /channels/{id}/messages`: never pings anyone, replies to
 /// `reply_to`, and is idempotent through its nonce.
 pub fn message_body(text: &str, reply_to: Option<&str>, key: &str) -> Value {
@@ -621,6 +664,25 @@ pub fn commands_differ(registered: &Value, wanted: &Value) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_bots_own_messages_are_remembered_by_nonce_within_a_bound() {
+        let d = json!({"id": "m1", "nonce": "n1", "author": {"id": "B"}});
+        assert_eq!(own_echo(&d, "B"), Some(("n1", "m1")));
+        assert_eq!(own_echo(&d, "U"), None);
+        assert_eq!(
+            own_echo(&json!({"id": "m2", "author": {"id": "B"}}), "B"),
+            None
+        );
+        let mut e = Echoes::default();
+        e.record("n1", "m1");
+        assert_eq!(e.get("n1"), Some("m1"));
+        for i in 0..ECHOES_KEPT {
+            e.record(&format!("x{i}"), "m");
+        }
+        assert_eq!(e.get("n1"), None, "the oldest is forgotten");
+        assert_eq!(e.get(&format!("x{}", ECHOES_KEPT - 1)), Some("m"));
+    }
 
     const BOT: &str = "999";
 

@@ -149,6 +149,10 @@ struct State {
     calls: Vec<Call>,
     messages: BTreeMap<u64, Sent>,
     nonces: HashMap<(String, String), u64>,
+    /// Whether nonces are remembered (Discord forgets them after minutes).
+    honour_nonces: bool,
+    /// Whether the bot's own messages come back as `MESSAGE_CREATE`.
+    echo: bool,
     inject: HashMap<String, VecDeque<Inject>>,
     limit: (u32, Duration),
     windows: HashMap<String, Window>,
@@ -233,6 +237,8 @@ impl FakeDiscord {
                 calls: Vec::new(),
                 messages: BTreeMap::new(),
                 nonces: HashMap::new(),
+                honour_nonces: true,
+                echo: true,
                 inject: HashMap::new(),
                 limit: (50, Duration::from_secs(1)),
                 windows: HashMap::new(),
@@ -262,6 +268,20 @@ impl FakeDiscord {
     /// The REST base URL (`DISCORD_API_BASE_URL`).
     pub fn api_url(&self) -> String {
         format!("http://{}/api/v10", self.rest)
+    }
+
+    /// Whether the bot's own messages come back on the Gateway (default yes;
+    /// off, only the nonce keeps a retried send from posting twice).
+    pub fn set_echo(&self, echo: bool) {
+        self.shared.lock().echo = echo;
+    }
+
+    /// Forgets nonces at once, as Discord does after a few minutes: a send
+    /// retried later would post again.
+    pub fn forget_nonces(&self) {
+        let mut s = self.shared.lock();
+        s.honour_nonces = false;
+        s.nonces.clear();
     }
 
     /// The Gateway URL (`DISCORD_GATEWAY_URL`; also what `GET /gateway/bot` answers).
@@ -792,15 +812,20 @@ fn create_message(
     };
     let answer = message(&sent);
     s.messages.insert(num, sent);
-    if let Some(n) = nonce {
-        s.nonces.insert((channel.to_string(), n), num);
+    if let Some(n) = &nonce
+        && s.honour_nonces
+    {
+        s.nonces.insert((channel.to_string(), n.clone()), num);
     }
-    // The bot's own message comes back through the Gateway, as on Discord.
-    s.dispatch(
-        "MESSAGE_CREATE",
-        json!({"id": id, "channel_id": channel, "content": content, "type": 0,
-            "author": {"id": BOT_ID, "username": "hermes", "bot": true}}),
-    );
+    // The bot's own message comes back through the Gateway, as on Discord
+    // (with its nonce).
+    if s.echo {
+        s.dispatch(
+            "MESSAGE_CREATE",
+            json!({"id": id, "channel_id": channel, "content": content, "type": 0, "nonce": nonce,
+                "author": {"id": BOT_ID, "username": "hermes", "bot": true}}),
+        );
+    }
     Ok(answer)
 }
 
