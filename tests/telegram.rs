@@ -139,6 +139,30 @@ async fn a_long_answer_is_split_within_the_limit() {
 }
 
 #[actix_web::test]
+async fn a_flood_of_rate_limits_on_a_send_is_waited_out_and_the_answer_sent_once() {
+    let tg = FakeTelegram::start(TOKEN);
+    for _ in 0..12 {
+        tg.inject("sendMessage", Inject::RateLimit(1));
+    }
+    let app = gateway(
+        vec![Reply::completion("worth the wait", "stop", (1, 1))],
+        &tg,
+        false,
+    )
+    .await;
+    tg.push_dm(USER, "hello");
+    let msgs = until(&tg, |m| !m.is_empty()).await;
+    assert_eq!(msgs.len(), 1, "{msgs:?}");
+    assert_eq!(msgs[0].text, "worth the wait");
+    assert_eq!(
+        tg.calls_of("sendMessage").len(),
+        13,
+        "12 rate limits, then the send"
+    );
+    drop(app);
+}
+
+#[actix_web::test]
 async fn rate_limited_edits_lose_nothing_and_duplicate_nothing() {
     let tg = FakeTelegram::start(TOKEN);
     tg.inject("editMessageText", Inject::RateLimit(1));
