@@ -255,7 +255,14 @@ impl NativeStreamActor {
                     let mut last = pending.to_string();
                     if end == End::Interrupted {
                         last.truncate(last.trim_end().len());
-                        last.push_str(INTERRUPTED_MARK);
+                        // "w38  (interrupted)" would show the word's trailing
+                        // space when the stream already holds it.
+                        let shown = &self.text[..self.sent];
+                        if last.is_empty() && shown.ends_with(char::is_whitespace) {
+                            last.push_str(INTERRUPTED_MARK.trim_start());
+                        } else {
+                            last.push_str(INTERRUPTED_MARK);
+                        }
                     }
                     Call::Stop(Some(last))
                 }

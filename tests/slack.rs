@@ -418,6 +418,7 @@ async fn slacks_stop_button_interrupts_the_turn() {
         "thread_ts": "900.1", "user": USER}));
     let msgs = until(&s, DM, |m| m.iter().any(|x| x.stopped)).await;
     assert!(msgs[0].text.ends_with("(interrupted)"), "{msgs:?}");
+    assert!(!msgs[0].text.contains("  (interrupted)"), "{msgs:?}");
     drop(app);
 }
 
