@@ -300,7 +300,7 @@ pub struct SlackActor {
     /// Event ids and `channel:ts` of messages seen within the hour.
     recent: Recent,
     /// Channel threads the bot answers in (no mention needed there).
-    threads: HashSet<(String, String)>,
+    threads: sl::Threads,
     /// What `hand_over` checks; `recent` already decided.
     dedup: Dedup,
 }
@@ -353,7 +353,7 @@ pub fn start(ctx: &PlatformStart) -> Option<Started> {
             bot_user: String::new(),
             team: String::new(),
             recent: Recent::default(),
-            threads: HashSet::new(),
+            threads: sl::Threads::default(),
             dedup: Dedup::default(),
         }
     });
@@ -388,7 +388,7 @@ impl SlackActor {
             event,
             &self.bot_user,
             self.settings.require_mention,
-            |c, t| threads.contains(&(c.to_string(), t.to_string())),
+            |c, t| threads.contains(c, t),
         );
         if let Parsed::Message { inbound, dedup } = &parsed {
             // `message` and `app_mention` of one message share the id.
@@ -399,7 +399,7 @@ impl SlackActor {
             if inbound.chat.kind != ChatKind::Dm
                 && let Some(t) = &inbound.chat.thread
             {
-                self.threads.insert((inbound.chat.id.clone(), t.clone()));
+                self.threads.insert(&inbound.chat.id, t);
             }
         }
         self.start
@@ -442,7 +442,7 @@ impl Actor for SlackActor {
                     for key in keys.unwrap_or_default() {
                         let mut parts = key.rsplitn(3, ':');
                         if let (Some(thread), Some(channel)) = (parts.next(), parts.next()) {
-                            me.threads.insert((channel.to_string(), thread.to_string()));
+                            me.threads.insert(channel, thread);
                         }
                     }
                 }),

@@ -434,6 +434,39 @@ impl Recent {
     }
 }
 
+/// Channel threads the bot answers in (where no mention is needed), the
+/// most recent [`THREADS_KEPT`]: a thread forgotten after that many newer
+/// ones needs a mention again.
+#[derive(Debug, Default)]
+pub struct Threads {
+    set: std::collections::HashSet<(String, String)>,
+    order: VecDeque<(String, String)>,
+}
+
+/// Channel threads remembered.
+pub const THREADS_KEPT: usize = 100_000;
+
+impl Threads {
+    /// Remembers that the bot answers in `thread` of `channel`.
+    pub fn insert(&mut self, channel: &str, thread: &str) {
+        let k = (channel.to_string(), thread.to_string());
+        if self.set.insert(k.clone()) {
+            self.order.push_back(k);
+        }
+        while self.order.len() > THREADS_KEPT {
+            if let Some(old) = self.order.pop_front() {
+                self.set.remove(&old);
+            }
+        }
+    }
+
+    /// Whether the bot answers in `thread` of `channel`.
+    pub fn contains(&self, channel: &str, thread: &str) -> bool {
+        self.set
+            .contains(&(channel.to_string(), thread.to_string()))
+    }
+}
+
 /// The app manifest to paste into Slack's app settings: Socket Mode, the
 /// bot events, the scopes and the `/hermes` command.
 pub fn manifest(name: &str) -> Value {
@@ -635,6 +668,19 @@ mod tests {
             Some(PlatformError::Refused(t)) if t == "unknown_method"
         ));
         assert!(classify(200, &json!({"ok": true, "ts": "1"}), None).is_ok());
+    }
+
+    #[test]
+    fn threads_are_remembered_within_a_bound() {
+        let mut t = Threads::default();
+        t.insert("C1", "1.0");
+        t.insert("C1", "1.0");
+        assert!(t.contains("C1", "1.0") && !t.contains("C1", "2.0"));
+        for i in 0..THREADS_KEPT {
+            t.insert("C2", &i.to_string());
+        }
+        assert!(!t.contains("C1", "1.0"), "the oldest is forgotten");
+        assert!(t.contains("C2", &(THREADS_KEPT - 1).to_string()));
     }
 
     #[test]
