@@ -12,6 +12,7 @@
 //! A benchmark is a measurement, not a test: slow numbers never fail it.
 //! Correctness checks (every delta in order, exact text, no errors) do.
 
+mod chat;
 mod load;
 mod procs;
 mod sink;
@@ -19,6 +20,7 @@ mod sink;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use chat::{delivery_recovery, stream_preview};
 use hermes::testing::fake_upstream::{FakeUpstream, Recorded, Reply, ScriptedCall, numbered_words};
 use load::{Target, pct};
 use serde_json::json;
@@ -765,13 +767,20 @@ const SCENARIOS: &[Scenario] = &[
         "RSS < 200 MB after 300 large (4 MB) and 300 small requests of each kind, settled",
         large_inputs
     ),
+    scenario!(
+        "stream_preview",
+        "a 60 s answer at 50 deltas/s to Telegram: edits per message <= 60/1.5 + 1; text exact",
+        stream_preview
+    ),
+    scenario!(
+        "delivery_recovery",
+        "kill -9 mid-answer, restart: the cut-off answer finished (and the user told) soon after",
+        delivery_recovery
+    ),
 ];
 
 /// Not yet measurable: the feature they need is not built.
-const PENDING: &[(&str, &str)] = &[(
-    "stream_preview",
-    "needs the Telegram stream preview (issue 5)",
-)];
+const PENDING: &[(&str, &str)] = &[];
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));

@@ -41,6 +41,15 @@ impl Gateway {
         self._dir.path().join("home")
     }
 
+    /// Kills it with SIGKILL (a crash: nothing is flushed or finished) and
+    /// hands back its directory for a restart.
+    pub fn kill(mut self) -> Result<tempfile::TempDir, String> {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        Ok(std::mem::replace(&mut self._dir, dir))
+    }
+
     /// Stops it with SIGTERM (a clean shutdown checkpoints the database) and
     /// hands back its directory for a restart.
     pub fn stop(mut self) -> Result<tempfile::TempDir, String> {
