@@ -470,10 +470,7 @@ impl Handler<Identified> for DiscordActor {
             self.application_id = msg.0.application_id;
         }
         self.check_commands(ctx);
-        super::start::finish_left_over(&self.start, &self.out);
-        if let Some(home) = self.settings.home_channel.take() {
-            super::start::announce_online(&self.out, &home);
-        }
+        super::start::on_connected(&self.start, &self.out, &mut self.settings.home_channel);
     }
 }
 

@@ -458,10 +458,7 @@ impl Handler<Identified> for SlackActor {
     fn handle(&mut self, msg: Identified, _: &mut Context<Self>) {
         self.bot_user = msg.bot_user;
         self.team = msg.team;
-        super::start::finish_left_over(&self.start, &self.out);
-        if let Some(home) = self.settings.home_channel.take() {
-            super::start::announce_online(&self.out, &home);
-        }
+        super::start::on_connected(&self.start, &self.out, &mut self.settings.home_channel);
     }
 }
 

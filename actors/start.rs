@@ -65,10 +65,25 @@ impl PlatformStart {
 /// A platform's start function: `None` when it is not configured.
 pub type StartFn = fn(&PlatformStart) -> Option<Started>;
 
+/// What every platform does when it is connected: finish what earlier
+/// runs left undelivered, and (the first time) say in the home channel
+/// that the gateway is online. `home_channel` is taken, so a reconnect is
+/// not announced as a restart.
+pub fn on_connected(
+    start: &PlatformStart,
+    out: &super::outbox::Outbox,
+    home_channel: &mut Option<String>,
+) {
+    finish_left_over(start, out);
+    if let Some(home) = home_channel.take() {
+        announce_online(out, &home);
+    }
+}
+
 /// Says in the platform's home channel (its `home_channel` setting) that the
 /// gateway is online: after a start or a restart, the operator sees it came
 /// back. Sent once per process, when the platform first connects.
-pub fn announce_online(out: &super::outbox::Outbox, home_channel: &str) {
+fn announce_online(out: &super::outbox::Outbox, home_channel: &str) {
     use crate::platforms::{ChatKind, ChatRef, Format};
     let chat = ChatRef {
         id: home_channel.to_string(),
@@ -102,7 +117,7 @@ pub fn announce_online(out: &super::outbox::Outbox, home_channel: &str) {
 /// the user of a cut-off turn gets one notice to send it again. Turns are
 /// never re-run (their tools may have side effects). Called whenever the
 /// platform connects; only the first call of a process does it.
-pub fn finish_left_over(start: &PlatformStart, out: &super::outbox::Outbox) {
+fn finish_left_over(start: &PlatformStart, out: &super::outbox::Outbox) {
     use super::outbox::{EditText, StopStream};
     use crate::platforms::Format;
     if !start.deliveries.claim_recovery(out.platform) {

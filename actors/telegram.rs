@@ -428,11 +428,7 @@ impl Handler<Online> for TelegramActor {
     type Result = ();
 
     fn handle(&mut self, _: Online, _: &mut Context<Self>) {
-        super::start::finish_left_over(&self.start, &self.out);
-        // Once per process: a reconnect is not a restart.
-        if let Some(home) = self.settings.home_channel.take() {
-            super::start::announce_online(&self.out, &home);
-        }
+        super::start::on_connected(&self.start, &self.out, &mut self.settings.home_channel);
     }
 }
 
