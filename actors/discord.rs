@@ -26,10 +26,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use actix::prelude::*;
-use actix_http::ws::Item;
 use awc::ws::{Frame, Message as WsMessage};
 use bytes::BytesMut;
-use futures_util::{SinkExt, StreamExt};
+use futures_util::SinkExt;
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
@@ -44,6 +43,7 @@ use crate::platforms::access::Dedup;
 use crate::platforms::courier::{Call, Wire};
 use crate::platforms::discord::{self as dc, AfterClose, NAME, Ready, Session};
 use crate::platforms::{ChatRef, Parsed, PlatformError};
+use crate::ws::{WsEvent, next_event};
 
 /// First wait after a failed connection; doubles up to [`MAX_BACKOFF`].
 pub const FIRST_BACKOFF: Duration = Duration::from_secs(1);
@@ -793,7 +793,7 @@ fn close_ended(code: u16) -> Ended {
 }
 
 /// The next whole text message: `Ok(None)` when the socket ended, `Err(code)`
-/// for a close frame. Fragments are reassembled; pings answered.
+/// for a close frame (pongs, unasked for, are skipped).
 async fn next_text<S>(ws: &mut S, buf: &mut BytesMut) -> Result<Option<String>, u16>
 where
     S: futures_util::Stream<Item = Result<Frame, awc::error::WsProtocolError>>
@@ -801,35 +801,11 @@ where
         + Unpin,
 {
     loop {
-        let frame = match ws.next().await {
-            None | Some(Err(_)) => return Ok(None),
-            Some(Ok(f)) => f,
+        return match next_event(ws, buf, dc::MAX_FRAME_BYTES).await {
+            WsEvent::Message(t) => Ok(Some(t)),
+            WsEvent::Pong => continue,
+            WsEvent::Closed(code) => Err(code),
+            WsEvent::Ended => Ok(None),
         };
-        let whole = match frame {
-            Frame::Text(b) | Frame::Binary(b) => b,
-            Frame::Continuation(Item::FirstText(b) | Item::FirstBinary(b)) => {
-                buf.clear();
-                buf.extend_from_slice(&b);
-                continue;
-            }
-            Frame::Continuation(Item::Continue(b)) => {
-                buf.extend_from_slice(&b);
-                if buf.len() > dc::MAX_FRAME_BYTES {
-                    return Ok(None);
-                }
-                continue;
-            }
-            Frame::Continuation(Item::Last(b)) => {
-                buf.extend_from_slice(&b);
-                buf.split().freeze()
-            }
-            Frame::Ping(p) => {
-                let _ = ws.send(WsMessage::Pong(p)).await;
-                continue;
-            }
-            Frame::Pong(_) => continue,
-            Frame::Close(reason) => return Err(reason.map_or(1005, |r| r.code.into())),
-        };
-        return Ok(Some(String::from_utf8_lossy(&whole).into_owned()));
     }
 }

@@ -24,10 +24,9 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use actix::prelude::*;
-use actix_http::ws::Item;
-use awc::ws::{Frame, Message as WsMessage};
+use awc::ws::Message as WsMessage;
 use bytes::BytesMut;
-use futures_util::{SinkExt, StreamExt};
+use futures_util::SinkExt;
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
@@ -43,6 +42,7 @@ use crate::platforms::access::Dedup;
 use crate::platforms::courier::{Call, Wire};
 use crate::platforms::slack::{self as sl, Envelope, NAME, Recent};
 use crate::platforms::{ChatKind, ChatRef, Inbound, Parsed, PlatformError};
+use crate::ws::{WsEvent, next_event};
 
 /// First wait after a failed connection; doubles up to [`MAX_BACKOFF`].
 pub const FIRST_BACKOFF: Duration = Duration::from_secs(1);
@@ -707,7 +707,7 @@ async fn connection(
     let hello_by = Instant::now() + HELLO_TIMEOUT;
     let mut greeted = false;
     loop {
-        let frame = tokio::select! {
+        let event = tokio::select! {
             _ = ping.tick() => {
                 if last_pong.elapsed() > PING_INTERVAL * STALE_PINGS {
                     return Ended::Lost("no pong from Slack".into());
@@ -726,44 +726,20 @@ async fn connection(
                 }
                 continue;
             }
-            f = ws.next() => f,
+            e = next_event(&mut ws, &mut buf, MAX_FRAME_BYTES) => e,
         };
-        let whole = match frame {
-            None | Some(Err(_)) => return Ended::Lost("the socket closed".into()),
-            Some(Ok(f)) => match f {
-                Frame::Text(b) | Frame::Binary(b) => b,
-                Frame::Continuation(Item::FirstText(b) | Item::FirstBinary(b)) => {
-                    buf.clear();
-                    buf.extend_from_slice(&b);
-                    continue;
-                }
-                Frame::Continuation(Item::Continue(b)) => {
-                    buf.extend_from_slice(&b);
-                    if buf.len() > MAX_FRAME_BYTES {
-                        return Ended::Lost("a message too large".into());
-                    }
-                    continue;
-                }
-                Frame::Continuation(Item::Last(b)) => {
-                    buf.extend_from_slice(&b);
-                    buf.split().freeze()
-                }
-                Frame::Ping(p) => {
-                    let _ = ws.send(WsMessage::Pong(p)).await;
-                    continue;
-                }
-                Frame::Pong(_) => {
-                    last_pong = Instant::now();
-                    continue;
-                }
-                Frame::Close(reason) => {
-                    let code: u16 = reason.map_or(1005, |r| r.code.into());
-                    return Ended::Lost(format!("Slack closed the socket ({code})"));
-                }
-            },
+        let text = match event {
+            WsEvent::Message(t) => t,
+            WsEvent::Pong => {
+                last_pong = Instant::now();
+                continue;
+            }
+            WsEvent::Closed(code) => {
+                return Ended::Lost(format!("Slack closed the socket ({code})"));
+            }
+            WsEvent::Ended => return Ended::Lost("the socket closed".into()),
         };
         last_pong = Instant::now();
-        let text = String::from_utf8_lossy(&whole);
         let envelope = match sl::parse_envelope(&text) {
             Ok(e) => e,
             Err(e) => {

@@ -9,10 +9,12 @@
 //!   pairing of tool calls with their results (no actix).
 //! - [`upstream`]: the OpenAI-compatible model client (streaming, retries,
 //!   fallback, usage estimates, sampling parameters).
+//! - [`ws`]: reading a chat platform's websocket (whole messages, pings).
 //! - [`tools`]: the agent's tools, their schemas, caps and refusals.
 //! - [`config`]: typed configuration (schema, environment, validation, loading).
 //! - [`db`]: the embedded SQLite store on its own thread, with migrations;
-//!   [`sessions`], [`response_db`], [`platform_state`]: what is kept in it.
+//!   [`sessions`], [`response_db`], [`platform_state`], [`deliveries`]: what
+//!   is kept in it.
 //! - [`api`]: the OpenAI-compatible HTTP API (routes, errors, auth, SSE
 //!   framing, inbound platform hooks).
 //! - [`platforms`]: the chat platform layer's shared vocabulary and pure
@@ -62,3 +64,4 @@ pub mod sse;
 pub mod testing;
 pub mod tools;
 pub mod upstream;
+pub mod ws;
