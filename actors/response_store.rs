@@ -136,7 +136,14 @@ impl ResponseStoreActor {
     /// Runs eviction on the database thread and drops evicted ids from the cache.
     fn evict(&mut self, ctx: &mut Context<Self>) {
         let (max, min_at) = (self.limits.max_responses, self.min_created_at());
-        let job = self.db.call(move |c| response_db::evict(c, max, min_at));
+        let job = self.db.call(move |c| {
+            // `/v1/runs` runs are kept as long as responses are.
+            let runs = crate::run_db::evict(c, min_at)?;
+            if runs > 0 {
+                log::info!("run store: evicted {runs} finished run(s)");
+            }
+            response_db::evict(c, max, min_at)
+        });
         ctx.spawn(job.into_actor(self).map(|res, act, _| match res {
             Ok(ids) => {
                 if !ids.is_empty() {

@@ -723,7 +723,7 @@ impl Handler<TurnDone> for SessionRouter {
             let mut messages = Vec::with_capacity(o.messages.len() + 1);
             messages.push(done.user);
             messages.extend(o.messages.iter().cloned());
-            let write = crate::sessions::append(&self.db, &done.key, messages, o.usage);
+            let write = crate::sessions::append(&self.db, &done.key, messages, o.usage, None);
             let key = done.key.clone();
             actix::spawn(async move {
                 if let Err(e) = write.await {

@@ -101,6 +101,39 @@ const MIGRATIONS: &[&str] = &[
         run TEXT NOT NULL
     );
     CREATE INDEX deliveries_by_platform ON deliveries(platform, id);",
+    // 6: work that outlives its connection. The events of stored responses
+    // and of runs (replayed to clients that come back), runs themselves with
+    // their durable idempotency keys, responses still running (`live`, so a
+    // restart can end them), and the API key that created a session.
+    "CREATE TABLE stream_events (
+        stream_id TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        kind TEXT NOT NULL,
+        data TEXT NOT NULL,
+        PRIMARY KEY (stream_id, seq)
+    ) WITHOUT ROWID;
+    ALTER TABLE responses ADD COLUMN live INTEGER NOT NULL DEFAULT 0;
+    CREATE INDEX responses_live ON responses(live) WHERE live = 1;
+    CREATE TABLE runs (
+        id TEXT PRIMARY KEY,
+        owner TEXT NOT NULL,
+        session_id TEXT NOT NULL,
+        status TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        started_at INTEGER,
+        finished_at INTEGER,
+        output_text TEXT NOT NULL DEFAULT '',
+        usage TEXT,
+        error TEXT,
+        pending_approval TEXT,
+        idempotency_key TEXT,
+        body_hash TEXT
+    );
+    CREATE UNIQUE INDEX runs_by_idempotency ON runs(owner, idempotency_key)
+        WHERE idempotency_key IS NOT NULL;
+    CREATE INDEX runs_by_status ON runs(status);
+    ALTER TABLE sessions ADD COLUMN owner TEXT;
+    CREATE INDEX sessions_by_owner ON sessions(owner, updated_at);",
 ];
 
 /// Errors of the embedded store.

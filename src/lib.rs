@@ -13,8 +13,9 @@
 //! - [`tools`]: the agent's tools, their schemas, caps and refusals.
 //! - [`config`]: typed configuration (schema, environment, validation, loading).
 //! - [`db`]: the embedded SQLite store on its own thread, with migrations;
-//!   [`sessions`], [`response_db`], [`platform_state`], [`deliveries`]: what
-//!   is kept in it.
+//!   [`sessions`], [`response_db`], [`run_db`], [`platform_state`],
+//!   [`deliveries`]: what is kept in it; [`journal`]: the numbered events of
+//!   responses and runs, replayed to clients that come back.
 //! - [`api`]: the OpenAI-compatible HTTP API (routes, errors, auth, SSE
 //!   framing, inbound platform hooks).
 //! - [`platforms`]: the chat platform layer's shared vocabulary and pure
@@ -47,6 +48,7 @@ pub mod conversation;
 pub mod db;
 pub mod deliveries;
 pub mod gateway;
+pub mod journal;
 pub mod memory;
 pub mod metrics;
 pub mod notify;
@@ -56,6 +58,7 @@ pub mod platform_state;
 pub mod platform_status;
 pub mod platforms;
 pub mod response_db;
+pub mod run_db;
 pub mod secrets;
 pub mod service;
 pub mod sessions;

@@ -103,6 +103,16 @@ const DESCRIPTIONS: &[(&str, &str, &str)] = &[
         "Tool calls by tool and outcome.",
     ),
     (
+        "hermes_runs_total",
+        "counter",
+        "/v1/runs runs by outcome (started, replayed, completed, failed, cancelled, interrupted).",
+    ),
+    (
+        "hermes_stream_resumes_total",
+        "counter",
+        "Event streams read again by a returning client, by kind (response, run).",
+    ),
+    (
         "hermes_platform_messages_total",
         "counter",
         "Chat platform messages by platform and direction.",

@@ -35,6 +35,8 @@ pub struct StoredResponse {
     pub item_ids: Vec<String>,
     /// Approvals its turn paused on.
     pub approvals: Vec<StoredApproval>,
+    /// Still running: a restart finds it and ends it as interrupted.
+    pub live: bool,
 }
 
 /// A dangerous call a paused turn waits on, and the client's approval id for it.
@@ -58,8 +60,8 @@ pub fn insert(
     let tx = c.transaction()?;
     tx.execute(
         "INSERT OR REPLACE INTO responses
-         (id, previous_id, session_id, created_at, instructions, input_items, turn_messages, response, owner)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+         (id, previous_id, session_id, created_at, instructions, input_items, turn_messages, response, owner, live)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
         params![
             r.id,
             r.previous_id,
@@ -69,7 +71,8 @@ pub fn insert(
             r.input_items,
             r.turn_messages,
             r.response,
-            r.owner
+            r.owner,
+            r.live
         ],
     )?;
     {
@@ -120,6 +123,7 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredResponse> {
         owner: r.get(8)?,
         item_ids: Vec::new(),
         approvals: Vec::new(),
+        live: false,
     })
 }
 
@@ -165,6 +169,7 @@ fn remove(tx: &rusqlite::Transaction<'_>, id: &str) -> Result<usize, StoreError>
     tx.execute("DELETE FROM conversations WHERE response_id = ?1", [id])?;
     tx.execute("DELETE FROM response_items WHERE response_id = ?1", [id])?;
     tx.execute("DELETE FROM approvals WHERE response_id = ?1", [id])?;
+    crate::journal::delete(tx, id)?;
     Ok(n)
 }
 
@@ -282,6 +287,23 @@ pub fn conversation(c: &Connection, name: &str) -> Result<Option<String>, StoreE
     Ok(stmt.query_row([name], |r| r.get(0)).optional()?)
 }
 
+/// Ids of the responses that were still running (a restart cut them off).
+pub fn live(c: &Connection) -> Result<Vec<String>, StoreError> {
+    let mut stmt = c.prepare("SELECT id FROM responses WHERE live = 1")?;
+    Ok(stmt
+        .query_map([], |r| r.get(0))?
+        .collect::<Result<_, _>>()?)
+}
+
+/// Replaces a response object and marks it no longer running.
+pub fn settle(c: &Connection, id: &str, response: &str) -> Result<(), StoreError> {
+    c.execute(
+        "UPDATE responses SET response = ?2, live = 0 WHERE id = ?1",
+        params![id, response],
+    )?;
+    Ok(())
+}
+
 /// Number of stored responses.
 pub fn count(c: &Connection) -> Result<usize, StoreError> {
     Ok(c.query_row("SELECT COUNT(*) FROM responses", [], |r| r.get::<_, i64>(0))? as usize)
@@ -344,6 +366,7 @@ mod tests {
             owner: "k".into(),
             item_ids: Vec::new(),
             approvals: Vec::new(),
+            live: false,
         }
     }
 

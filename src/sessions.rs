@@ -29,23 +29,26 @@ pub fn load(db: &Db, key: &str) -> impl Future<Output = Result<Vec<Message>, Sto
 }
 
 /// Appends messages to a session (creating it), in one transaction.
-/// The write is queued at once: a later `load` always sees it.
+/// The write is queued at once: a later `load` always sees it. `owner`: the
+/// API key (by name) that created the session; the first one written stays.
 pub fn append(
     db: &Db,
     key: &str,
     messages: Vec<Message>,
     usage: Usage,
+    owner: Option<String>,
 ) -> impl Future<Output = Result<(), StoreError>> + use<> {
     let key = key.to_string();
     db.call(move |c| {
         let tx = c.transaction()?;
         let t = now();
         tx.execute(
-            "INSERT INTO sessions (key, created_at, updated_at, prompt_tokens, completion_tokens, turns)
-             VALUES (?1, ?2, ?2, ?3, ?4, 1)
+            "INSERT INTO sessions (key, created_at, updated_at, prompt_tokens, completion_tokens, turns, owner)
+             VALUES (?1, ?2, ?2, ?3, ?4, 1, ?5)
              ON CONFLICT(key) DO UPDATE SET updated_at = ?2,
-               prompt_tokens = prompt_tokens + ?3, completion_tokens = completion_tokens + ?4, turns = turns + 1",
-            rusqlite::params![key, t, usage.prompt_tokens as i64, usage.completion_tokens as i64],
+               prompt_tokens = prompt_tokens + ?3, completion_tokens = completion_tokens + ?4, turns = turns + 1,
+               owner = COALESCE(owner, ?5)",
+            rusqlite::params![key, t, usage.prompt_tokens as i64, usage.completion_tokens as i64, owner],
         )?;
         {
             let mut ins =
@@ -57,6 +60,24 @@ pub fn append(
         }
         tx.commit()?;
         Ok(())
+    })
+}
+
+/// The API key (by name) that created a session: `None` for an unknown
+/// session, `Some(None)` for one no key owns (a chat platform's).
+pub fn owner(
+    db: &Db,
+    key: &str,
+) -> impl Future<Output = Result<Option<Option<String>>, StoreError>> + use<> {
+    let key = key.to_string();
+    db.call(move |c| {
+        let mut stmt = c.prepare_cached("SELECT owner FROM sessions WHERE key = ?1")?;
+        let row = stmt.query_row([&key], |r| r.get::<_, Option<String>>(0));
+        match row {
+            Ok(o) => Ok(Some(o)),
+            Err(rusqlite::Error::QueryReturnedNoRows) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
     })
 }
 
@@ -149,6 +170,221 @@ pub fn reset(db: &Db, key: &str) -> impl Future<Output = Result<(), StoreError>>
     })
 }
 
+/// Whose stored sessions a caller may see.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Viewer {
+    /// Every session, chat platforms' too (`api_server.admin_keys`).
+    All,
+    /// Only the sessions this API key (by name) created.
+    Key(String),
+}
+
+impl Viewer {
+    /// The owner to filter on (`?n IS NULL OR owner = ?n` in SQL).
+    fn owner(&self) -> Option<&str> {
+        match self {
+            Self::All => None,
+            Self::Key(k) => Some(k),
+        }
+    }
+}
+
+/// A stored session as the sessions API shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Summary {
+    pub key: String,
+    pub title: Option<String>,
+    /// Unix seconds.
+    pub created_at: u64,
+    /// Unix seconds of the last turn (or rename).
+    pub updated_at: u64,
+    pub messages: u64,
+}
+
+/// A stored message with the Unix time its turn was written.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Stamped {
+    pub message: Message,
+    pub created_at: u64,
+}
+
+/// One page of sessions, most recently updated first.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Page {
+    pub sessions: Vec<Summary>,
+    /// More sessions follow the last one.
+    pub has_more: bool,
+}
+
+/// The columns of a [`Summary`], for `SELECT ... FROM sessions s`.
+const SUMMARY_COLUMNS: &str = "s.key, s.title, s.created_at, s.updated_at,
+    (SELECT COUNT(*) FROM messages m WHERE m.session_key = s.key)";
+
+fn summary_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Summary> {
+    Ok(Summary {
+        key: r.get(0)?,
+        title: r.get(1)?,
+        created_at: r.get::<_, i64>(2)?.max(0) as u64,
+        updated_at: r.get::<_, i64>(3)?.max(0) as u64,
+        messages: r.get::<_, i64>(4)?.max(0) as u64,
+    })
+}
+
+fn summary_of(c: &rusqlite::Connection, key: &str) -> rusqlite::Result<Option<Summary>> {
+    let mut stmt = c.prepare_cached(&format!(
+        "SELECT {SUMMARY_COLUMNS} FROM sessions s WHERE s.key = ?1"
+    ))?;
+    match stmt.query_row([key], summary_row) {
+        Ok(s) => Ok(Some(s)),
+        Err(rusqlite::Error::QueryReturnedNoRows) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// The first of `keys` that is a stored session `viewer` may see.
+pub fn find(
+    db: &Db,
+    keys: Vec<String>,
+    viewer: Viewer,
+) -> impl Future<Output = Result<Option<String>, StoreError>> + use<> {
+    db.call(move |c| {
+        let mut stmt = c.prepare_cached(
+            "SELECT 1 FROM sessions WHERE key = ?1 AND (?2 IS NULL OR owner = ?2)",
+        )?;
+        for key in keys {
+            if stmt.exists(rusqlite::params![key, viewer.owner()])? {
+                return Ok(Some(key));
+            }
+        }
+        Ok(None)
+    })
+}
+
+/// Up to `limit` sessions `viewer` may see, most recently updated first
+/// (ties by key), after the session `after` in that order. `None` when
+/// `after` is not a session `viewer` sees.
+pub fn list(
+    db: &Db,
+    viewer: Viewer,
+    after: Option<String>,
+    limit: usize,
+) -> impl Future<Output = Result<Option<Page>, StoreError>> + use<> {
+    db.call(move |c| {
+        let owner = viewer.owner();
+        let cursor = match &after {
+            None => None,
+            Some(key) => {
+                let mut stmt = c.prepare_cached(
+                    "SELECT updated_at FROM sessions WHERE key = ?1 AND (?2 IS NULL OR owner = ?2)",
+                )?;
+                match stmt.query_row(rusqlite::params![key, owner], |r| r.get::<_, i64>(0)) {
+                    Ok(t) => Some((key.as_str(), t)),
+                    Err(rusqlite::Error::QueryReturnedNoRows) => return Ok(None),
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        };
+        let mut stmt = c.prepare_cached(&format!(
+            "SELECT {SUMMARY_COLUMNS} FROM sessions s
+             WHERE (?1 IS NULL OR s.owner = ?1)
+               AND (?2 IS NULL OR s.updated_at < ?3 OR (s.updated_at = ?3 AND s.key > ?2))
+             ORDER BY s.updated_at DESC, s.key
+             LIMIT ?4"
+        ))?;
+        // One more than asked: whether it exists is `has_more`.
+        let fetch = i64::try_from(limit.saturating_add(1)).unwrap_or(i64::MAX);
+        let rows = stmt.query_map(
+            rusqlite::params![owner, cursor.map(|(k, _)| k), cursor.map(|(_, t)| t), fetch],
+            summary_row,
+        )?;
+        let mut sessions = rows.collect::<Result<Vec<_>, _>>()?;
+        let has_more = sessions.len() > limit;
+        sessions.truncate(limit);
+        Ok(Some(Page { sessions, has_more }))
+    })
+}
+
+/// A session's summary and its messages in order, each with the time its
+/// turn was written (`None` for an unknown session).
+pub fn detail(
+    db: &Db,
+    key: &str,
+) -> impl Future<Output = Result<Option<(Summary, Vec<Stamped>)>, StoreError>> + use<> {
+    let key = key.to_string();
+    db.call(move |c| {
+        // One transaction: the count and the messages agree.
+        let tx = c.transaction()?;
+        let Some(summary) = summary_of(&tx, &key)? else {
+            return Ok(None);
+        };
+        let mut messages = Vec::new();
+        {
+            let mut stmt = tx.prepare_cached(
+                "SELECT created_at, body FROM messages WHERE session_key = ?1 ORDER BY id",
+            )?;
+            let rows = stmt.query_map([&key], |r| {
+                Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
+            })?;
+            for row in rows {
+                let (t, body) = row?;
+                match serde_json::from_str::<Message>(&body) {
+                    Ok(message) => messages.push(Stamped {
+                        message,
+                        created_at: t.max(0) as u64,
+                    }),
+                    Err(e) => {
+                        log::warn!("session {key}: skipping an unreadable stored message: {e}")
+                    }
+                }
+            }
+        }
+        tx.commit()?;
+        Ok(Some((summary, messages)))
+    })
+}
+
+/// Renames a session `viewer` may see; its summary after, or `None` when
+/// there is no such session. `updated_at` stays the time of the last turn.
+pub fn rename(
+    db: &Db,
+    key: &str,
+    viewer: Viewer,
+    title: &str,
+) -> impl Future<Output = Result<Option<Summary>, StoreError>> + use<> {
+    let (key, title) = (key.to_string(), title.to_string());
+    db.call(move |c| {
+        let tx = c.transaction()?;
+        let changed = tx.execute(
+            "UPDATE sessions SET title = ?1 WHERE key = ?2 AND (?3 IS NULL OR owner = ?3)",
+            rusqlite::params![title, key, viewer.owner()],
+        )?;
+        let summary = if changed == 0 {
+            None
+        } else {
+            summary_of(&tx, &key)?
+        };
+        tx.commit()?;
+        Ok(summary)
+    })
+}
+
+/// Deletes a session `viewer` may see, messages and all; `false` when there
+/// is no such session.
+pub fn delete(
+    db: &Db,
+    key: &str,
+    viewer: Viewer,
+) -> impl Future<Output = Result<bool, StoreError>> + use<> {
+    let key = key.to_string();
+    db.call(move |c| {
+        let n = c.execute(
+            "DELETE FROM sessions WHERE key = ?1 AND (?2 IS NULL OR owner = ?2)",
+            rusqlite::params![key, viewer.owner()],
+        )?;
+        Ok(n > 0)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -164,7 +400,7 @@ mod tests {
             "a:c:C10:1.0",
             "a:c:C2:1.0",
         ] {
-            append(&db, k, vec![Message::user("x")], Usage::default())
+            append(&db, k, vec![Message::user("x")], Usage::default(), None)
                 .await
                 .unwrap_or_else(|e| panic!("{e}"));
         }
@@ -183,12 +419,19 @@ mod tests {
                 "s1",
                 vec![Message::user("hi"), Message::assistant("hello")],
                 Usage::default(),
+                None,
             )
             .await
             .unwrap_or_else(|e| panic!("{e}"));
-            append(&db, "s1", vec![Message::user("again")], Usage::default())
-                .await
-                .unwrap_or_else(|e| panic!("{e}"));
+            append(
+                &db,
+                "s1",
+                vec![Message::user("again")],
+                Usage::default(),
+                None,
+            )
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
         }
         let db = Db::open(&path).unwrap_or_else(|e| panic!("{e}"));
         let h = load(&db, "s1").await.unwrap_or_default();
@@ -212,5 +455,121 @@ mod tests {
         reset(&db, "s1").await.unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(info(&db, "s1").await.unwrap_or_default(), None);
         assert!(load(&db, "s1").await.unwrap_or_default().is_empty());
+    }
+
+    /// A database with sessions `a1`, `a2` (owned by `alice`), `b1` (by
+    /// `bob`) and `telegram:7` (nobody's), updated in that order at times
+    /// 100, 200, 200, 300.
+    async fn owned_sessions() -> (tempfile::TempDir, Db) {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let db = Db::open(&dir.path().join("state.db")).unwrap_or_else(|e| panic!("{e}"));
+        for (key, owner, t) in [
+            ("a1", Some("alice"), 100),
+            ("a2", Some("alice"), 200),
+            ("b1", Some("bob"), 200),
+            ("telegram:7", None, 300),
+        ] {
+            append(
+                &db,
+                key,
+                vec![Message::user("q"), Message::assistant("a")],
+                Usage::default(),
+                owner.map(String::from),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+            let key = key.to_string();
+            db.call(move |c| {
+                c.execute(
+                    "UPDATE sessions SET updated_at = ?1 WHERE key = ?2",
+                    rusqlite::params![t, key],
+                )?;
+                Ok(())
+            })
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        }
+        (dir, db)
+    }
+
+    fn keys(page: &Option<Page>) -> Vec<&str> {
+        page.iter()
+            .flat_map(|p| p.sessions.iter().map(|s| s.key.as_str()))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn lists_page_by_update_time_within_what_the_viewer_sees() {
+        let (_dir, db) = owned_sessions().await;
+        let alice = || Viewer::Key("alice".into());
+        let all = list(&db, Viewer::All, None, 10).await.unwrap_or_default();
+        assert_eq!(keys(&all), vec!["telegram:7", "a2", "b1", "a1"]);
+        assert_eq!(all.map(|p| p.has_more), Some(false));
+        let first = list(&db, Viewer::All, None, 2).await.unwrap_or_default();
+        assert_eq!(keys(&first), vec!["telegram:7", "a2"]);
+        assert_eq!(first.map(|p| p.has_more), Some(true));
+        // A tie on the time goes by key, so a page starting after `a2` has `b1`.
+        let next = list(&db, Viewer::All, Some("a2".into()), 2)
+            .await
+            .unwrap_or_default();
+        assert_eq!(keys(&next), vec!["b1", "a1"]);
+        assert_eq!(next.map(|p| p.has_more), Some(false));
+        let own = list(&db, alice(), None, 10).await.unwrap_or_default();
+        assert_eq!(keys(&own), vec!["a2", "a1"]);
+        let own = list(&db, alice(), Some("a2".into()), 10)
+            .await
+            .unwrap_or_default();
+        assert_eq!(keys(&own), vec!["a1"]);
+        // Paging after a session one cannot see, or one that does not exist.
+        for after in ["b1", "nope"] {
+            let page = list(&db, alice(), Some(after.into()), 10).await;
+            assert!(matches!(page, Ok(None)), "{after}: {page:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn find_rename_delete_respect_the_owner() {
+        let (_dir, db) = owned_sessions().await;
+        let alice = || Viewer::Key("alice".into());
+        let found = find(&db, vec!["b1".into(), "a1".into()], alice()).await;
+        assert_eq!(found.ok().flatten().as_deref(), Some("a1"));
+        let found = find(&db, vec!["telegram:7".into()], alice()).await;
+        assert_eq!(found.ok().flatten(), None);
+        let found = find(&db, vec!["telegram:7".into()], Viewer::All).await;
+        assert_eq!(found.ok().flatten().as_deref(), Some("telegram:7"));
+
+        let renamed = rename(&db, "b1", alice(), "mine now").await;
+        assert_eq!(renamed.ok().flatten(), None);
+        let renamed = rename(&db, "a1", alice(), "Trip").await.ok().flatten();
+        let s = renamed.unwrap_or_else(|| panic!("a1 renamed"));
+        assert_eq!(
+            (s.title.as_deref(), s.updated_at, s.messages),
+            (Some("Trip"), 100, 2)
+        );
+
+        let (summary, messages) = detail(&db, "a1")
+            .await
+            .ok()
+            .flatten()
+            .unwrap_or_else(|| panic!("a1 exists"));
+        assert_eq!(summary, s);
+        assert_eq!(
+            messages
+                .iter()
+                .map(|m| m.message.text())
+                .collect::<Vec<_>>(),
+            vec!["q", "a"]
+        );
+        assert!(messages.iter().all(|m| m.created_at > 0));
+
+        assert!(!delete(&db, "b1", alice()).await.unwrap_or(true));
+        assert!(delete(&db, "a1", alice()).await.unwrap_or(false));
+        assert_eq!(detail(&db, "a1").await.ok().flatten(), None);
+        assert!(load(&db, "a1").await.unwrap_or_default().is_empty());
+        assert!(
+            delete(&db, "telegram:7", Viewer::All)
+                .await
+                .unwrap_or(false)
+        );
     }
 }

@@ -743,45 +743,68 @@ async fn eviction_by_capacity_clears_the_conversation_name() {
 }
 
 #[actix_web::test]
-async fn a_client_leaving_a_stream_leaves_an_incomplete_response() {
-    let app = spawn_app(vec![Reply::numbered_stream(100, 10 * MS, 100 * MS)]).await;
-    use tokio::io::AsyncReadExt;
-    let mut s = raw_post(
-        app.addr,
-        "/v1/responses",
-        &json!({"input": "talk", "stream": true}),
-    )
+async fn a_client_leaving_a_stream_interrupts_it_only_when_not_stored() {
+    let app = spawn_app(vec![
+        Reply::numbered_stream(100, 10 * MS, 20 * MS),
+        Reply::numbered_stream(100, 10 * MS, 20 * MS),
+    ])
     .await;
-    let mut got = String::new();
-    let mut buf = [0u8; 4096];
-    while got.matches("response.output_text.delta").count() < 6 {
-        let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf))
-            .await
-            .ok()
-            .and_then(Result::ok)
-            .unwrap_or(0);
-        assert!(n > 0, "stream ended early");
-        got.push_str(&String::from_utf8_lossy(&buf[..n]));
+    use tokio::io::AsyncReadExt;
+    let mut ids = Vec::new();
+    for store in [true, false] {
+        let mut s = raw_post(
+            app.addr,
+            "/v1/responses",
+            &json!({"input": "talk", "stream": true, "store": store}),
+        )
+        .await;
+        let mut got = String::new();
+        let mut buf = [0u8; 4096];
+        while got.matches("response.output_text.delta").count() < 6 {
+            let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf))
+                .await
+                .ok()
+                .and_then(Result::ok)
+                .unwrap_or(0);
+            assert!(n > 0, "stream ended early");
+            got.push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+        let id_at = got.find("\"id\":\"resp_").unwrap_or(0) + 6;
+        ids.push(
+            got[id_at..]
+                .chars()
+                .take_while(|c| *c != '"')
+                .collect::<String>(),
+        );
+        drop(s);
     }
-    let id_at = got.find("\"id\":\"resp_").unwrap_or(0) + 6;
-    let id: String = got[id_at..].chars().take_while(|c| *c != '"').collect();
-    drop(s);
-    let mut stored = Value::Null;
+    // Not stored: the upstream request is dropped.
     for _ in 0..150 {
-        let (code, v) = get(&app, &id).await;
-        if code == 200 {
+        if !app.fake.disconnects().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        app.fake.disconnects().len(),
+        1,
+        "only the unstored one stops"
+    );
+    // Stored: it runs to the end and is kept whole.
+    let mut stored = Value::Null;
+    for _ in 0..250 {
+        let (code, v) = get(&app, &ids[0]).await;
+        if code == 200 && v["status"] != "in_progress" {
             stored = v;
             break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert_eq!(stored["status"], "incomplete", "{stored}");
+    assert_eq!(stored["status"], "completed", "{stored}");
     let text = stored["output_text"].as_str().unwrap_or("");
-    assert!(text.starts_with("w0 w1 w2 "), "partial text kept: {text}");
-    assert!(!text.contains("w99"));
     assert!(
-        !app.fake.disconnects().is_empty(),
-        "the upstream request was dropped"
+        text.starts_with("w0 w1 w2 ") && text.contains("w99"),
+        "{text}"
     );
 }
 
@@ -856,7 +879,9 @@ async fn a_response_that_cannot_be_stored_fails_instead_of_completing() {
     let db =
         rusqlite::Connection::open(app.home.join("state.db")).unwrap_or_else(|e| panic!("{e}"));
     db.execute_batch(
-        "CREATE TRIGGER full BEFORE INSERT ON responses BEGIN SELECT RAISE(FAIL, 'database or disk is full'); END;",
+        // The response is written as running first, then once it ended: the
+        // second write is the one that fails.
+        "CREATE TRIGGER full BEFORE INSERT ON responses WHEN NEW.live = 0 BEGIN SELECT RAISE(FAIL, 'database or disk is full'); END;",
     )
     .unwrap_or_else(|e| panic!("{e}"));
     let (s, e, _) = create(&app, json!({"input": "x"})).await;

@@ -636,3 +636,143 @@ async fn kill_9_mid_answer_then_a_restart_finishes_the_message_and_tells_the_use
     // Barrier: the restarted gateway answers; the old turn never comes back.
     assert!(gw.log().contains("finishing 1 answer"), "{}", gw.log());
 }
+
+/// Reads an SSE body until `stop` says so or it ends: (event, data, id) per event.
+async fn sse_events(
+    res: &mut awc::ClientResponse,
+    stop: impl Fn(&[(String, Value, Option<u64>)]) -> bool,
+) -> Vec<(String, Value, Option<u64>)> {
+    use futures_util::StreamExt;
+    let (mut raw, mut out) = (String::new(), Vec::new());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while let Ok(Some(Ok(chunk))) = tokio::time::timeout_at(deadline, res.next()).await {
+        raw.push_str(&String::from_utf8_lossy(&chunk));
+        while let Some(end) = raw.find("\n\n") {
+            let block: String = raw.drain(..end + 2).collect();
+            let (mut name, mut data, mut id) = (String::new(), Value::Null, None);
+            for line in block.lines() {
+                if let Some(v) = line.strip_prefix("event: ") {
+                    name = v.to_string();
+                } else if let Some(v) = line.strip_prefix("data: ") {
+                    data = serde_json::from_str(v).unwrap_or(Value::Null);
+                } else if let Some(v) = line.strip_prefix("id: ") {
+                    id = v.parse().ok();
+                }
+            }
+            if !name.is_empty() {
+                out.push((name, data, id));
+            }
+        }
+        if stop(&out) {
+            break;
+        }
+    }
+    out
+}
+
+#[actix_web::test]
+async fn kill_9_mid_run_then_a_restart_ends_responses_and_runs_interrupted_with_every_event() {
+    let slow = Duration::from_millis(20);
+    let fake = FakeUpstream::start(vec![
+        Reply::numbered_stream(2000, slow, slow),
+        Reply::numbered_stream(2000, slow, slow),
+    ]);
+    let mut gw = spawn(&fake.url(), "", &[]);
+    let c = client();
+    let post = |path: &str| c.post(gw.url(path)).bearer_auth(KEY);
+    let mut res = post("/v1/responses")
+        .send_json(&json!({"input": "long", "background": true}))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let r: Value = res.json().await.unwrap_or_default();
+    let resp = r["id"].as_str().unwrap_or("").to_string();
+    let run_body = json!({"input": "long run"});
+    let mut res = post("/v1/runs")
+        .insert_header(("Idempotency-Key", "restart-key"))
+        .send_json(&run_body)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let run: Value = res.json().await.unwrap_or_default();
+    let run_id = run["id"].as_str().unwrap_or("").to_string();
+    // Barrier: both have produced text, and this reader saw some run events.
+    let mut res = c
+        .get(gw.url(&format!("/v1/runs/{run_id}/events")))
+        .bearer_auth(KEY)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let seen = sse_events(&mut res, |e| e.len() >= 5).await;
+    let mut res = c
+        .get(gw.url(&format!("/v1/responses/{resp}?stream=true")))
+        .bearer_auth(KEY)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    sse_events(&mut res, |e| e.len() >= 8).await;
+    gw.signal(libc::SIGKILL);
+    let _ = gw.wait_exit(Duration::from_secs(10));
+    let dir = gw._dir.take().unwrap_or_else(|| panic!("no dir"));
+    drop(gw);
+
+    let gw = spawn_in(dir, &fake.url(), "", &[]);
+    let get = |path: &str| c.get(gw.url(path)).bearer_auth(KEY);
+    let mut res = get(&format!("/v1/responses/{resp}"))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let obj: Value = res.json().limit(1 << 20).await.unwrap_or_default();
+    assert_eq!(obj["status"], "incomplete", "{}", gw.log());
+    assert_eq!(obj["incomplete_details"]["reason"], "interrupted");
+    assert!(
+        obj["output_text"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("w0 w1 ")
+    );
+    let mut res = get(&format!("/v1/responses/{resp}?stream=true"))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let events = sse_events(&mut res, |_| false).await;
+    let seqs: Vec<u64> = events
+        .iter()
+        .filter_map(|e| e.1["sequence_number"].as_u64())
+        .collect();
+    assert_eq!(seqs, (0..events.len() as u64).collect::<Vec<_>>());
+    assert_eq!(
+        events.last().map(|e| e.0.as_str()),
+        Some("response.incomplete")
+    );
+
+    let mut res = get(&format!("/v1/runs/{run_id}"))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let r: Value = res.json().await.unwrap_or_default();
+    assert_eq!(r["status"], "interrupted", "{r}");
+    let last_seen = seen.last().and_then(|e| e.2).unwrap_or(0);
+    let mut res = get(&format!("/v1/runs/{run_id}/events"))
+        .insert_header(("Last-Event-ID", last_seen.to_string()))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let rest = sse_events(&mut res, |_| false).await;
+    assert_eq!(
+        rest.first().and_then(|e| e.2),
+        Some(last_seen + 1),
+        "the same ids after the restart"
+    );
+    assert_eq!(rest.last().map(|e| e.0.as_str()), Some("run.interrupted"));
+    // The idempotency key outlived the process too.
+    let mut res = c
+        .post(gw.url("/v1/runs"))
+        .bearer_auth(KEY)
+        .insert_header(("Idempotency-Key", "restart-key"))
+        .send_json(&run_body)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(res.status(), 202);
+    let again: Value = res.json().await.unwrap_or_default();
+    assert_eq!(again["id"].as_str(), Some(run_id.as_str()));
+    assert_eq!(fake.requests().len(), 2, "nothing is run again");
+}

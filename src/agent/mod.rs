@@ -119,6 +119,19 @@ pub struct TurnInput {
     pub sampling: Sampling,
     /// Which tools the model may or must call.
     pub tool_choice: ToolChoice,
+    /// Messages a client adds while the turn runs (`/v1/runs/{id}/steer`):
+    /// each becomes a user message before the next model call.
+    pub steer: Option<Steer>,
+}
+
+/// Text waiting to be added to a running turn, shared with whoever steers it.
+pub type Steer = std::sync::Arc<std::sync::Mutex<Vec<String>>>;
+
+/// Takes what waits in `steer` (nothing without one).
+fn take_steered(steer: Option<&Steer>) -> Vec<String> {
+    steer.map_or_else(Vec::new, |s| {
+        std::mem::take(&mut *s.lock().unwrap_or_else(|p| p.into_inner()))
+    })
 }
 
 impl TurnInput {
@@ -131,6 +144,7 @@ impl TurnInput {
             stream,
             sampling: Sampling::default(),
             tool_choice: ToolChoice::Auto,
+            steer: None,
         }
     }
 }
@@ -276,6 +290,11 @@ pub async fn run_turn(
         settings.max_continuations
     };
     loop {
+        for text in take_steered(input.steer.as_ref()) {
+            let m = Message::user(text);
+            convo.push(m.clone());
+            st.messages.push(m);
+        }
         let summary = calls >= settings.max_iterations;
         if summary {
             convo.push(Message::user(SUMMARY_PROMPT));

@@ -31,11 +31,23 @@ pub async fn chat_completions(
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
+    completions_in(req, payload, state, None).await
+}
+
+/// Chat completions in the stored session `session` names (as if the client
+/// sent it as `X-Hermes-Session-Id`), or where the header says when `None`.
+pub async fn completions_in(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+    session: Option<String>,
+) -> Result<HttpResponse, ApiError> {
     let live = state.live();
     let (body, raw) = read_json(&req, payload, &live).await?;
     let parsed = parse_request(&body, &live.model_name)?;
+    let session = session.map_or(RunSession::Header, RunSession::Named);
     if parsed.stream {
-        return stream(req, state, parsed).await;
+        return stream(req, state, parsed, session).await;
     }
     let Some(key) = req
         .headers()
@@ -43,9 +55,14 @@ pub async fn chat_completions(
         .and_then(|v| v.to_str().ok())
         .map(String::from)
     else {
-        return complete(&req, &state, parsed).await.map(replay);
+        return complete(&req, &state, parsed, session).await.map(replay);
     };
-    let principal = super::edge::key_name(&req);
+    // Keys are per API key, and per session on `/api/sessions/{id}/chat`:
+    // the same key sent to two sessions names two requests.
+    let principal = match &session {
+        RunSession::Named(id) => format!("{}\u{0}{id}", super::edge::key_name(&req)),
+        _ => super::edge::key_name(&req),
+    };
     let hash = body_hash(&raw);
     loop {
         match state.idempotency.begin(&principal, &key, hash) {
@@ -69,7 +86,7 @@ pub async fn chat_completions(
                 // The first run ended without a result: try again ourselves.
             }
             Begin::Fresh(claim) => {
-                let stored = complete(&req, &state, parsed).await?;
+                let stored = complete(&req, &state, parsed, session).await?;
                 claim.complete(stored.clone());
                 return Ok(replay(stored));
             }
@@ -93,6 +110,7 @@ async fn complete(
     req: &HttpRequest,
     state: &web::Data<AppState>,
     p: ChatRequest,
+    session: RunSession,
 ) -> Result<Stored, ApiError> {
     let mut run = Run::begin(
         state,
@@ -105,7 +123,7 @@ async fn complete(
             system: p.system,
             history: p.history,
             stream: false,
-            session: RunSession::Header,
+            session,
             params: p.params,
         },
     )
@@ -191,6 +209,7 @@ async fn stream(
     req: HttpRequest,
     state: web::Data<AppState>,
     p: ChatRequest,
+    session: RunSession,
 ) -> Result<HttpResponse, ApiError> {
     let live = state.live();
     let progress = tool_progress(&req, live.tool_progress);
@@ -205,7 +224,7 @@ async fn stream(
             system: p.system,
             history: p.history,
             stream: true,
-            session: RunSession::Header,
+            session,
             params: p.params,
         },
     )

@@ -340,6 +340,12 @@ pub enum Frame {
     Data(String),
     /// `event: <name>` + `data: <json>` (opt-in tool progress only).
     Named(&'static str, String),
+    /// A journaled event (`event: <kind>` + `data`), with `id: <seq>`
+    /// when `with_id` (run events, which clients resume by id).
+    Logged {
+        event: std::sync::Arc<crate::journal::Event>,
+        with_id: bool,
+    },
 }
 
 /// The event name of tool-progress frames.
@@ -570,7 +576,7 @@ mod tests {
         out.iter()
             .map(|fr| match fr {
                 Frame::Data(d) => serde_json::from_str(d).unwrap_or(Value::Null),
-                Frame::Named(..) => Value::Null,
+                Frame::Named(..) | Frame::Logged { .. } => Value::Null,
             })
             .collect()
     }

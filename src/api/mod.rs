@@ -18,7 +18,9 @@ pub mod idempotency;
 pub mod responses;
 pub mod responses_format;
 pub mod run;
+pub mod runs;
 pub mod sampling;
+pub mod sessions_api;
 pub mod sse_out;
 pub mod state;
 
@@ -70,6 +72,22 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 .route(web::delete().to(responses::delete)),
         )
         .service(resource("/v1/responses/{id}/input_items").route(get().to(responses::input_items)))
+        .service(resource("/v1/responses/{id}/cancel").route(web::post().to(responses::cancel)))
+        .service(resource("/v1/runs").route(web::post().to(runs::create)))
+        .service(resource("/v1/runs/{id}").route(get().to(runs::get)))
+        .service(resource("/v1/runs/{id}/events").route(get().to(runs::events)))
+        .service(resource("/v1/runs/{id}/stop").route(web::post().to(runs::stop)))
+        .service(resource("/v1/runs/{id}/steer").route(web::post().to(runs::steer)))
+        .service(resource("/v1/runs/{id}/approval").route(web::post().to(runs::approval)))
+        .service(resource("/api/sessions").route(get().to(sessions_api::list)))
+        .service(
+            resource("/api/sessions/{id}")
+                .route(get().to(sessions_api::get))
+                .route(web::patch().to(sessions_api::rename))
+                .route(web::delete().to(sessions_api::delete)),
+        )
+        .service(resource("/api/sessions/{id}/chat").route(web::post().to(sessions_api::chat)))
+        .service(resource("/v1/capabilities").route(get().to(sessions_api::capabilities)))
         .service(resource("/health").route(get().to(basic::health)))
         .service(resource("/v1/health").route(get().to(basic::health)))
         .service(resource("/v1/models").route(get().to(basic::models)))

@@ -11,15 +11,17 @@ use std::collections::HashMap;
 
 use actix::Addr;
 use actix_web::{HttpRequest, HttpResponse, web};
+use futures_util::StreamExt;
 use serde_json::{Value, json};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
 
 use super::body::read_json;
 use super::chat_format::Frame;
 use super::error::ApiError;
 use super::responses_format::{
-    ResponseBuilder, ResponseHead, TRUNCATION_MAX_MESSAGES, page_items, parse_request, split_input,
-    to_messages, truncate,
+    ResponseBuilder, ResponseHead, TRUNCATION_MAX_MESSAGES, interrupted_event, object_from_events,
+    page_items, parse_request, split_input, to_messages, truncate,
 };
 use super::run::{Run, RunRequest, RunSession, SESSION_HEADER, storage_error};
 use super::sse_out;
@@ -31,6 +33,7 @@ use crate::actors::response_store::{
 use crate::agent::{AgentEvent, ResumedCall, TurnOutcome, TurnStatus};
 use crate::config::ToolItems;
 use crate::db::StoreError;
+use crate::journal;
 use crate::openai::Message;
 use crate::openai::{FunctionCall, ToolCall};
 use crate::response_db::{StoredApproval, StoredResponse};
@@ -76,18 +79,13 @@ struct Record {
 }
 
 impl Record {
-    /// Stores the response (unless `store: false`) and advances the
-    /// conversation name; returns once the write is committed, so neither a
-    /// 200 nor `response.completed` leaves before the response is durable.
-    async fn keep(
-        self,
+    /// The stored form of the response in the state `object` shows.
+    fn stored(
+        &self,
         builder: &ResponseBuilder,
-        outcome: &TurnOutcome,
+        outcome: Option<&TurnOutcome>,
         object: &Value,
-    ) -> Result<(), ApiError> {
-        let Some(store) = self.store else {
-            return Ok(());
-        };
+    ) -> StoredResponse {
         let id = builder.id();
         let item_ids = self
             .input_items
@@ -108,29 +106,47 @@ impl Record {
                 answered: false,
             })
             .collect();
-        let mut turn = self.turn;
-        turn.extend(outcome.messages.iter().cloned());
-        let created_at = object["created_at"].as_i64().unwrap_or(0);
-        let response = StoredResponse {
+        let mut turn = self.turn.clone();
+        if let Some(o) = outcome {
+            turn.extend(o.messages.iter().cloned());
+        }
+        StoredResponse {
             id: id.to_string(),
-            previous_id: self.previous_id,
-            session_id: self.session_id,
-            created_at,
-            instructions: self.instructions,
-            input_items: Value::Array(self.input_items).to_string(),
+            previous_id: self.previous_id.clone(),
+            session_id: self.session_id.clone(),
+            created_at: object["created_at"].as_i64().unwrap_or(0),
+            instructions: self.instructions.clone(),
+            input_items: Value::Array(self.input_items.clone()).to_string(),
             turn_messages: serde_json::to_string(&turn).unwrap_or_else(|_| "[]".into()),
             response: object.to_string(),
-            owner: self.owner,
+            owner: self.owner.clone(),
             item_ids,
             approvals,
+            live: outcome.is_none(),
+        }
+    }
+
+    /// Writes the response (unless `store: false`) and, once it ended,
+    /// advances the conversation name; returns once the write is
+    /// committed, so neither a 200 nor `response.completed` leaves before
+    /// the response is durable. Without `outcome` the response is written
+    /// as running (a restart then ends it as interrupted).
+    async fn keep(
+        &self,
+        builder: &ResponseBuilder,
+        outcome: Option<&TurnOutcome>,
+        object: &Value,
+    ) -> Result<(), ApiError> {
+        let Some(store) = &self.store else {
+            return Ok(());
         };
         let put = Put {
-            response,
-            conversation: self.conversation,
+            response: self.stored(builder, outcome, object),
+            conversation: self.conversation.clone().filter(|_| outcome.is_some()),
         };
-        let written = ask(&store, put).await?;
+        let written = ask(store, put).await?;
         written.map_err(|e| {
-            log::error!("response {id} could not be stored: {e}");
+            log::error!("response {} could not be stored: {e}", builder.id());
             storage_error(&e)
         })
     }
@@ -429,6 +445,7 @@ pub async fn create(
         previous_response_id: chained_from.clone(),
         store: p.store,
         truncation_auto: p.truncation_auto,
+        background: p.background,
         metadata: p.metadata.clone(),
         echo: p.echo.clone(),
     };
@@ -443,12 +460,61 @@ pub async fn create(
         turn,
     };
     let builder = ResponseBuilder::new(head, mode).resuming(approval_of);
-    if p.stream {
+    let (done_tx, done_rx) = oneshot::channel();
+    let id = builder.id().to_string();
+    let sink = if p.store {
+        // Written as running before anyone can ask for it, so a GET, a
+        // resumed stream or a restart always finds it.
+        record
+            .keep(
+                &builder,
+                None,
+                &builder.object("in_progress", None, None, None),
+            )
+            .await?;
+        let cancel = CancellationToken::new();
+        state.lock_cancels().insert(id.clone(), cancel.clone());
+        let writer = journal::Writer::new(state.db.clone(), &state.journals, &id, 0);
+        Sink::Journal { writer, cancel }
+    } else if p.stream {
         let (tx, rx) = mpsc::channel(FRAME_BUFFER);
-        actix::spawn(relay(run, builder, tx, record));
         let frames = Box::pin(futures_util::stream::unfold(rx, |mut rx| async move {
             rx.recv().await.map(|f| (f, rx))
         }));
+        actix::spawn(drive(
+            run,
+            builder,
+            record,
+            Sink::Client(tx),
+            state.clone(),
+            done_tx,
+        ));
+        return Ok(sse_out::respond(
+            &req,
+            frames,
+            live.keep_alive,
+            &state.metrics,
+            &session_id,
+        ));
+    } else {
+        Sink::Waiting
+    };
+    if p.background && !p.stream {
+        let object = builder.object("in_progress", None, None, None);
+        actix::spawn(drive(run, builder, record, sink, state.clone(), done_tx));
+        return Ok(HttpResponse::Ok()
+            .insert_header((SESSION_HEADER, session_id))
+            .json(object));
+    }
+    if p.stream {
+        // The client is one reader of the journal: leaving does not stop the run.
+        let events = state.journals.get(&id).map(|j| j.follow(-1));
+        actix::spawn(drive(run, builder, record, sink, state.clone(), done_tx));
+        let frames = Box::pin(
+            futures_util::stream::iter(events)
+                .flatten()
+                .map(response_frame),
+        );
         return Ok(sse_out::respond(
             &req,
             frames,
@@ -457,106 +523,284 @@ pub async fn create(
             &session_id,
         ));
     }
-    complete(run, builder, record).await
-}
-
-/// A non-streaming response: run to the end, store, answer.
-async fn complete(
-    mut run: Run,
-    mut builder: ResponseBuilder,
-    record: Record,
-) -> Result<HttpResponse, ApiError> {
-    let mut ignored = Vec::new();
-    let outcome = loop {
-        match run.events.recv().await {
-            Some(AgentEvent::Finished(o)) => break *o,
-            Some(ev) => {
-                run.observe(&ev);
-                builder.event(&ev, &mut ignored);
-                ignored.clear();
-            }
-            None => break stopped_outcome(),
-        }
-    };
-    run.finish(&outcome).await?;
-    let object = builder.finish(&outcome, &mut ignored);
-    let session_id = record.session_id.clone();
-    record.keep(&builder, &outcome, &object).await?;
-    if outcome.status == TurnStatus::Failed {
+    actix::spawn(drive(run, builder, record, sink, state.clone(), done_tx));
+    let done = done_rx
+        .await
+        .map_err(|_| ApiError::internal("the response ended unexpectedly"))?;
+    done.recorded?;
+    if done.outcome.status == TurnStatus::Failed {
         // The SDKs raise on this, instead of showing an error as if it were the answer.
-        return Err(ApiError::turn_failed(&outcome, "input"));
+        return Err(ApiError::turn_failed(&done.outcome, "input"));
     }
     Ok(HttpResponse::Ok()
         .insert_header((SESSION_HEADER, session_id))
-        .json(object))
+        .json(done.object))
+}
+
+/// A journaled response event as an SSE frame (`event:` + `data:`, no `id:`,
+/// as OpenAI streams them: the SDKs resume by `sequence_number`).
+fn response_frame(event: std::sync::Arc<journal::Event>) -> Frame {
+    Frame::Logged {
+        event,
+        with_id: false,
+    }
 }
 
 fn stopped_outcome() -> TurnOutcome {
     TurnOutcome::failed("the agent stopped unexpectedly")
 }
 
-/// Relays a streamed response to the client; outlives the client if it leaves.
-async fn relay(
+/// Where a response's events go.
+enum Sink {
+    /// A client streaming a response that is not stored: when it leaves,
+    /// the turn is interrupted.
+    Client(mpsc::Sender<Frame>),
+    /// The journal of a stored response: readers come and go, the run goes
+    /// on without them until it ends or is cancelled.
+    Journal {
+        writer: journal::Writer,
+        cancel: CancellationToken,
+    },
+    /// A non-streaming client of a response that is not stored, waiting for
+    /// the end: when it leaves, the turn is interrupted.
+    Waiting,
+}
+
+/// The end of a response, for a client waiting for it.
+struct Done {
+    outcome: TurnOutcome,
+    object: Value,
+    recorded: Result<(), ApiError>,
+}
+
+/// Events drained from the agent before one write or send.
+const MAX_BATCH: usize = 64;
+
+impl Sink {
+    /// Hands the built events on. `false` once the client left.
+    async fn put(&mut self, id: &str, out: &mut Vec<Frame>) -> bool {
+        match self {
+            Sink::Client(tx) => {
+                for f in out.drain(..) {
+                    if tx.send(f).await.is_err() {
+                        return false;
+                    }
+                }
+                true
+            }
+            Sink::Journal { writer, .. } => {
+                let events = out.drain(..).filter_map(|f| match f {
+                    Frame::Named(kind, data) => Some((kind.to_string(), data)),
+                    _ => None,
+                });
+                if let Err(e) = writer.emit(events).await {
+                    log::error!("response {id}: events could not be stored: {e}");
+                }
+                true
+            }
+            Sink::Waiting => {
+                out.clear();
+                true
+            }
+        }
+    }
+
+    /// Resolves when the client left (never for a journal).
+    async fn left(&self, done: &mut oneshot::Sender<Done>) {
+        match self {
+            Sink::Client(tx) => tx.closed().await,
+            Sink::Waiting => done.closed().await,
+            Sink::Journal { .. } => std::future::pending().await,
+        }
+    }
+
+    /// Resolves when the response is cancelled (only stored ones can be).
+    async fn cancelled(&self) {
+        match self {
+            Sink::Journal { cancel, .. } => cancel.cancelled().await,
+            _ => std::future::pending().await,
+        }
+    }
+}
+
+/// Drives one response from the agent's events to its end: builds the
+/// events and the object, hands them to the sink, stores the response.
+async fn drive(
     mut run: Run,
     mut builder: ResponseBuilder,
-    tx: mpsc::Sender<Frame>,
     record: Record,
+    mut sink: Sink,
+    state: web::Data<AppState>,
+    mut done: oneshot::Sender<Done>,
 ) {
+    let id = builder.id().to_string();
     let mut out = Vec::new();
     builder.start(&mut out);
-    let mut gone = false;
-    loop {
-        for f in out.drain(..) {
-            if !gone && tx.send(f).await.is_err() {
-                gone = true;
-                run.interrupt();
-            }
+    let (mut attached, mut cancelled) = (true, false);
+    let mut ahead = None;
+    let outcome = loop {
+        if ahead.is_none() && attached && !sink.put(&id, &mut out).await {
+            attached = false;
+            run.interrupt();
         }
-        let ev = tokio::select! {
-            ev = run.events.recv() => ev,
-            _ = tx.closed(), if !gone => {
-                gone = true;
-                run.interrupt();
-                continue;
-            }
+        let ev = match ahead.take() {
+            Some(ev) => Some(ev),
+            None => tokio::select! {
+                ev = run.events.recv() => ev,
+                _ = sink.left(&mut done), if attached => {
+                    attached = false;
+                    run.interrupt();
+                    continue;
+                }
+                _ = sink.cancelled(), if !cancelled => {
+                    cancelled = true;
+                    run.interrupt();
+                    continue;
+                }
+            },
         };
-        let outcome = match ev {
-            Some(AgentEvent::Finished(o)) => *o,
+        match ev {
+            Some(AgentEvent::Finished(o)) => break *o,
             Some(ev) => {
                 run.observe(&ev);
-                builder.event(&ev, &mut out);
-                continue;
+                if !cancelled {
+                    builder.event(&ev, &mut out);
+                }
+                if out.len() < MAX_BATCH {
+                    ahead = run.events.try_recv().ok();
+                }
             }
-            None => stopped_outcome(),
-        };
-        let object = builder.finish(&outcome, &mut out);
-        let recorded = match run.finish(&outcome).await {
-            Ok(()) => record.keep(&builder, &outcome, &object).await,
-            Err(e) => Err(e),
-        };
-        if let Err(e) = recorded {
-            // The stream ends failed, never `response.completed` for a
-            // response that is not stored.
+            None => break stopped_outcome(),
+        }
+    };
+    let mut object = builder.finish(&outcome, &mut out);
+    if cancelled {
+        // A cancelled response's streams end after the last event it
+        // produced, with no further event.
+        out.clear();
+        object = builder.object("cancelled", Some(&outcome.usage), None, None);
+    }
+    let recorded = match run.finish(&outcome).await {
+        Ok(()) => record.keep(&builder, Some(&outcome), &object).await,
+        Err(e) => Err(e),
+    };
+    if let Err(e) = &recorded {
+        // The stream ends failed, never `response.completed` for a
+        // response that is not stored.
+        if !cancelled {
             builder.replace_last_with_failure(&e.message, &mut out);
         }
-        for f in out.drain(..) {
-            if gone || tx.send(f).await.is_err() {
-                break;
-            }
-        }
-        return;
     }
+    if attached {
+        sink.put(&id, &mut out).await;
+    }
+    if let Sink::Journal { .. } = sink {
+        state.journals.finish(&id);
+        state.lock_cancels().remove(&id);
+    }
+    let _ = done.send(Done {
+        outcome,
+        object,
+        recorded,
+    });
 }
 
 fn not_found(id: &str) -> ApiError {
     ApiError::not_found(format!("Response not found: {id}"), "response_not_found")
 }
 
-/// `GET /v1/responses/{id}`: exactly what `response.completed` carried.
+/// Query of `GET /v1/responses/{id}`.
+#[derive(serde::Deserialize)]
+pub struct GetQuery {
+    stream: Option<String>,
+    starting_after: Option<String>,
+}
+
+/// `starting_after`: an integer ≥ −1 (−1: from the first event).
+fn starting_after(v: Option<&str>) -> Result<i64, ApiError> {
+    match v {
+        None => Ok(-1),
+        Some(s) => match s.trim().parse::<i64>() {
+            Ok(n) if n >= -1 => Ok(n),
+            _ => Err(ApiError::invalid(
+                "starting_after must be an integer of at least -1",
+                "starting_after",
+            )),
+        },
+    }
+}
+
+/// The response object now: built from its events while it runs, else as stored.
+async fn current(state: &AppState, id: &str) -> Result<Value, ApiError> {
+    if let Some(j) = state.journals.get(id) {
+        let events = j.snapshot();
+        if let Some(obj) =
+            object_from_events(events.iter().map(|e| (e.kind.as_str(), e.data.as_str())))
+        {
+            return Ok(obj);
+        }
+    }
+    let found = ask(&state.responses, Get { id: id.to_string() })
+        .await?
+        .map_err(store_error)?;
+    let r = found.ok_or_else(|| not_found(id))?;
+    serde_json::from_str(&r.response)
+        .map_err(|e| ApiError::internal(format!("stored response: {e}")))
+}
+
+/// `GET /v1/responses/{id}`: the response as it stands (exactly what
+/// `response.completed` carried once it ended); with `stream=true`, its
+/// events after `starting_after`, replayed and then live.
 pub async fn get(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+    q: web::Query<GetQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let stream = match q.stream.as_deref() {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(_) => return Err(ApiError::invalid("stream must be true or false", "stream")),
+    };
+    let after = starting_after(q.starting_after.as_deref())?;
+    let object = current(&state, &id).await?;
+    if !stream {
+        return Ok(HttpResponse::Ok().json(object));
+    }
+    let events = journal::read(&state.journals, &state.db, &id, after)
+        .await
+        .map_err(store_error)?;
+    state.metrics.inc(
+        "hermes_stream_resumes_total",
+        vec![("kind", "response".into())],
+        1,
+    );
+    let frames = events.map(response_frame);
+    let keep_alive = state.live().keep_alive;
+    Ok(sse_out::respond(
+        &req,
+        frames,
+        keep_alive,
+        &state.metrics,
+        "",
+    ))
+}
+
+/// `POST /v1/responses/{id}/cancel`: stops a running response; it is
+/// returned `cancelled` (a finished one unchanged).
+pub async fn cancel(
     state: web::Data<AppState>,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
+    let token = state.lock_cancels().get(id.as_str()).cloned();
+    if let Some(token) = token {
+        let journal = state.journals.get(&id);
+        token.cancel();
+        if let Some(j) = journal {
+            // Ends when the run stored its last state and closed the journal.
+            j.follow(i64::MAX).for_each(|_| async {}).await;
+        }
+    }
     let found = ask(&state.responses, Get { id: id.clone() })
         .await?
         .map_err(store_error)?;
@@ -622,4 +866,45 @@ pub async fn input_items(
     let r = found.ok_or_else(|| not_found(&id))?;
     let items: Vec<Value> = serde_json::from_str(&r.input_items).unwrap_or_default();
     Ok(HttpResponse::Ok().json(page_items(&items, limit, q.after.as_deref(), ascending)))
+}
+
+/// Ends the responses an earlier process left running (at start, before
+/// serving): `incomplete` with `incomplete_details.reason: "interrupted"`,
+/// the output they had, and a closing `response.incomplete` event so a
+/// replay ends as a stream does.
+pub async fn interrupt_left_over(db: &crate::db::Db) -> Result<usize, StoreError> {
+    db.call(|c| {
+        let ids = crate::response_db::live(c)?;
+        for id in &ids {
+            let events = journal::read_after(c, id, -1)?;
+            let next = events.last().map_or(0, |e| e.seq + 1);
+            let stored = crate::response_db::get(c, id)?
+                .and_then(|r| serde_json::from_str::<Value>(&r.response).ok());
+            let Some(obj) =
+                object_from_events(events.iter().map(|e| (e.kind.as_str(), e.data.as_str())))
+                    .or(stored)
+            else {
+                continue;
+            };
+            let (kind, data) = interrupted_event(obj, next);
+            let object = serde_json::from_str::<Value>(&data)
+                .map(|v| v["response"].to_string())
+                .unwrap_or_default();
+            let last = std::sync::Arc::new(journal::Event {
+                seq: next,
+                kind,
+                data,
+            });
+            journal::write(c, id, &[last])?;
+            crate::response_db::settle(c, id, &object)?;
+        }
+        if !ids.is_empty() {
+            log::warn!(
+                "{} response(s) cut off by the last stop end incomplete (interrupted)",
+                ids.len()
+            );
+        }
+        Ok(ids.len())
+    })
+    .await
 }

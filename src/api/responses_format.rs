@@ -38,6 +38,8 @@ pub struct ResponsesRequest {
     pub store: bool,
     pub truncation_auto: bool,
     pub stream: bool,
+    /// Runs on with no client attached; returns at once.
+    pub background: bool,
     pub metadata: Value,
     /// Sampling parameters and tool choice for every upstream call of the turn.
     pub params: ModelParams,
@@ -226,6 +228,13 @@ pub fn parse_request(body: &Value, default_model: &str) -> Result<ResponsesReque
     }
     let store = opt_bool(body, "store", true)?;
     let stream = opt_bool(body, "stream", false)?;
+    let background = opt_bool(body, "background", false)?;
+    if background && !store {
+        return Err(ApiError::invalid(
+            "background responses must be stored: background requires store to be true",
+            "background",
+        ));
+    }
     let truncation_auto = match body.get("truncation") {
         None | Some(Value::Null) => false,
         Some(Value::String(s)) if s == "auto" => true,
@@ -272,6 +281,7 @@ pub fn parse_request(body: &Value, default_model: &str) -> Result<ResponsesReque
         previous_response_id,
         conversation,
         store,
+        background,
         truncation_auto,
         stream,
         metadata,
@@ -546,6 +556,7 @@ pub struct ResponseHead {
     pub instructions: Option<String>,
     pub previous_response_id: Option<String>,
     pub store: bool,
+    pub background: bool,
     pub truncation_auto: bool,
     pub metadata: Value,
     pub echo: Echo,
@@ -665,6 +676,7 @@ impl ResponseBuilder {
             "parallel_tool_calls": true,
             "previous_response_id": self.head.previous_response_id,
             "store": self.head.store,
+            "background": self.head.background,
             "temperature": self.head.echo.temperature,
             "top_p": self.head.echo.top_p,
             "max_output_tokens": self.head.echo.max_output_tokens,
@@ -969,6 +981,72 @@ impl ResponseBuilder {
         let obj = self.object("failed", None, Some(error), None);
         self.frame("response.failed", json!({"response": obj}), out);
     }
+}
+
+/// The response object as its events so far show it: what `GET` returns
+/// while the response runs, and what a restart that cut it off keeps. The
+/// closing event's object wins; before it, the output items added so far,
+/// with the text of a message still being written. `None` without a
+/// `response.created`.
+pub fn object_from_events<'a>(
+    events: impl IntoIterator<Item = (&'a str, &'a str)>,
+) -> Option<Value> {
+    let mut obj: Option<Value> = None;
+    let mut output: Vec<Value> = Vec::new();
+    let mut texts: HashMap<usize, String> = HashMap::new();
+    for (kind, data) in events {
+        let Ok(mut v) = serde_json::from_str::<Value>(data) else {
+            continue;
+        };
+        let index = v["output_index"].as_u64().map(|i| i as usize);
+        match kind {
+            "response.created" | "response.in_progress" => obj = Some(v["response"].take()),
+            "response.completed" | "response.failed" | "response.incomplete" => {
+                return Some(v["response"].take());
+            }
+            "response.output_item.added" | "response.output_item.done" => {
+                let Some(i) = index else { continue };
+                if output.len() <= i {
+                    output.resize(i + 1, Value::Null);
+                }
+                output[i] = v["item"].take();
+                if kind == "response.output_item.done" {
+                    texts.remove(&i);
+                }
+            }
+            "response.output_text.delta" => {
+                if let (Some(i), Some(d)) = (index, v["delta"].as_str()) {
+                    texts.entry(i).or_default().push_str(d);
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut obj = obj?;
+    for (i, text) in texts {
+        if let Some(item) = output.get_mut(i) {
+            item["content"] = json!([{"type": "output_text", "text": text, "annotations": []}]);
+        }
+    }
+    output.retain(|i| !i.is_null());
+    let output_text: Vec<&str> = output
+        .iter()
+        .filter(|i| i["type"] == "message")
+        .filter_map(|i| i.pointer("/content/0/text").and_then(Value::as_str))
+        .collect();
+    obj["output_text"] = Value::String(output_text.join("\n\n"));
+    obj["output"] = Value::Array(output);
+    Some(obj)
+}
+
+/// The event that ends a response a restart cut off: `response.incomplete`
+/// with `incomplete_details.reason: "interrupted"` and the output it had.
+pub fn interrupted_event(mut obj: Value, seq: u64) -> (String, String) {
+    obj["status"] = Value::from("incomplete");
+    obj["incomplete_details"] = json!({"reason": "interrupted"});
+    let kind = "response.incomplete";
+    let data = json!({"type": kind, "sequence_number": seq, "response": obj});
+    (kind.to_string(), data.to_string())
 }
 
 /// Sets an `mcp_call` item's result: `output` when it ran, `error` (the

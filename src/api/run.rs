@@ -21,7 +21,7 @@ use super::state::{AppState, OwnedSessionGuard, PendingSessions};
 use crate::actors::agent::{AgentActor, RunTurn};
 use crate::agent::history::pair_tool_calls;
 use crate::agent::{
-    AgentEvent, EVENT_CHANNEL_CAPACITY, ResumedCall, TurnInput, TurnOutcome, TurnStatus,
+    AgentEvent, EVENT_CHANNEL_CAPACITY, ResumedCall, Steer, TurnInput, TurnOutcome, TurnStatus,
 };
 use crate::config::ToolProgress;
 use crate::db::{Db, StoreError};
@@ -40,23 +40,25 @@ pub fn session_header(req: &HttpRequest) -> Result<Option<String>, ApiError> {
     let Some(v) = req.headers().get(SESSION_HEADER) else {
         return Ok(None);
     };
-    let bad = || {
-        ApiError::invalid(
-            format!(
-                "{SESSION_HEADER} must be 1-{MAX_SESSION_ID_LEN} characters of A-Z a-z 0-9 . _ : -"
-            ),
-            SESSION_HEADER,
-        )
-    };
-    let s = v.to_str().map_err(|_| bad())?;
+    let s = v.to_str().unwrap_or("\n");
+    check_session_id(s, SESSION_HEADER)?;
+    Ok(Some(s.to_string()))
+}
+
+/// A session id: 1–256 characters of `A-Z a-z 0-9 . _ : -`; else a 400
+/// naming `param`.
+pub fn check_session_id(s: &str, param: &str) -> Result<(), ApiError> {
     let ok = !s.is_empty()
         && s.len() <= MAX_SESSION_ID_LEN
         && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'));
     if ok {
-        Ok(Some(s.to_string()))
+        Ok(())
     } else {
-        Err(bad())
+        Err(ApiError::invalid(
+            format!("{param} must be 1-{MAX_SESSION_ID_LEN} characters of A-Z a-z 0-9 . _ : -"),
+            param,
+        ))
     }
 }
 
@@ -103,6 +105,18 @@ pub enum RunSession {
     /// The route brings the history and keeps the turn itself (the Responses
     /// API store). `exclusive`: one turn at a time under this id.
     Fixed { id: String, exclusive: bool },
+    /// A stored session named by the route (`/v1/runs`): as `Header` with
+    /// this id.
+    Named(String),
+}
+
+/// What only some routes add to a run.
+#[derive(Default)]
+pub struct RunExtras {
+    /// Who answers dangerous commands (overrides `defer_approvals`).
+    pub approver: Option<Approver>,
+    /// Messages the client adds while the turn runs.
+    pub steer: Option<Steer>,
 }
 
 /// Where a finished turn's messages are written.
@@ -115,6 +129,8 @@ struct Transcript {
     /// `None`: a session the client named, kept in the database.
     /// `Some`: a fresh id, remembered in memory until the client opts in.
     pending: Option<(PendingSessions, String)>,
+    /// The API key (by name) the session belongs to.
+    owner: String,
 }
 
 /// A started run. Dropping it before its turn was recorded (the client
@@ -179,7 +195,8 @@ impl Tail {
                 Ok(())
             }
             None => {
-                let written = sessions::append(&t.db, &t.key, msgs, outcome.usage).await;
+                let written =
+                    sessions::append(&t.db, &t.key, msgs, outcome.usage, Some(t.owner)).await;
                 if let Err(e) = &written {
                     log::error!("session {}: the turn could not be stored: {e}", t.key);
                 }
@@ -212,6 +229,17 @@ impl Run {
         route: &'static str,
         r: RunRequest,
     ) -> Result<Run, ApiError> {
+        Self::begin_with(state, req, route, r, RunExtras::default()).await
+    }
+
+    /// [`Run::begin`] with what only some routes add.
+    pub async fn begin_with(
+        state: &web::Data<AppState>,
+        req: &HttpRequest,
+        route: &'static str,
+        r: RunRequest,
+        extras: RunExtras,
+    ) -> Result<Run, ApiError> {
         if state.is_draining() {
             return Err(ApiError::draining());
         }
@@ -240,8 +268,11 @@ impl Run {
                 };
                 (id, guard, r.history, None)
             }
-            RunSession::Header => {
-                let requested = session_header(req)?;
+            session @ (RunSession::Header | RunSession::Named(_)) => {
+                let requested = match session {
+                    RunSession::Named(id) => Some(id),
+                    _ => session_header(req)?,
+                };
                 let session_id = requested
                     .clone()
                     .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
@@ -276,6 +307,7 @@ impl Run {
                     prefix,
                     user,
                     pending,
+                    owner: super::edge::key_name(req),
                 };
                 (session_id, Some(guard), history, Some(transcript))
             }
@@ -288,7 +320,9 @@ impl Run {
         let mut convo = pair_tool_calls(convo, &open);
         let user = if r.user.is_some() { convo.pop() } else { None };
         let session_tools = SessionTools {
-            approver: r.defer_approvals.then_some(Approver::Defer),
+            approver: extras
+                .approver
+                .or_else(|| r.defer_approvals.then_some(Approver::Defer)),
             ..SessionTools::default()
         };
         // On this worker's own thread: no hop to another thread and back for
@@ -304,6 +338,7 @@ impl Run {
             stream: r.stream,
             sampling: r.params.sampling,
             tool_choice: r.params.tool_choice,
+            steer: extras.steer,
         };
         agent
             .send(RunTurn { input, events: tx })

@@ -29,6 +29,14 @@ fn to_event(f: Frame) -> sse::Event {
     match f {
         Frame::Data(d) => sse::Event::Data(sse::Data::new(d)),
         Frame::Named(name, d) => sse::Event::Data(sse::Data::new(d).event(name)),
+        Frame::Logged { event, with_id } => {
+            let data = sse::Data::new(event.data.clone()).event(event.kind.clone());
+            sse::Event::Data(if with_id {
+                data.id(event.seq.to_string())
+            } else {
+                data
+            })
+        }
     }
 }
 
@@ -39,7 +47,8 @@ struct Body<S> {
     _open: OpenStream,
 }
 
-/// The SSE response for `frames`; the body ends when `frames` ends.
+/// The SSE response for `frames`; the body ends when `frames` ends. An
+/// empty `session_id` sends no session header.
 pub fn respond<S>(
     req: &HttpRequest,
     frames: S,
@@ -68,10 +77,11 @@ where
             }
         }
     });
-    sse::Sse::from_stream(events)
+    let mut res = sse::Sse::from_stream(events)
         .customize()
-        .insert_header(("X-Accel-Buffering", "no"))
-        .insert_header((SESSION_HEADER, session_id.to_string()))
-        .respond_to(req)
-        .map_into_boxed_body()
+        .insert_header(("X-Accel-Buffering", "no"));
+    if !session_id.is_empty() {
+        res = res.insert_header((SESSION_HEADER, session_id.to_string()));
+    }
+    res.respond_to(req).map_into_boxed_body()
 }

@@ -107,6 +107,8 @@ pub struct Live {
     pub keep_alive: std::time::Duration,
     /// Time a client has to send its request body.
     pub body_timeout: std::time::Duration,
+    /// Admin keys, approvals mode and chat platforms (sessions API, capabilities).
+    pub sessions_api: super::sessions_api::Settings,
 }
 
 impl Live {
@@ -131,6 +133,7 @@ impl Live {
             metrics_public: c.metrics.public,
             keep_alive: std::time::Duration::from_secs_f64(c.api_server.keep_alive),
             body_timeout: std::time::Duration::from_secs_f64(c.api_server.body_timeout),
+            sessions_api: super::sessions_api::Settings::from_config(c),
         }
     }
 }
@@ -180,6 +183,12 @@ pub struct AppState {
     /// Agents of the runs in flight, so a drain can interrupt what is left.
     runs: Mutex<HashMap<u64, actix::Addr<AgentActor>>>,
     next_run: AtomicU64,
+    /// Event journals of the stored responses and `/v1/runs` runs going on.
+    pub journals: crate::journal::Journals,
+    /// How to cancel each stored response still running, by id.
+    pub cancels: Mutex<HashMap<String, tokio_util::sync::CancellationToken>>,
+    /// The `/v1/runs` runs going on.
+    pub api_runs: super::runs::LiveRuns,
 }
 
 /// Marks a session busy until dropped (held by the run, streams included).
@@ -229,7 +238,17 @@ impl AppState {
             busy_sessions: Mutex::new(HashSet::new()),
             runs: Mutex::new(HashMap::new()),
             next_run: AtomicU64::new(0),
+            journals: crate::journal::Journals::default(),
+            cancels: Mutex::new(HashMap::new()),
+            api_runs: super::runs::LiveRuns::default(),
         }
+    }
+
+    /// The cancel handles of the stored responses still running.
+    pub fn lock_cancels(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<String, tokio_util::sync::CancellationToken>> {
+        self.cancels.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Records a run's agent; returns the id to forget it by.

@@ -64,6 +64,11 @@ fn reply(r: &Recorded, gap: Duration) -> Reply {
             Reply::tool_completion(&[call], (9, 4))
         };
     }
+    if text.contains("count slowly") {
+        // Long enough (4 s) to come back to, resume and cancel.
+        let slow = Duration::from_millis(20);
+        return Reply::numbered_stream(200, slow, slow);
+    }
     if text.contains("fail") {
         return Reply::error(400, "the fake upstream was asked to fail");
     }

@@ -275,6 +275,10 @@ pub struct ApiServerConfig {
     pub key: Option<String>,
     /// More keys, each with a name that logs show instead of the key.
     pub keys: Vec<NamedKey>,
+    /// Names of the keys (`default` for `key`, a `keys` entry's name,
+    /// `generated`) that see every stored session, chat platforms' too,
+    /// through `/api/sessions`; other keys see only the sessions they created.
+    pub admin_keys: Vec<String>,
     /// Browser origins allowed, or `*` (`API_SERVER_CORS_ORIGINS`).
     pub cors_origins: Vec<String>,
     /// The model id advertised by `/v1/models` (`API_SERVER_MODEL_NAME`).
@@ -309,6 +313,7 @@ impl Default for ApiServerConfig {
             port: 8642,
             key: None,
             keys: Vec::new(),
+            admin_keys: Vec::new(),
             cors_origins: Vec::new(),
             model_name: "hermes-agent".into(),
             max_concurrent_runs: 10,
@@ -621,6 +626,15 @@ impl Config {
         CHAT_PLATFORMS
             .iter()
             .filter_map(|&n| self.platform(n).map(|p| (n, p)))
+    }
+
+    /// The chat platforms that are configured (have a bot token), in
+    /// [`CHAT_PLATFORMS`] order.
+    pub fn configured_platforms(&self) -> Vec<&'static str> {
+        self.platforms()
+            .filter(|(_, p)| p.bot_token.is_some())
+            .map(|(n, _)| n)
+            .collect()
     }
 
     /// [`Config::platform`] for writing (the environment overlay).

@@ -104,6 +104,19 @@ impl Config {
                 );
             }
         }
+        let known = api_key_names(self);
+        for (i, name) in self.api_server.admin_keys.iter().enumerate() {
+            if !known.contains(&name.as_str()) {
+                return bad(
+                    &format!("api_server.admin_keys[{i}]"),
+                    name.clone(),
+                    &format!(
+                        "not an API key's name; expected one of {}",
+                        known.join(", ")
+                    ),
+                );
+            }
+        }
         if self.telegram.webhook_url.is_some() && self.telegram.webhook_secret.is_none() {
             return bad(
                 "telegram.webhook_secret",
@@ -113,6 +126,18 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// The names the API keys go by (what logs and `api_server.admin_keys`
+/// use, as `api::auth` names them): `default` for `api_server.key`, each
+/// `api_server.keys` name, or `generated` when neither is set.
+fn api_key_names(c: &Config) -> Vec<&str> {
+    let mut names: Vec<&str> = c.api_server.key.iter().map(|_| "default").collect();
+    names.extend(c.api_server.keys.iter().map(|k| k.name.as_str()));
+    if names.is_empty() {
+        names.push("generated");
+    }
+    names
 }
 
 fn check_toolsets(key: &str, sets: &[String]) -> Result<(), ConfigError> {
@@ -157,6 +182,25 @@ mod tests {
         assert!(e.contains("toolsets") && e.contains("shell"), "{e}");
         let e = invalid("platform_toolsets:\n  irc: [file]\n");
         assert!(e.contains("platform_toolsets.irc"), "{e}");
+    }
+
+    #[test]
+    fn admin_keys_must_name_api_keys() {
+        let keys = "api_server:\n  key: primary-key-0123456789\n  keys: [{name: alice, key: alice-key-0123456789}]\n";
+        assert_eq!(
+            invalid(&format!("{keys}  admin_keys: [default, alice]\n")),
+            ""
+        );
+        let e = invalid(&format!("{keys}  admin_keys: [alice, bob]\n"));
+        assert!(
+            e.contains("api_server.admin_keys[1]") && e.contains("bob"),
+            "{e}"
+        );
+        assert!(e.contains("default, alice"), "{e}");
+        // With no key configured the server generates one, named `generated`.
+        assert_eq!(invalid("api_server:\n  admin_keys: [generated]\n"), "");
+        let e = invalid("api_server:\n  admin_keys: [default]\n");
+        assert!(e.contains("api_server.admin_keys[0]"), "{e}");
     }
 
     #[test]

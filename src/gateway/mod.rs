@@ -120,7 +120,7 @@ pub async fn start(loaded: &Loaded) -> Result<Running, StartError> {
         idempotency_cache_bytes: c.api_server.idempotency_cache_mb.saturating_mul(MIB),
     };
     let state = web::Data::new(AppState::new(live, parts));
-    let any_platform = c.platforms().any(|(_, p)| p.bot_token.is_some());
+    let any_platform = !c.configured_platforms().is_empty();
     let hooks = state.chat.as_ref().is_some_and(|c| !c.hooks.is_empty());
     if any_platform && !c.api_server.enabled && !hooks {
         log::info!(
@@ -175,11 +175,7 @@ fn start_chat(
 ) -> Option<(actix::Addr<SessionRouter>, ChatParts)> {
     use actix::Actor;
     let c = &loaded.config;
-    let configured: Vec<&'static str> = crate::platforms::ALL
-        .iter()
-        .map(|p| p.name)
-        .filter(|n| c.platform(n).is_some_and(|p| p.bot_token.is_some()))
-        .collect();
+    let configured = c.configured_platforms();
     if configured.is_empty() {
         return None;
     }
@@ -233,6 +229,9 @@ async fn start_response_store(
     cfg: &crate::config::ResponseStoreConfig,
 ) -> Result<actix::Addr<ResponseStoreActor>, StartError> {
     use actix::Actor;
+    // What the last stop cut off ends before anyone can ask for it.
+    crate::api::responses::interrupt_left_over(db).await?;
+    crate::api::runs::interrupt_left_over(db).await?;
     let count = db.call(|c| crate::response_db::count(c)).await?;
     log::info!("response store: {count} stored response(s)");
     let limits = Limits {

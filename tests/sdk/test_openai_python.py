@@ -7,6 +7,7 @@ format drifts. Prints "N passed, N failed" and exits non-zero on failure.
 """
 import os
 import sys
+import time
 import traceback
 
 import openai
@@ -229,6 +230,63 @@ def responses_unknown_previous_is_not_found():
         assert "resp_missing" in str(e)
     else:
         raise AssertionError("no NotFoundError")
+
+
+def settled(response_id):
+    for _ in range(400):
+        got = client.responses.retrieve(response_id)
+        if got.status not in ("queued", "in_progress"):
+            return got
+        time.sleep(0.025)
+    raise AssertionError(f"{response_id} never settled")
+
+
+@test
+def responses_background_retrieve_and_resume():
+    r = client.responses.create(model="hermes-agent", input="hi", background=True)
+    assert r.background and r.status in ("queued", "in_progress"), r
+    done = settled(r.id)
+    assert done.status == "completed" and done.output_text == GREETING, done
+    every = list(client.responses.retrieve(r.id, stream=True))
+    assert [e.sequence_number for e in every] == list(range(len(every)))
+    assert every[-1].type == "response.completed"
+    rest = list(client.responses.retrieve(r.id, stream=True, starting_after=2))
+    assert [e.sequence_number for e in rest] == list(range(3, len(every))), rest
+
+
+@test
+def responses_stream_resumed_mid_answer():
+    # A client that dropped its stream comes back with the last number it saw.
+    first = client.responses.create(model="hermes-agent", input="count slowly", stream=True)
+    seen = []
+    for e in first:
+        seen.append(e)
+        if e.type == "response.output_text.delta" and len(seen) > 6:
+            break
+    first.close()
+    last = seen[-1].sequence_number
+    rid = seen[0].response.id
+    rest = list(client.responses.retrieve(rid, stream=True, starting_after=last))
+    assert rest[0].sequence_number == last + 1, rest[0]
+    assert rest[-1].type == "response.completed"
+    text = "".join(e.delta for e in seen + rest if e.type == "response.output_text.delta")
+    assert text == rest[-1].response.output_text, text[-40:]
+    assert text.startswith("w0 w1 ") and "w199" in text
+
+
+@test
+def responses_cancel_a_background_response():
+    r = client.responses.create(model="hermes-agent", input="count slowly", background=True)
+    for _ in range(200):
+        if client.responses.retrieve(r.id).output_text:
+            break
+        time.sleep(0.025)
+    cancelled = client.responses.cancel(r.id)
+    assert cancelled.status == "cancelled", cancelled.status
+    assert "w199" not in cancelled.output_text
+    assert client.responses.retrieve(r.id).status == "cancelled"
+    # Cancelling again returns it unchanged.
+    assert client.responses.cancel(r.id).status == "cancelled"
 
 
 def main():
