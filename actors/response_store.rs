@@ -32,6 +32,9 @@ const TTL_SWEEP_EVERY: Duration = Duration::from_secs(3600);
 pub struct Put {
     pub response: StoredResponse,
     pub conversation: Option<String>,
+    /// Events of the response written in the same transaction (its last
+    /// ones, with its final state).
+    pub events: Vec<Arc<crate::journal::Event>>,
 }
 
 /// One response by id. Sent by: `GET /v1/responses/{id}` and chaining.
@@ -199,10 +202,10 @@ impl Handler<Put> for ResponseStoreActor {
         let id = stored.id.clone();
         // Cached at once: a GET while the write commits sees it.
         self.cache(stored.clone());
-        let conversation = msg.conversation;
+        let (conversation, events) = (msg.conversation, msg.events);
         let job = self
             .db
-            .call(move |c| response_db::insert(c, &stored, conversation.as_deref()));
+            .call(move |c| response_db::insert(c, &stored, conversation.as_deref(), &events));
         Box::pin(job.into_actor(self).map(move |res, act, ctx| {
             match &res {
                 Ok(()) => {

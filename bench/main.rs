@@ -145,7 +145,9 @@ async fn non_streaming(p: &Plan) -> Result<Figures, String> {
     load::closed_loop(&direct, &body, 8, Duration::from_millis(300)).await;
 
     let secs = Duration::from_secs(p.rate_secs);
+    let cpu_before = procs::cpu_ms(gw.pid);
     let mut g = load::open_loop(&through, &body, p.rate, secs).await;
+    let cpu_per_request = (procs::cpu_ms(gw.pid) - cpu_before) / g.len().max(1) as f64;
     let mut d = load::open_loop(&direct, &body, p.rate, secs).await;
     let errors = g.iter().chain(d.iter()).filter(|s| !s.ok).count();
     if errors > 0 {
@@ -178,6 +180,7 @@ async fn non_streaming(p: &Plan) -> Result<Figures, String> {
         ("direct_max_rps", dr),
         ("max_rps_ratio", gr / dr),
         ("peak_rss_mib", peak as f64 / 1024.0),
+        ("gw_cpu_ms_per_request", cpu_per_request),
     ]))
 }
 

@@ -173,15 +173,20 @@ pub async fn read(
 /// Writes events of a stream in one transaction.
 pub fn write(c: &mut Connection, id: &str, events: &[Arc<Event>]) -> Result<(), StoreError> {
     let tx = c.transaction()?;
-    {
-        let mut ins = tx.prepare_cached(
-            "INSERT OR REPLACE INTO stream_events (stream_id, seq, kind, data) VALUES (?1, ?2, ?3, ?4)",
-        )?;
-        for e in events {
-            ins.execute(params![id, e.seq as i64, e.kind, e.data])?;
-        }
-    }
+    write_in(&tx, id, events)?;
     tx.commit()?;
+    Ok(())
+}
+
+/// Writes events of a stream inside the caller's transaction (with the
+/// state they go with: a run's row, a response's final object).
+pub fn write_in(c: &Connection, id: &str, events: &[Arc<Event>]) -> Result<(), StoreError> {
+    let mut ins = c.prepare_cached(
+        "INSERT OR REPLACE INTO stream_events (stream_id, seq, kind, data) VALUES (?1, ?2, ?3, ?4)",
+    )?;
+    for e in events {
+        ins.execute(params![id, e.seq as i64, e.kind, e.data])?;
+    }
     Ok(())
 }
 
@@ -235,26 +240,80 @@ impl Writer {
         self.journal.clone()
     }
 
-    /// Writes events (numbered in order), committed before readers see them.
-    pub async fn emit<I>(&mut self, events: I) -> Result<(), StoreError>
+    /// The stream's id.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// Numbers events in order. Write them (with [`write_in`], in the
+    /// transaction of what they go with), then [`Writer::publish`] them, or
+    /// [`Writer::rewind`] when the write failed, so numbers never skip.
+    pub fn number<I>(&mut self, events: I) -> Vec<Arc<Event>>
     where
         I: IntoIterator<Item = (String, String)>,
     {
-        let batch: Vec<Arc<Event>> = events
+        events
             .into_iter()
             .map(|(kind, data)| {
                 let seq = self.next;
                 self.next += 1;
                 Arc::new(Event { seq, kind, data })
             })
-            .collect();
-        if batch.is_empty() {
-            return Ok(());
+            .collect()
+    }
+
+    /// Hands written events to the readers.
+    pub fn publish(&self, batch: &[Arc<Event>]) {
+        if !batch.is_empty() {
+            self.journal.publish(batch);
         }
+    }
+
+    /// Gives back the numbers of a batch that was not written.
+    pub fn rewind(&mut self, batch: &[Arc<Event>]) {
+        if let Some(first) = batch.first() {
+            self.next = first.seq;
+        }
+    }
+
+    /// Writes events (numbered in order), committed before readers see them.
+    pub async fn emit<I>(&mut self, events: I) -> Result<(), StoreError>
+    where
+        I: IntoIterator<Item = (String, String)>,
+    {
+        self.emit_with(events, |_| Ok(())).await
+    }
+
+    /// [`Writer::emit`], with `also` run in the same transaction first (the
+    /// state the events report: a GET is never behind them, a crash never
+    /// splits them).
+    pub async fn emit_with<I, F>(&mut self, events: I, also: F) -> Result<(), StoreError>
+    where
+        I: IntoIterator<Item = (String, String)>,
+        F: FnOnce(&Connection) -> Result<(), StoreError> + Send + 'static,
+    {
+        let batch = self.number(events);
         let (id, stored) = (self.id.clone(), batch.clone());
-        self.db.call(move |c| write(c, &id, &stored)).await?;
-        self.journal.publish(&batch);
-        Ok(())
+        let written = self
+            .db
+            .call(move |c| {
+                let tx = c.transaction()?;
+                also(&tx)?;
+                write_in(&tx, &id, &stored)?;
+                tx.commit()?;
+                Ok(())
+            })
+            .await;
+        match written {
+            Ok(()) => {
+                self.publish(&batch);
+                Ok(())
+            }
+            Err(e) => {
+                self.rewind(&batch);
+                Err(e)
+            }
+        }
     }
 }
 

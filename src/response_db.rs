@@ -51,11 +51,13 @@ pub struct StoredApproval {
     pub answered: bool,
 }
 
-/// Inserts a response and, when `conversation` is given, points the name at it.
+/// Inserts a response and, when `conversation` is given, points the name at
+/// it; `events` of the response are written in the same transaction.
 pub fn insert(
     c: &mut Connection,
     r: &StoredResponse,
     conversation: Option<&str>,
+    events: &[std::sync::Arc<crate::journal::Event>],
 ) -> Result<(), StoreError> {
     let tx = c.transaction()?;
     tx.execute(
@@ -106,6 +108,7 @@ pub fn insert(
             params![name, r.id, r.created_at],
         )?;
     }
+    crate::journal::write_in(&tx, &r.id, events)?;
     tx.commit()?;
     Ok(())
 }
@@ -319,7 +322,8 @@ pub fn evict(
 ) -> Result<Vec<String>, StoreError> {
     let tx = c.transaction()?;
     let mut ids: Vec<String> = {
-        let mut stmt = tx.prepare("SELECT id FROM responses WHERE created_at < ?1")?;
+        // Running responses stay: their task writes them again when they end.
+        let mut stmt = tx.prepare("SELECT id FROM responses WHERE created_at < ?1 AND live = 0")?;
         stmt.query_map([min_created_at], |r| r.get(0))?
             .collect::<Result<_, _>>()?
     };
@@ -329,7 +333,8 @@ pub fn evict(
         .saturating_sub(max_count);
     if over > 0 {
         let mut stmt = tx.prepare(
-            "SELECT id FROM responses WHERE created_at >= ?1 ORDER BY created_at, rowid LIMIT ?2",
+            "SELECT id FROM responses WHERE created_at >= ?1 AND live = 0
+             ORDER BY created_at, rowid LIMIT ?2",
         )?;
         let more: Vec<String> = stmt
             .query_map(params![min_created_at, over as i64], |r| r.get(0))?
@@ -373,9 +378,9 @@ mod tests {
     #[test]
     fn chain_delete_and_eviction() {
         let mut c = open();
-        insert(&mut c, &resp("a", None, 1), Some("conv")).unwrap_or_default();
-        insert(&mut c, &resp("b", Some("a"), 2), Some("conv")).unwrap_or_default();
-        insert(&mut c, &resp("c", Some("b"), 3), None).unwrap_or_default();
+        insert(&mut c, &resp("a", None, 1), Some("conv"), &[]).unwrap_or_default();
+        insert(&mut c, &resp("b", Some("a"), 2), Some("conv"), &[]).unwrap_or_default();
+        insert(&mut c, &resp("c", Some("b"), 3), None, &[]).unwrap_or_default();
         assert_eq!(
             chain(&c, "c").unwrap_or_default(),
             vec!["[\"a\"]", "[\"b\"]", "[\"c\"]"]
@@ -419,8 +424,8 @@ mod tests {
             arguments: "{}".into(),
             answered: false,
         }];
-        insert(&mut c, &r, None).unwrap_or_else(|e| panic!("{e}"));
-        insert(&mut c, &resp("r2", Some("r1"), 2), None).unwrap_or_else(|e| panic!("{e}"));
+        insert(&mut c, &r, None, &[]).unwrap_or_else(|e| panic!("{e}"));
+        insert(&mut c, &resp("r2", Some("r1"), 2), None, &[]).unwrap_or_else(|e| panic!("{e}"));
         let ids = vec![
             "mcp_1".to_string(),
             "msg_in".to_string(),

@@ -207,10 +207,17 @@ pub fn interrupt_left_over(c: &mut Connection, now: i64) -> Result<Vec<String>, 
             .collect::<Result<_, _>>()?
     };
     for id in &ids {
+        // The text it had streamed is what it said.
+        let text: String = journal::read_after(&tx, id, 0)?
+            .iter()
+            .filter(|e| e.kind == "message.delta")
+            .filter_map(|e| serde_json::from_str::<Value>(&e.data).ok())
+            .filter_map(|v| v["delta"].as_str().map(String::from))
+            .collect();
         tx.execute(
-            "UPDATE runs SET status = 'interrupted', finished_at = ?2, pending_approval = NULL
-             WHERE id = ?1",
-            params![id, now],
+            "UPDATE runs SET status = 'interrupted', finished_at = ?2, pending_approval = NULL,
+               output_text = ?3 WHERE id = ?1",
+            params![id, now, text],
         )?;
         let last: i64 = tx.query_row(
             "SELECT COALESCE(MAX(seq), 0) FROM stream_events WHERE stream_id = ?1",
@@ -286,22 +293,37 @@ mod tests {
         insert(&mut c, &done, None, 1).unwrap_or_else(|e| panic!("{e}"));
         done.status = "completed".into();
         update(&c, &done).unwrap_or_else(|e| panic!("{e}"));
-        let ev = std::sync::Arc::new(journal::Event {
-            seq: 1,
-            kind: "run.started".into(),
-            data: "{}".into(),
-        });
-        journal::write(&mut c, "run_a", &[ev]).unwrap_or_else(|e| panic!("{e}"));
+        let ev = |seq, kind: &str, data: &str| {
+            std::sync::Arc::new(journal::Event {
+                seq,
+                kind: kind.into(),
+                data: data.into(),
+            })
+        };
+        let events = [
+            ev(1, "run.started", "{}"),
+            ev(2, "message.delta", r#"{"delta":"Hel"}"#),
+            ev(3, "message.delta", r#"{"delta":"lo"}"#),
+        ];
+        journal::write(&mut c, "run_a", &events).unwrap_or_else(|e| panic!("{e}"));
         let ids = interrupt_left_over(&mut c, 5).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(ids, vec!["run_a".to_string()]);
         let a = get(&c, "run_a").unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(
-            a.map(|r| (r.status, r.finished_at)),
-            Some(("interrupted".into(), Some(5)))
+            a.map(|r| (r.status, r.finished_at, r.output_text)),
+            Some(("interrupted".into(), Some(5), "Hello".into()))
         );
         let events = journal::read_after(&c, "run_a", 0).unwrap_or_else(|e| panic!("{e}"));
         let kinds: Vec<_> = events.iter().map(|e| (e.seq, e.kind.as_str())).collect();
-        assert_eq!(kinds, vec![(1, "run.started"), (2, "run.interrupted")]);
+        assert_eq!(
+            kinds,
+            vec![
+                (1, "run.started"),
+                (2, "message.delta"),
+                (3, "message.delta"),
+                (4, "run.interrupted")
+            ]
+        );
         // Old finished runs go with their events; running ones stay.
         insert(&mut c, &run("run_c", "k", 1), None, 1).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(evict(&mut c, 2).unwrap_or_else(|e| panic!("{e}")), 2);

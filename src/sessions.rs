@@ -63,6 +63,24 @@ pub fn append(
     })
 }
 
+/// Creates an empty session owned by `owner` (nothing when it exists).
+pub fn open(
+    db: &Db,
+    key: &str,
+    owner: &str,
+) -> impl Future<Output = Result<(), StoreError>> + use<> {
+    let (key, owner) = (key.to_string(), owner.to_string());
+    db.call(move |c| {
+        let t = now();
+        c.execute(
+            "INSERT INTO sessions (key, created_at, updated_at, owner) VALUES (?1, ?2, ?2, ?3)
+             ON CONFLICT(key) DO NOTHING",
+            rusqlite::params![key, t, owner],
+        )?;
+        Ok(())
+    })
+}
+
 /// The API key (by name) that created a session: `None` for an unknown
 /// session, `Some(None)` for one no key owns (a chat platform's).
 pub fn owner(

@@ -208,6 +208,12 @@ async fn cancel_stops_a_running_response_and_its_streams_end_without_another_eve
     );
     let (_, again) = get_json(&app, &format!("/v1/responses/{id}")).await;
     assert_eq!(again["status"], "cancelled");
+    let last = again["output"].as_array().and_then(|o| o.last()).cloned();
+    assert_eq!(
+        last.map(|m| m["status"].clone()),
+        Some(json!("incomplete")),
+        "cut off"
+    );
     assert!(
         !again["output_text"]
             .as_str()
@@ -540,6 +546,14 @@ async fn a_run_waits_for_the_clients_approval() {
         )
         .await;
         assert_eq!(s, 200);
+        let again = json!({"approval_id": approval_id, "decision": "approve"});
+        let (s, e) = json_of(app.send(&path, &again).await).await;
+        let code = e["error"]["code"].as_str();
+        assert_eq!(
+            (s, code),
+            (409, Some("approval_not_pending")),
+            "answered once"
+        );
         let run = settled(&app, &format!("/v1/runs/{id}")).await;
         assert_eq!(run["status"], "completed", "{run}");
         assert_eq!(app.cwd.path().join(file).exists(), ok, "{decision}");
@@ -550,4 +564,171 @@ async fn a_run_waits_for_the_clients_approval() {
             .map(|e| e.1["ok"].clone());
         assert_eq!(done, Some(Value::Bool(ok)));
     }
+}
+
+#[actix_web::test]
+async fn responses_are_private_to_their_key_and_a_deleted_running_one_stays_deleted() {
+    let app = spawn_app_with(
+        vec![
+            Reply::text_stream(&["mine"], MS, MS, (1, 1)),
+            Reply::numbered_stream(500, 10 * MS, 10 * MS),
+        ],
+        with_other_key,
+    )
+    .await;
+    let (_, r) = json_of(app.send("/v1/responses", &json!({"input": "x"})).await).await;
+    let id = r["id"].as_str().unwrap_or("").to_string();
+    let other_get = |path: String| client().get(app.url(&path)).bearer_auth(OTHER_KEY);
+    let other_post = |path: &str| client().post(app.url(path)).bearer_auth(OTHER_KEY);
+    for path in [
+        format!("/v1/responses/{id}"),
+        format!("/v1/responses/{id}?stream=true"),
+        format!("/v1/responses/{id}/input_items"),
+    ] {
+        let res = other_get(path.clone())
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(res.status(), 404, "{path}");
+    }
+    let res = other_post(&format!("/v1/responses/{id}/cancel"))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(res.status(), 404);
+    let res = client()
+        .delete(app.url(&format!("/v1/responses/{id}")))
+        .bearer_auth(OTHER_KEY)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(res.status(), 404);
+    let res = other_post("/v1/responses")
+        .send_json(&json!({"input": "y", "previous_response_id": id}))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(res.status(), 404, "another key's chain");
+    let (s, _) = get_json(&app, &format!("/v1/responses/{id}")).await;
+    assert_eq!(s, 200, "the owner still sees it");
+
+    // Deleting a running response stops it: it does not come back.
+    let (_, r) = json_of(
+        app.send(
+            "/v1/responses",
+            &json!({"input": "long", "background": true}),
+        )
+        .await,
+    )
+    .await;
+    let running = r["id"].as_str().unwrap_or("").to_string();
+    let res = client()
+        .delete(app.url(&format!("/v1/responses/{running}")))
+        .bearer_auth(KEY)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(res.status(), 200);
+    // Barrier: the delete returned after the run ended; nothing is left to write it.
+    let (s, _) = get_json(&app, &format!("/v1/responses/{running}")).await;
+    assert_eq!(s, 404);
+    let (s, _) = get_json(&app, &format!("/v1/responses/{running}?stream=true")).await;
+    assert_eq!(s, 404);
+}
+
+#[actix_web::test]
+async fn text_steered_during_the_last_answer_gets_one_more_model_call() {
+    let app = spawn_app(vec![
+        Reply::numbered_stream(100, 10 * MS, 10 * MS),
+        Reply::text_stream(&["Steered."], MS, MS, (1, 1)),
+    ])
+    .await;
+    let (_, r) = json_of(create_run(&app, &json!({"input": "count"}), None).await).await;
+    let id = r["id"].as_str().unwrap_or("").to_string();
+    assert!(stream_until(&app, &id, "message.delta").await);
+    // While it runs: GET shows the text so far.
+    let (_, now) = get_json(&app, &format!("/v1/runs/{id}")).await;
+    assert!(
+        now["output_text"].as_str().unwrap_or("").starts_with("w0"),
+        "{now}"
+    );
+    let (s, _) = json_of(
+        app.send(
+            &format!("/v1/runs/{id}/steer"),
+            &json!({"input": "and then stop"}),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(s, 202);
+    let run = settled(&app, &format!("/v1/runs/{id}")).await;
+    assert_eq!(
+        (run["status"].as_str(), run["output_text"].as_str()),
+        (Some("completed"), Some("Steered."))
+    );
+    let second = &app.fake.requests()[1].body;
+    let t = turns(&second["messages"]);
+    assert_eq!(
+        t.last().map(|x| (x.0.as_str(), x.1.as_str())),
+        Some(("user", "and then stop"))
+    );
+    assert!(
+        t.iter()
+            .any(|(r, x)| r == "assistant" && x.starts_with("w0 ")),
+        "the first answer is kept"
+    );
+}
+
+#[actix_web::test]
+async fn a_session_is_busy_while_its_run_goes_and_input_rules_hold() {
+    let app = spawn_app_with(
+        vec![
+            Reply::numbered_stream(100, 10 * MS, 10 * MS),
+            Reply::text_stream(&["ok"], MS, MS, (1, 1)),
+        ],
+        with_other_key,
+    )
+    .await;
+    let (_, r) = json_of(create_run(&app, &json!({"input": "count"}), Some("k-1")).await).await;
+    let (id, session) = (
+        r["id"].as_str().unwrap_or(""),
+        r["session_id"].as_str().unwrap_or(""),
+    );
+    let (s, e) =
+        json_of(create_run(&app, &json!({"input": "more", "session_id": session}), None).await)
+            .await;
+    assert_eq!(
+        (s, e["error"]["code"].as_str()),
+        (409, Some("session_busy")),
+        "{e}"
+    );
+    let (s, e) = json_of(
+        create_run(
+            &app,
+            &json!({"input": [{"role": "user", "content": "a"}, {"role": "user", "content": "b"}], "session_id": session}),
+            None,
+        )
+        .await,
+    )
+    .await;
+    assert_eq!((s, e["error"]["param"].as_str()), (400, Some("input")));
+    // The same body with other spacing is the same request.
+    let res = app
+        .post("/v1/runs")
+        .insert_header(("Idempotency-Key", "k-1"))
+        .insert_header(("content-type", "application/json"))
+        .send_body("{ \"input\" :  \"count\" }")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let (s, again) = json_of(res).await;
+    assert_eq!((s, again["id"].as_str()), (202, Some(id)));
+    // Another key cannot use this session through chat completions either.
+    let res = client()
+        .post(app.url("/v1/chat/completions"))
+        .bearer_auth(OTHER_KEY)
+        .insert_header(("X-Hermes-Session-Id", session))
+        .send_json(&chat_body("hi", false))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(res.status(), 404);
+    settled(&app, &format!("/v1/runs/{id}")).await;
 }

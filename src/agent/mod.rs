@@ -127,6 +127,11 @@ pub struct TurnInput {
 /// Text waiting to be added to a running turn, shared with whoever steers it.
 pub type Steer = std::sync::Arc<std::sync::Mutex<Vec<String>>>;
 
+/// Whether text waits in `steer`.
+fn has_steered(steer: Option<&Steer>) -> bool {
+    steer.is_some_and(|s| !s.lock().unwrap_or_else(|p| p.into_inner()).is_empty())
+}
+
 /// Takes what waits in `steer` (nothing without one).
 fn take_steered(steer: Option<&Steer>) -> Vec<String> {
     steer.map_or_else(Vec::new, |s| {
@@ -390,6 +395,17 @@ pub async fn run_turn(
             // no deltas filled the segment.
             st.continued.push_str(&completion.content);
             st.segment.clear();
+            continue;
+        }
+        if !summary && has_steered(input.steer.as_ref()) {
+            // Text steered in while the model answered: the answer so far is
+            // kept, and the model is asked again with the new message.
+            let m = Message::assistant(format!("{}{}", st.continued, completion.content));
+            convo.push(m.clone());
+            st.messages.push(m);
+            st.continued.clear();
+            st.segment.clear();
+            let _ = events.send(AgentEvent::SegmentBreak).await;
             continue;
         }
         let status = if cut_off || summary {

@@ -8,6 +8,7 @@
 //! stores the response as `incomplete` with the partial text.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use actix::Addr;
 use actix_web::{HttpRequest, HttpResponse, web};
@@ -20,8 +21,8 @@ use super::body::read_json;
 use super::chat_format::Frame;
 use super::error::ApiError;
 use super::responses_format::{
-    ResponseBuilder, ResponseHead, TRUNCATION_MAX_MESSAGES, interrupted_event, object_from_events,
-    page_items, parse_request, split_input, to_messages, truncate,
+    ResponseBuilder, ResponseHead, TRUNCATION_MAX_MESSAGES, interrupted_event, mark_cut_off,
+    object_from_events, page_items, parse_request, split_input, to_messages, truncate,
 };
 use super::run::{Run, RunRequest, RunSession, SESSION_HEADER, storage_error};
 use super::sse_out;
@@ -44,6 +45,9 @@ const ROUTE: &str = "/v1/responses";
 pub const TOOL_ITEMS_HEADER: &str = "X-Hermes-Tool-Items";
 /// Frames buffered between the relay and a slow client.
 const FRAME_BUFFER: usize = 64;
+/// How long cancelling (or deleting) a running response waits for it to
+/// store its last state.
+const CANCEL_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 /// `input_items` page size when none is asked for, and the largest allowed.
 const DEFAULT_PAGE: usize = 20;
 const MAX_PAGE: usize = 100;
@@ -136,6 +140,7 @@ impl Record {
         builder: &ResponseBuilder,
         outcome: Option<&TurnOutcome>,
         object: &Value,
+        events: Vec<Arc<journal::Event>>,
     ) -> Result<(), ApiError> {
         let Some(store) = &self.store else {
             return Ok(());
@@ -143,6 +148,7 @@ impl Record {
         let put = Put {
             response: self.stored(builder, outcome, object),
             conversation: self.conversation.clone().filter(|_| outcome.is_some()),
+            events,
         };
         let written = ask(store, put).await?;
         written.map_err(|e| {
@@ -360,10 +366,11 @@ pub async fn create(
     let mut session_id = None;
     let mut chained_from = None;
     if let Some(id) = previous_id {
-        match ask(&store, Get { id: id.clone() })
+        let found = ask(&store, Get { id: id.clone() })
             .await?
             .map_err(store_error)?
-        {
+            .filter(|prev| visible(&prev.owner, &owner));
+        match found {
             Some(prev) => {
                 history = ask(&store, Chain { id: id.clone() })
                     .await?
@@ -470,25 +477,30 @@ pub async fn create(
                 &builder,
                 None,
                 &builder.object("in_progress", None, None, None),
+                Vec::new(),
             )
             .await?;
         let cancel = CancellationToken::new();
-        state.lock_cancels().insert(id.clone(), cancel.clone());
+        let live = LiveResponse {
+            cancel: cancel.clone(),
+            owner: record.owner.clone(),
+        };
+        state.lock_live_responses().insert(id.clone(), live);
         let writer = journal::Writer::new(state.db.clone(), &state.journals, &id, 0);
-        Sink::Journal { writer, cancel }
+        Sink::Journal {
+            writer,
+            cancel,
+            _live: LiveGuard {
+                state: state.clone(),
+                id: id.clone(),
+            },
+        }
     } else if p.stream {
         let (tx, rx) = mpsc::channel(FRAME_BUFFER);
         let frames = Box::pin(futures_util::stream::unfold(rx, |mut rx| async move {
             rx.recv().await.map(|f| (f, rx))
         }));
-        actix::spawn(drive(
-            run,
-            builder,
-            record,
-            Sink::Client(tx),
-            state.clone(),
-            done_tx,
-        ));
+        actix::spawn(drive(run, builder, record, Sink::Client(tx), done_tx));
         return Ok(sse_out::respond(
             &req,
             frames,
@@ -501,7 +513,7 @@ pub async fn create(
     };
     if p.background && !p.stream {
         let object = builder.object("in_progress", None, None, None);
-        actix::spawn(drive(run, builder, record, sink, state.clone(), done_tx));
+        actix::spawn(drive(run, builder, record, sink, done_tx));
         return Ok(HttpResponse::Ok()
             .insert_header((SESSION_HEADER, session_id))
             .json(object));
@@ -509,7 +521,7 @@ pub async fn create(
     if p.stream {
         // The client is one reader of the journal: leaving does not stop the run.
         let events = state.journals.get(&id).map(|j| j.follow(-1));
-        actix::spawn(drive(run, builder, record, sink, state.clone(), done_tx));
+        actix::spawn(drive(run, builder, record, sink, done_tx));
         let frames = Box::pin(
             futures_util::stream::iter(events)
                 .flatten()
@@ -523,7 +535,7 @@ pub async fn create(
             &session_id,
         ));
     }
-    actix::spawn(drive(run, builder, record, sink, state.clone(), done_tx));
+    actix::spawn(drive(run, builder, record, sink, done_tx));
     let done = done_rx
         .await
         .map_err(|_| ApiError::internal("the response ended unexpectedly"))?;
@@ -550,6 +562,27 @@ fn stopped_outcome() -> TurnOutcome {
     TurnOutcome::failed("the agent stopped unexpectedly")
 }
 
+/// A stored response still running: how to cancel it, and whose it is.
+pub struct LiveResponse {
+    pub cancel: CancellationToken,
+    /// The API key (by name) that created it.
+    pub owner: String,
+}
+
+/// Ends a running response's live state however its task ends (a panic
+/// included): its journal closes, so readers and a waiting cancel finish.
+struct LiveGuard {
+    state: web::Data<AppState>,
+    id: String,
+}
+
+impl Drop for LiveGuard {
+    fn drop(&mut self) {
+        self.state.journals.finish(&self.id);
+        self.state.lock_live_responses().remove(&self.id);
+    }
+}
+
 /// Where a response's events go.
 enum Sink {
     /// A client streaming a response that is not stored: when it leaves,
@@ -560,6 +593,7 @@ enum Sink {
     Journal {
         writer: journal::Writer,
         cancel: CancellationToken,
+        _live: LiveGuard,
     },
     /// A non-streaming client of a response that is not stored, waiting for
     /// the end: when it leaves, the turn is interrupted.
@@ -591,7 +625,8 @@ impl Sink {
             Sink::Journal { writer, .. } => {
                 let events = out.drain(..).filter_map(|f| match f {
                     Frame::Named(kind, data) => Some((kind.to_string(), data)),
-                    _ => None,
+                    Frame::Logged { event, .. } => Some((event.kind.clone(), event.data.clone())),
+                    Frame::Data(_) => None,
                 });
                 if let Err(e) = writer.emit(events).await {
                     log::error!("response {id}: events could not be stored: {e}");
@@ -603,6 +638,38 @@ impl Sink {
                 true
             }
         }
+    }
+
+    /// Numbers a journal's last events, to be written with the response's
+    /// final state in one transaction (nothing for other sinks).
+    fn seal(&mut self, out: &mut Vec<Frame>) -> Vec<Arc<journal::Event>> {
+        let Sink::Journal { writer, .. } = self else {
+            return Vec::new();
+        };
+        writer.number(out.drain(..).filter_map(|f| match f {
+            Frame::Named(kind, data) => Some((kind.to_string(), data)),
+            _ => None,
+        }))
+    }
+
+    /// After the final write: publishes the sealed events, or, when the
+    /// write failed, takes them back as frames to send again.
+    fn unseal(&mut self, sealed: Vec<Arc<journal::Event>>, written: bool) -> Vec<Frame> {
+        let Sink::Journal { writer, .. } = self else {
+            return Vec::new();
+        };
+        if written {
+            writer.publish(&sealed);
+            return Vec::new();
+        }
+        writer.rewind(&sealed);
+        sealed
+            .into_iter()
+            .map(|event| Frame::Logged {
+                event,
+                with_id: false,
+            })
+            .collect()
     }
 
     /// Resolves when the client left (never for a journal).
@@ -630,7 +697,6 @@ async fn drive(
     mut builder: ResponseBuilder,
     record: Record,
     mut sink: Sink,
-    state: web::Data<AppState>,
     mut done: oneshot::Sender<Done>,
 ) {
     let id = builder.id().to_string();
@@ -676,14 +742,22 @@ async fn drive(
     let mut object = builder.finish(&outcome, &mut out);
     if cancelled {
         // A cancelled response's streams end after the last event it
-        // produced, with no further event.
+        // produced, with no further event; its cut-off message says so.
         out.clear();
         object = builder.object("cancelled", Some(&outcome.usage), None, None);
+        mark_cut_off(&mut object);
     }
+    // The last events go to disk with the final state, in one transaction.
+    let sealed = sink.seal(&mut out);
     let recorded = match run.finish(&outcome).await {
-        Ok(()) => record.keep(&builder, Some(&outcome), &object).await,
+        Ok(()) => {
+            record
+                .keep(&builder, Some(&outcome), &object, sealed.clone())
+                .await
+        }
         Err(e) => Err(e),
     };
+    out.extend(sink.unseal(sealed, recorded.is_ok()));
     if let Err(e) = &recorded {
         // The stream ends failed, never `response.completed` for a
         // response that is not stored.
@@ -694,10 +768,8 @@ async fn drive(
     if attached {
         sink.put(&id, &mut out).await;
     }
-    if let Sink::Journal { .. } = sink {
-        state.journals.finish(&id);
-        state.lock_cancels().remove(&id);
-    }
+    // Closes the journal (readers end) and forgets the live response.
+    drop(sink);
     let _ = done.send(Done {
         outcome,
         object,
@@ -730,8 +802,47 @@ fn starting_after(v: Option<&str>) -> Result<i64, ApiError> {
     }
 }
 
+/// Whether the key `who` may see a response owned by `owner` (responses
+/// stored before owners were recorded have none).
+fn visible(owner: &str, who: &str) -> bool {
+    owner.is_empty() || owner == who
+}
+
+/// The stored response `id` if this key may see it, else 404 (a running
+/// one is stored from its start, so it is found too).
+async fn owned(
+    state: &AppState,
+    req: &HttpRequest,
+    id: &str,
+) -> Result<Arc<StoredResponse>, ApiError> {
+    let found = ask(&state.responses, Get { id: id.to_string() })
+        .await?
+        .map_err(store_error)?;
+    found
+        .filter(|r| visible(&r.owner, &super::edge::key_name(req)))
+        .ok_or_else(|| not_found(id))
+}
+
+/// Cancels `id` if it is running and waits (bounded) until it stored its
+/// last state and closed its streams.
+async fn stop_running(state: &AppState, id: &str) {
+    let cancel = state
+        .lock_live_responses()
+        .get(id)
+        .map(|l| l.cancel.clone());
+    let (Some(cancel), Some(j)) = (cancel, state.journals.get(id)) else {
+        return;
+    };
+    cancel.cancel();
+    let closed = j.follow(i64::MAX).for_each(|_| async {});
+    if tokio::time::timeout(CANCEL_WAIT, closed).await.is_err() {
+        log::warn!("response {id}: still running {CANCEL_WAIT:?} after it was cancelled");
+    }
+}
+
 /// The response object now: built from its events while it runs, else as stored.
-async fn current(state: &AppState, id: &str) -> Result<Value, ApiError> {
+async fn current(state: &AppState, req: &HttpRequest, id: &str) -> Result<Value, ApiError> {
+    let r = owned(state, req, id).await?;
     if let Some(j) = state.journals.get(id) {
         let events = j.snapshot();
         if let Some(obj) =
@@ -740,10 +851,6 @@ async fn current(state: &AppState, id: &str) -> Result<Value, ApiError> {
             return Ok(obj);
         }
     }
-    let found = ask(&state.responses, Get { id: id.to_string() })
-        .await?
-        .map_err(store_error)?;
-    let r = found.ok_or_else(|| not_found(id))?;
     serde_json::from_str(&r.response)
         .map_err(|e| ApiError::internal(format!("stored response: {e}")))
 }
@@ -763,7 +870,7 @@ pub async fn get(
         Some(_) => return Err(ApiError::invalid("stream must be true or false", "stream")),
     };
     let after = starting_after(q.starting_after.as_deref())?;
-    let object = current(&state, &id).await?;
+    let object = current(&state, &req, &id).await?;
     if !stream {
         return Ok(HttpResponse::Ok().json(object));
     }
@@ -789,32 +896,27 @@ pub async fn get(
 /// `POST /v1/responses/{id}/cancel`: stops a running response; it is
 /// returned `cancelled` (a finished one unchanged).
 pub async fn cancel(
+    req: HttpRequest,
     state: web::Data<AppState>,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let token = state.lock_cancels().get(id.as_str()).cloned();
-    if let Some(token) = token {
-        let journal = state.journals.get(&id);
-        token.cancel();
-        if let Some(j) = journal {
-            // Ends when the run stored its last state and closed the journal.
-            j.follow(i64::MAX).for_each(|_| async {}).await;
-        }
-    }
-    let found = ask(&state.responses, Get { id: id.clone() })
-        .await?
-        .map_err(store_error)?;
-    let r = found.ok_or_else(|| not_found(&id))?;
+    owned(&state, &req, &id).await?;
+    stop_running(&state, &id).await;
+    let r = owned(&state, &req, &id).await?;
     Ok(HttpResponse::Ok()
         .content_type("application/json")
         .body(r.response.clone()))
 }
 
-/// `DELETE /v1/responses/{id}`.
+/// `DELETE /v1/responses/{id}`: a running response is cancelled first, so
+/// nothing writes it again.
 pub async fn delete(
+    req: HttpRequest,
     state: web::Data<AppState>,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
+    owned(&state, &req, &id).await?;
+    stop_running(&state, &id).await;
     let existed = ask(&state.responses, Delete { id: id.clone() })
         .await?
         .map_err(store_error)?;
@@ -834,6 +936,7 @@ pub struct PageQuery {
 
 /// `GET /v1/responses/{id}/input_items`.
 pub async fn input_items(
+    req: HttpRequest,
     state: web::Data<AppState>,
     id: web::Path<String>,
     q: web::Query<PageQuery>,
@@ -860,10 +963,7 @@ pub async fn input_items(
             ));
         }
     };
-    let found = ask(&state.responses, Get { id: id.clone() })
-        .await?
-        .map_err(store_error)?;
-    let r = found.ok_or_else(|| not_found(&id))?;
+    let r = owned(&state, &req, &id).await?;
     let items: Vec<Value> = serde_json::from_str(&r.input_items).unwrap_or_default();
     Ok(HttpResponse::Ok().json(page_items(&items, limit, q.after.as_deref(), ascending)))
 }

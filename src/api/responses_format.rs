@@ -1014,6 +1014,14 @@ pub fn object_from_events<'a>(
                     texts.remove(&i);
                 }
             }
+            "response.mcp_call_arguments.done" => {
+                if let (Some(item), Some(args)) = (
+                    index.and_then(|i| output.get_mut(i)),
+                    v["arguments"].as_str(),
+                ) {
+                    item["arguments"] = Value::from(args);
+                }
+            }
             "response.output_text.delta" => {
                 if let (Some(i), Some(d)) = (index, v["delta"].as_str()) {
                     texts.entry(i).or_default().push_str(d);
@@ -1039,9 +1047,25 @@ pub fn object_from_events<'a>(
     Some(obj)
 }
 
+/// Marks the item a stopped response was writing `incomplete`: the last
+/// one, when it is a message (a cancel closes it as if it were complete).
+pub fn mark_cut_off(object: &mut Value) {
+    if let Some(last) = object["output"].as_array_mut().and_then(|o| o.last_mut())
+        && last["type"] == "message"
+    {
+        last["status"] = Value::from("incomplete");
+    }
+}
+
 /// The event that ends a response a restart cut off: `response.incomplete`
-/// with `incomplete_details.reason: "interrupted"` and the output it had.
+/// with `incomplete_details.reason: "interrupted"` and the output it had
+/// (items still being written are `incomplete`).
 pub fn interrupted_event(mut obj: Value, seq: u64) -> (String, String) {
+    if let Some(items) = obj["output"].as_array_mut() {
+        for item in items.iter_mut().filter(|i| i["status"] == "in_progress") {
+            item["status"] = Value::from("incomplete");
+        }
+    }
     obj["status"] = Value::from("incomplete");
     obj["incomplete_details"] = json!({"reason": "interrupted"});
     let kind = "response.incomplete";
@@ -1240,5 +1264,62 @@ mod tests {
         let p = page_items(&items, 10, None, true);
         assert_eq!(p["data"][0]["id"], "i0");
         assert_eq!(p["has_more"], false);
+    }
+
+    #[test]
+    fn the_object_is_rebuilt_from_events_and_a_cut_off_one_ends_interrupted() {
+        let head = ResponseHead {
+            id: "resp_1".into(),
+            created_at: 1,
+            model: "m".into(),
+            instructions: None,
+            previous_response_id: None,
+            store: true,
+            background: true,
+            truncation_auto: false,
+            metadata: json!({}),
+            echo: Echo::default(),
+        };
+        let mut b = ResponseBuilder::new(head, ToolItems::McpCall);
+        let mut out = Vec::new();
+        b.start(&mut out);
+        b.event(&AgentEvent::TextDelta("Hel".into()), &mut out);
+        b.event(&AgentEvent::TextDelta("lo".into()), &mut out);
+        let events: Vec<(&str, String)> = out
+            .iter()
+            .map(|f| match f {
+                Frame::Named(k, d) => (*k, d.clone()),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        let obj =
+            object_from_events(events.iter().map(|(k, d)| (*k, d.as_str()))).unwrap_or_default();
+        assert_eq!(obj["status"], "in_progress");
+        assert_eq!(obj["output_text"], "Hello");
+        assert_eq!(obj["output"][0]["status"], "in_progress");
+        let (kind, data) = interrupted_event(obj, 7);
+        let end: Value = serde_json::from_str(&data).unwrap_or_default();
+        assert_eq!(
+            (kind.as_str(), end["sequence_number"].as_u64()),
+            ("response.incomplete", Some(7))
+        );
+        assert_eq!(
+            end["response"]["incomplete_details"]["reason"],
+            "interrupted"
+        );
+        assert_eq!(end["response"]["output"][0]["status"], "incomplete");
+        // Once closed, the closing event's object is the answer.
+        let mut closed = Vec::new();
+        let last = b.finish(&TurnOutcome::failed("x"), &mut closed);
+        let all: Vec<(&str, String)> = out
+            .iter()
+            .chain(&closed)
+            .map(|f| match f {
+                Frame::Named(k, d) => (*k, d.clone()),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        let obj = object_from_events(all.iter().map(|(k, d)| (*k, d.as_str())));
+        assert_eq!(obj, Some(last));
     }
 }

@@ -276,9 +276,30 @@ impl Run {
                 let session_id = requested
                     .clone()
                     .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+                let key = format!("api:{session_id}");
+                if requested.is_some() {
+                    // Another key's session is not there for this key (busy
+                    // or not), unless it is an admin key.
+                    let owner = sessions::owner(&state.db, &key)
+                        .await
+                        .map_err(|e| ApiError::internal(format!("cannot load the session: {e}")))?;
+                    let me = super::edge::key_name(req);
+                    let admin = state.live().sessions_api.admin_keys.contains(&me);
+                    if let Some(Some(o)) = owner
+                        && o != me
+                        && !admin
+                    {
+                        return Err(ApiError {
+                            param: Some(SESSION_HEADER.into()),
+                            ..ApiError::not_found(
+                                format!("Session not found: {session_id}"),
+                                "session_not_found",
+                            )
+                        });
+                    }
+                }
                 let guard =
                     AppState::claim_session(state, &session_id).ok_or_else(|| busy(&session_id))?;
-                let key = format!("api:{session_id}");
                 let (history, prefix, pending) = match requested {
                     Some(_) => {
                         let stored = sessions::load(&state.db, &key).await.map_err(|e| {

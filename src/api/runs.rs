@@ -40,17 +40,47 @@ const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
 const APPROVAL_QUEUE: usize = 4;
 /// Answers to approvals waiting for the run's task.
 const DECISION_QUEUE: usize = 4;
+/// How long stopping a run waits for it to write its last state.
+const STOP_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 /// Deltas gathered into one event write when the model is faster than the disk.
 const MAX_BATCH: usize = 64;
 
 /// A run going on in this process: how to stop it, steer it, answer it.
 struct LiveRun {
     owner: String,
+    /// The text streamed so far (what `GET` shows while it runs).
+    text: Mutex<String>,
     cancel: CancellationToken,
     steer: Steer,
     /// The approval the run waits for (its id), if any.
     pending: Mutex<Option<String>>,
     decisions: mpsc::Sender<(String, bool)>,
+}
+
+impl LiveRun {
+    /// Keeps the text streamed so far.
+    fn note(&self, ev: &AgentEvent) {
+        if let AgentEvent::TextDelta(d) = ev {
+            self.text
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push_str(d);
+        }
+    }
+}
+
+/// Ends a run's live state however its task ends (a panic included): its
+/// journal closes (readers and a waiting stop finish) and it is forgotten.
+struct RunGuard {
+    state: web::Data<AppState>,
+    id: String,
+}
+
+impl Drop for RunGuard {
+    fn drop(&mut self) {
+        self.state.journals.finish(&self.id);
+        self.state.api_runs.lock().remove(&self.id);
+    }
 }
 
 /// The runs going on in this process, by id.
@@ -186,12 +216,19 @@ pub async fn create(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let live = state.live();
-    let (body, raw) = read_json(&req, payload, &live).await?;
+    let (body, _) = read_json(&req, payload, &live).await?;
     let idem = idempotency_key(&req)?;
     let input = parse_input(&body)?;
     let owner = super::edge::key_name(&req);
     if let Some(sid) = &input.session_id {
         super::run::check_session_id(sid, "session_id")?;
+        if !input.history.is_empty() {
+            // The stored history is the session's; earlier messages here would be ignored.
+            return Err(ApiError::invalid(
+                "with session_id, input is the new message only (a string or one user message)",
+                "input",
+            ));
+        }
         let found = crate::sessions::owner(&state.db, &format!("api:{sid}"))
             .await
             .map_err(db_error)?;
@@ -213,7 +250,9 @@ pub async fn create(
         created_at: now(),
         ..RunRow::default()
     };
-    let claim_key = idem.map(|k| (k, body_hash(&raw)));
+    // The body as parsed, so a client that re-serialises its JSON (other
+    // spacing or key order) is still recognised.
+    let claim_key = idem.map(|k| (k, body_hash(body.to_string().as_bytes())));
     let claim = {
         let (row, claim_key) = (row.clone(), claim_key.clone());
         state
@@ -240,19 +279,28 @@ pub async fn create(
             ));
         }
     }
-    match start(&state, &req, &row, input).await {
-        Ok(()) => Ok(accepted(&row, false)),
-        Err(e) => {
+    // Started in a task of its own: a client that leaves now must not
+    // leave a run that is recorded but never runs.
+    let (tx, started) = oneshot::channel();
+    let (st, rq, rw) = (state.clone(), req.clone(), row.clone());
+    actix::spawn(async move {
+        let result = start(&st, &rq, &rw, input).await;
+        if result.is_err() {
             // Never started: nothing to find, and the key is free again.
-            let id = row.id.clone();
-            if let Err(err) = state.db.call(move |c| run_db::remove(c, &id)).await {
+            let id = rw.id.clone();
+            if let Err(err) = st.db.call(move |c| run_db::remove(c, &id)).await {
                 log::error!(
                     "run {}: could not be removed after its start failed: {err}",
-                    row.id
+                    rw.id
                 );
             }
-            Err(e)
         }
+        let _ = tx.send(result);
+    });
+    match started.await {
+        Ok(Ok(())) => Ok(accepted(&row, false)),
+        Ok(Err(e)) => Err(e),
+        Err(_) => Err(ApiError::internal("the run did not start")),
     }
 }
 
@@ -265,6 +313,11 @@ async fn start(
 ) -> Result<(), ApiError> {
     let steer = Steer::default();
     let (ask_tx, asks) = mpsc::channel(APPROVAL_QUEUE);
+    // The session exists (and is this key's) from the start: a second run
+    // in it is told it is busy, `/api/sessions` shows it.
+    crate::sessions::open(&state.db, &format!("api:{}", row.session_id), &row.owner)
+        .await
+        .map_err(db_error)?;
     let run = Run::begin_with(
         state,
         req,
@@ -289,6 +342,7 @@ async fn start(
     let (decisions, decided) = mpsc::channel(DECISION_QUEUE);
     let live = Arc::new(LiveRun {
         owner: row.owner.clone(),
+        text: Mutex::new(String::new()),
         cancel: CancellationToken::new(),
         steer,
         pending: Mutex::new(None),
@@ -316,24 +370,26 @@ struct Waits {
     decided: mpsc::Receiver<(String, bool)>,
 }
 
-/// The run's row and events: the row is written first, then the events.
+/// The run's row and events, written together.
 struct Progress {
     row: RunRow,
     writer: Writer,
-    db: crate::db::Db,
 }
 
 impl Progress {
-    /// Writes the row (when `changed`) and then the events.
+    /// Writes the events, and the row when `changed`, in one transaction:
+    /// a GET is never behind an event sent, a crash never splits them.
     async fn record(&mut self, changed: bool, events: Vec<(String, String)>) {
-        if changed {
-            let row = self.row.clone();
-            if let Err(e) = self.db.call(move |c| run_db::update(c, &row)).await {
-                log::error!("run {}: its state could not be stored: {e}", self.row.id);
-            }
-        }
-        if let Err(e) = self.writer.emit(events).await {
-            log::error!("run {}: events could not be stored: {e}", self.row.id);
+        let row = changed.then(|| self.row.clone());
+        let written = self
+            .writer
+            .emit_with(events, move |c| match &row {
+                Some(r) => run_db::update(c, r),
+                None => Ok(()),
+            })
+            .await;
+        if let Err(e) = written {
+            log::error!("run {}: its state could not be stored: {e}", self.row.id);
         }
     }
 }
@@ -404,11 +460,11 @@ async fn drive(
     state: web::Data<AppState>,
 ) {
     let id = row.id.clone();
-    let mut p = Progress {
-        row,
-        writer,
-        db: state.db.clone(),
+    let _live = RunGuard {
+        state: state.clone(),
+        id: id.clone(),
     };
+    let mut p = Progress { row, writer };
     p.row.status = "running".into();
     p.row.started_at = Some(now());
     p.record(true, vec![event("run.started", json!({"run_id": id}))])
@@ -464,6 +520,7 @@ async fn drive(
             resumed(&mut p, &live).await;
         }
         run.observe(&ev);
+        live.note(&ev);
         let mut batch: Vec<_> = agent_event(&ev).into_iter().collect();
         // Gather what is already there into one write.
         while batch.len() < MAX_BATCH {
@@ -474,6 +531,7 @@ async fn drive(
                 }
                 Ok(ev) => {
                     run.observe(&ev);
+                    live.note(&ev);
                     batch.extend(agent_event(&ev));
                 }
                 Err(_) => break,
@@ -503,8 +561,6 @@ async fn drive(
         );
     }
     p.record(true, vec![last]).await;
-    state.journals.finish(&id);
-    state.api_runs.lock().remove(&id);
     state
         .metrics
         .inc("hermes_runs_total", vec![("outcome", status.into())], 1);
@@ -524,7 +580,10 @@ pub async fn get(
     state: web::Data<AppState>,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let row = owned(&state, &req, &id).await?;
+    let mut row = owned(&state, &req, &id).await?;
+    if let Some(live) = state.api_runs.get(&id).filter(|_| !row.finished()) {
+        row.output_text = live.text.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    }
     Ok(HttpResponse::Ok().json(row.to_json()))
 }
 
@@ -625,7 +684,10 @@ pub async fn stop(
     live.cancel.cancel();
     if let Some(j) = journal {
         // Ends once the run wrote its last state and event.
-        j.follow(i64::MAX).for_each(|_| async {}).await;
+        let closed = j.follow(i64::MAX).for_each(|_| async {});
+        if tokio::time::timeout(STOP_WAIT, closed).await.is_err() {
+            log::warn!("run {id}: still running {STOP_WAIT:?} after it was stopped");
+        }
     }
     let row = owned(&state, &req, &id).await?;
     Ok(HttpResponse::Ok().json(row.to_json()))
@@ -694,13 +756,13 @@ pub async fn approval(
         )
     };
     let live = live.ok_or_else(not_pending)?;
-    let pending = live
-        .pending
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .clone();
-    if pending.as_deref() != Some(approval_id) {
-        return Err(not_pending());
+    {
+        // Taken here, so a second answer to the same approval is 409.
+        let mut pending = live.pending.lock().unwrap_or_else(|e| e.into_inner());
+        if pending.as_deref() != Some(approval_id) {
+            return Err(not_pending());
+        }
+        *pending = None;
     }
     live.decisions
         .send((approval_id.to_string(), approve))

@@ -185,8 +185,8 @@ pub struct AppState {
     next_run: AtomicU64,
     /// Event journals of the stored responses and `/v1/runs` runs going on.
     pub journals: crate::journal::Journals,
-    /// How to cancel each stored response still running, by id.
-    pub cancels: Mutex<HashMap<String, tokio_util::sync::CancellationToken>>,
+    /// The stored responses still running, by id.
+    live_responses: Mutex<HashMap<String, super::responses::LiveResponse>>,
     /// The `/v1/runs` runs going on.
     pub api_runs: super::runs::LiveRuns,
 }
@@ -239,16 +239,18 @@ impl AppState {
             runs: Mutex::new(HashMap::new()),
             next_run: AtomicU64::new(0),
             journals: crate::journal::Journals::default(),
-            cancels: Mutex::new(HashMap::new()),
+            live_responses: Mutex::new(HashMap::new()),
             api_runs: super::runs::LiveRuns::default(),
         }
     }
 
-    /// The cancel handles of the stored responses still running.
-    pub fn lock_cancels(
+    /// The stored responses still running.
+    pub fn lock_live_responses(
         &self,
-    ) -> std::sync::MutexGuard<'_, HashMap<String, tokio_util::sync::CancellationToken>> {
-        self.cancels.lock().unwrap_or_else(|p| p.into_inner())
+    ) -> std::sync::MutexGuard<'_, HashMap<String, super::responses::LiveResponse>> {
+        self.live_responses
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
     }
 
     /// Records a run's agent; returns the id to forget it by.
