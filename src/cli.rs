@@ -135,12 +135,10 @@ pub fn load(cli: &Cli) -> Result<Loaded, Outcome> {
     })
 }
 
-/// Sets up logging: `RUST_LOG` if set, else `default` (from config).
+/// Sets up logging: `RUST_LOG` if set, else `default` (from config); lines
+/// are written by a thread of their own ([`crate::logging`]).
 pub fn init_logging(default: &str) {
-    let env = env_logger::Env::default().default_filter_or(default);
-    let _ = env_logger::Builder::from_env(env)
-        .format_timestamp_millis()
-        .try_init();
+    crate::logging::init(default);
 }
 
 /// `gateway install` (`print` is `Some`) and `gateway uninstall` (`None`).

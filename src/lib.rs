@@ -25,7 +25,8 @@
 //! - [`openai`], [`sse`], [`secrets`]: wire types, SSE parsing, secret masking.
 //! - [`cache`], [`memory`], [`backoff`], [`clock`]: byte-bounded LRU,
 //!   allocator tuning, one back-off, Unix time.
-//! - [`metrics`], [`platform_status`]: Prometheus metrics; platform link states.
+//! - [`metrics`], [`platform_status`], [`logging`]: Prometheus metrics;
+//!   platform link states; log lines written by a thread of their own.
 //! - [`notify`], [`service`]: systemd notifications; the systemd unit.
 //! - [`cli`], [`chat`], [`gateway`], [`outcome`]: the command line, its
 //!   commands, and how a command ended.
@@ -49,6 +50,7 @@ pub mod db;
 pub mod deliveries;
 pub mod gateway;
 pub mod journal;
+pub mod logging;
 pub mod memory;
 pub mod metrics;
 pub mod notify;

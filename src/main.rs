@@ -5,5 +5,8 @@ use clap::Parser;
 fn main() {
     hermes::memory::tune();
     let cli = hermes::cli::Cli::parse();
-    std::process::exit(hermes::cli::run(cli));
+    let code = hermes::cli::run(cli);
+    // Lines still queued for stderr are written before the process ends.
+    hermes::logging::flush();
+    std::process::exit(code);
 }

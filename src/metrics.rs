@@ -1,15 +1,26 @@
-//! Process metrics in the Prometheus text format.
+//! Process metrics, exposed in the OpenMetrics text format by the
+//! `prometheus-client` crate.
 //!
-//! A small registry without a metrics crate: counters and histograms keyed by
-//! a few labels, behind one mutex each (updates are a hash lookup and an
-//! add; contention is negligible next to an HTTP request). Labels come from
-//! bounded sets (route patterns, outcomes, tool names), never from raw paths.
+//! Every metric family is registered once at start; an observation finds
+//! its series under a read lock and adds with an atomic (counters) or a
+//! per-series lock (histograms), so no request waits on a global mutex. The
+//! hottest series have typed label sets (the route and status of an HTTP
+//! request, a turn's outcome, a tool); the rest take a few `(key, value)`
+//! labels. Labels come from bounded sets (route patterns, outcomes, tool
+//! names), never from raw paths. Gauges whose values live elsewhere (chat
+//! platforms, delivery obligations) are written at render time.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::text::{encode_eof, encode_registry};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
 
 use crate::platform_status::{LinkState, PlatformState};
 
@@ -33,35 +44,53 @@ const BUCKETS: &[f64] = &[
     5.0, 10.0, 30.0, 60.0, 120.0,
 ];
 
-#[derive(Default, Clone)]
-struct Hist {
-    counts: Vec<u64>,
-    sum: f64,
-    count: u64,
+fn histogram() -> Histogram {
+    Histogram::new(BUCKETS.iter().copied())
 }
 
-impl Hist {
-    fn observe(&mut self, v: f64) {
-        if self.counts.is_empty() {
-            self.counts = vec![0; BUCKETS.len()];
-        }
-        for (i, b) in BUCKETS.iter().enumerate() {
-            if v <= *b {
-                self.counts[i] += 1;
-            }
-        }
-        self.sum += v;
-        self.count += 1;
-    }
+/// Labels of the metrics without a typed label set.
+pub type Labels = Vec<(&'static str, String)>;
+
+type Hists<S> = Family<S, Histogram, fn() -> Histogram>;
+
+/// An HTTP request's route pattern and status.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteStatus {
+    route: String,
+    status: u16,
 }
 
-type Labels = Vec<(&'static str, String)>;
+/// A route pattern.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Route {
+    route: String,
+}
+
+/// A turn's outcome.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Outcome {
+    outcome: &'static str,
+}
+
+/// A tool call.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ToolCall {
+    tool: String,
+    outcome: &'static str,
+}
 
 /// Every metric the gateway exports.
-#[derive(Default)]
 pub struct Metrics {
-    counters: Mutex<BTreeMap<(&'static str, Labels), u64>>,
-    hists: Mutex<BTreeMap<(&'static str, Labels), Hist>>,
+    registry: Registry,
+    http_requests: Family<RouteStatus, Counter>,
+    http_duration: Hists<Route>,
+    overhead: Hists<Route>,
+    turns: Family<Outcome, Counter>,
+    ttft: Histogram,
+    tool_calls: Family<ToolCall, Counter>,
+    /// The other counters and histograms, by name.
+    counters: HashMap<&'static str, Family<Labels, Counter>>,
+    hists: HashMap<&'static str, Hists<Labels>>,
     /// Agent runs in flight over every front door.
     pub runs_in_flight: AtomicI64,
     /// SSE responses currently open.
@@ -124,83 +153,144 @@ const DESCRIPTIONS: &[(&str, &str, &str)] = &[
     ),
 ];
 
+/// A counter's name as registered: the encoder adds `_total` back.
+fn base_name(name: &str) -> &str {
+    name.strip_suffix("_total").unwrap_or(name)
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::default();
+        let http_requests = Family::<RouteStatus, Counter>::default();
+        let http_duration = Hists::<Route>::new_with_constructor(histogram as fn() -> Histogram);
+        let overhead = Hists::<Route>::new_with_constructor(histogram as fn() -> Histogram);
+        let turns = Family::<Outcome, Counter>::default();
+        let ttft = histogram();
+        let tool_calls = Family::<ToolCall, Counter>::default();
+        let mut counters = HashMap::new();
+        let mut hists = HashMap::new();
+        for (name, kind, help) in DESCRIPTIONS {
+            let help = *help;
+            match (*name, *kind) {
+                ("hermes_http_requests_total", _) => {
+                    registry.register(base_name(name), help, http_requests.clone());
+                }
+                ("hermes_http_request_duration_seconds", _) => {
+                    registry.register(*name, help, http_duration.clone());
+                }
+                ("hermes_gateway_overhead_seconds", _) => {
+                    registry.register(*name, help, overhead.clone());
+                }
+                ("hermes_upstream_requests_total", _) => {
+                    registry.register(base_name(name), help, turns.clone());
+                }
+                ("hermes_upstream_ttft_seconds", _) => {
+                    registry.register(*name, help, ttft.clone());
+                }
+                ("hermes_tool_calls_total", _) => {
+                    registry.register(base_name(name), help, tool_calls.clone());
+                }
+                (_, "counter") => {
+                    let f = Family::<Labels, Counter>::default();
+                    registry.register(base_name(name), help, f.clone());
+                    counters.insert(*name, f);
+                }
+                _ => {
+                    let f = Hists::<Labels>::new_with_constructor(histogram as fn() -> Histogram);
+                    registry.register(*name, help, f.clone());
+                    hists.insert(*name, f);
+                }
+            }
+        }
+        Self {
+            registry,
+            http_requests,
+            http_duration,
+            overhead,
+            turns,
+            ttft,
+            tool_calls,
+            counters,
+            hists,
+            runs_in_flight: AtomicI64::new(0),
+            sse_streams_open: AtomicI64::new(0),
+            deliveries: Default::default(),
+        }
+    }
+}
+
 impl Metrics {
-    /// Adds `n` to a counter.
+    /// Adds `n` to a counter without a typed label set (a name missing from
+    /// the descriptions is a bug, logged once per call site's use).
     pub fn inc(&self, name: &'static str, labels: Labels, n: u64) {
-        *self
-            .counters
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry((name, labels))
-            .or_default() += n;
+        match self.counters.get(name) {
+            Some(f) => {
+                f.get_or_create(&labels).inc_by(n);
+            }
+            None => log::warn!("metrics: no counter {name}"),
+        }
     }
 
-    /// Records a value in a histogram.
+    /// Records a value in a histogram without a typed label set.
     pub fn observe(&self, name: &'static str, labels: Labels, v: Duration) {
-        self.hists
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry((name, labels))
-            .or_default()
-            .observe(v.as_secs_f64());
+        match self.hists.get(name) {
+            Some(f) => f.get_or_create(&labels).observe(v.as_secs_f64()),
+            None => log::warn!("metrics: no histogram {name}"),
+        }
     }
 
     /// One HTTP request.
-    pub fn http_request(&self, route: &str, status: u16, took: Duration) {
-        self.inc(
-            "hermes_http_requests_total",
-            vec![("route", route.to_string()), ("status", status.to_string())],
-            1,
-        );
-        self.observe(
-            "hermes_http_request_duration_seconds",
-            vec![("route", route.to_string())],
-            took,
-        );
+    pub fn http_request(&self, route: String, status: u16, took: Duration) {
+        let route = Route { route };
+        self.http_duration
+            .get_or_create(&route)
+            .observe(took.as_secs_f64());
+        let labels = RouteStatus {
+            route: route.route,
+            status,
+        };
+        self.http_requests.get_or_create(&labels).inc();
     }
 
-    /// Moves a gauge by `delta`.
+    /// One agent turn ended (`hermes_upstream_requests_total`), and the time
+    /// the gateway added to it on `route`.
+    pub fn turn(&self, outcome: &'static str, route: &'static str, overhead: Duration) {
+        self.turns.get_or_create(&Outcome { outcome }).inc();
+        self.overhead
+            .get_or_create(&Route {
+                route: route.to_string(),
+            })
+            .observe(overhead.as_secs_f64());
+    }
+
+    /// Time to a turn's first streamed delta.
+    pub fn first_token(&self, after: Duration) {
+        self.ttft.observe(after.as_secs_f64());
+    }
+
+    /// One tool call.
+    pub fn tool_call(&self, tool: &str, ok: bool) {
+        let outcome = if ok { "ok" } else { "error" };
+        self.tool_calls
+            .get_or_create(&ToolCall {
+                tool: tool.to_string(),
+                outcome,
+            })
+            .inc();
+    }
+
+    /// Changes a gauge.
     pub fn gauge_add(g: &AtomicI64, delta: i64) {
         g.fetch_add(delta, Ordering::Relaxed);
     }
 
-    /// The text exposition.
-    /// The text of `GET /metrics`, with each chat platform's state (up or
-    /// not, and the numbers it reports: heartbeat latency, last sequence).
+    /// The text of `GET /metrics` (OpenMetrics), with each chat platform's
+    /// state (up or not, and the numbers it reports: heartbeat latency,
+    /// last sequence).
     pub fn render(&self, platforms: &BTreeMap<String, PlatformState>) -> String {
         let mut out = String::new();
-        let counters = self
-            .counters
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
-        let hists = self.hists.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        for (name, kind, help) in DESCRIPTIONS {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-            if *kind == "counter" {
-                for ((n, labels), v) in counters.iter().filter(|((n, _), _)| n == name) {
-                    let _ = writeln!(out, "{n}{} {v}", fmt_labels(labels, None));
-                }
-            } else {
-                for ((n, labels), h) in hists.iter().filter(|((n, _), _)| n == name) {
-                    for (i, b) in BUCKETS.iter().enumerate() {
-                        let _ = writeln!(
-                            out,
-                            "{n}_bucket{} {}",
-                            fmt_labels(labels, Some(&b.to_string())),
-                            h.counts[i]
-                        );
-                    }
-                    let _ = writeln!(
-                        out,
-                        "{n}_bucket{} {}",
-                        fmt_labels(labels, Some("+Inf")),
-                        h.count
-                    );
-                    let _ = writeln!(out, "{n}_sum{} {}", fmt_labels(labels, None), h.sum);
-                    let _ = writeln!(out, "{n}_count{} {}", fmt_labels(labels, None), h.count);
-                }
-            }
+        if let Err(e) = encode_registry(&mut out, &self.registry) {
+            log::warn!("metrics: cannot encode: {e}");
         }
         let gauges = [
             (
@@ -253,6 +343,9 @@ impl Metrics {
                 }
             }
         }
+        if let Err(e) = encode_eof(&mut out) {
+            log::warn!("metrics: cannot encode: {e}");
+        }
         out
     }
 }
@@ -263,19 +356,31 @@ fn escape(v: &str) -> String {
         .replace('\n', "\\n")
 }
 
-fn fmt_labels(labels: &Labels, le: Option<&str>) -> String {
-    let mut parts: Vec<String> = labels
-        .iter()
-        .map(|(k, v)| format!("{k}=\"{}\"", escape(v)))
+/// The Prometheus text format (0.0.4) of an OpenMetrics exposition: a
+/// counter's HELP and TYPE name its samples (`…_total`), and there is no
+/// `# EOF`.
+pub fn to_prometheus_text(openmetrics: &str) -> String {
+    let counters: std::collections::HashSet<&str> = openmetrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.strip_suffix(" counter"))
         .collect();
-    if let Some(le) = le {
-        parts.push(format!("le=\"{le}\""));
+    let mut out = String::with_capacity(openmetrics.len());
+    for line in openmetrics.lines() {
+        if line == "# EOF" {
+            continue;
+        }
+        let renamed = ["# HELP ", "# TYPE "].iter().find_map(|p| {
+            let rest = line.strip_prefix(p)?;
+            let (name, tail) = rest.split_once(' ')?;
+            counters
+                .contains(name)
+                .then(|| format!("{p}{name}_total {tail}"))
+        });
+        out.push_str(renamed.as_deref().unwrap_or(line));
+        out.push('\n');
     }
-    if parts.is_empty() {
-        String::new()
-    } else {
-        format!("{{{}}}", parts.join(","))
-    }
+    out
 }
 
 #[cfg(test)]
@@ -283,27 +388,52 @@ mod tests {
     use super::*;
 
     #[test]
-    fn renders_counters_and_histograms() {
+    fn renders_counters_and_histograms_in_openmetrics() {
         let m = Metrics::default();
-        m.http_request("/v1/models", 200, Duration::from_millis(3));
-        m.http_request("/v1/models", 200, Duration::from_millis(30));
+        m.http_request("/v1/models".into(), 200, Duration::from_millis(3));
+        m.http_request("/v1/models".into(), 200, Duration::from_millis(30));
+        m.turn(
+            "completed",
+            "/v1/chat/completions",
+            Duration::from_micros(200),
+        );
+        m.tool_call("terminal", false);
+        m.inc(
+            "hermes_platform_messages_total",
+            vec![("platform", "telegram".into()), ("direction", "in".into())],
+            2,
+        );
         let status = crate::platform_status::PlatformStatus::default();
         status.set("telegram", LinkState::Connected, None);
         status.set("discord", LinkState::Resuming, None);
         status.detail("discord", "last_sequence", serde_json::json!(42));
         let text = m.render(&status.snapshot());
-        assert!(
-            text.contains("hermes_http_requests_total{route=\"/v1/models\",status=\"200\"} 2"),
-            "{text}"
-        );
-        assert!(text.contains(
-            "hermes_http_request_duration_seconds_bucket{route=\"/v1/models\",le=\"0.005\"} 1"
-        ));
-        assert!(
-            text.contains("hermes_http_request_duration_seconds_count{route=\"/v1/models\"} 2")
-        );
-        assert!(text.contains("hermes_platform_up{platform=\"telegram\"} 1"));
-        assert!(text.contains("hermes_platform_up{platform=\"discord\"} 0"));
-        assert!(text.contains("hermes_platform_last_sequence{platform=\"discord\"} 42"));
+        for line in [
+            "# TYPE hermes_http_requests counter",
+            "hermes_http_requests_total{route=\"/v1/models\",status=\"200\"} 2",
+            "hermes_http_request_duration_seconds_bucket{le=\"0.005\",route=\"/v1/models\"} 1",
+            "hermes_http_request_duration_seconds_count{route=\"/v1/models\"} 2",
+            "hermes_upstream_requests_total{outcome=\"completed\"} 1",
+            "hermes_gateway_overhead_seconds_bucket{le=\"0.00025\",route=\"/v1/chat/completions\"} 1",
+            "hermes_tool_calls_total{tool=\"terminal\",outcome=\"error\"} 1",
+            "hermes_platform_messages_total{platform=\"telegram\",direction=\"in\"} 2",
+            "hermes_runs_in_flight 0",
+            "hermes_platform_up{platform=\"telegram\"} 1",
+            "hermes_platform_up{platform=\"discord\"} 0",
+            "hermes_platform_last_sequence{platform=\"discord\"} 42",
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "{line} missing in:\n{text}"
+            );
+        }
+        assert!(text.ends_with("# EOF\n"), "{text}");
+        assert_eq!(text.matches("# EOF").count(), 1);
+        // The classic text format names a counter by its samples.
+        let classic = to_prometheus_text(&text);
+        assert!(classic.contains("# TYPE hermes_http_requests_total counter\n"));
+        assert!(classic.contains("# HELP hermes_http_requests_total "));
+        assert!(classic.contains("# TYPE hermes_http_request_duration_seconds histogram\n"));
+        assert!(!classic.contains("# EOF"));
     }
 }

@@ -542,10 +542,9 @@ async fn health_detailed_and_metrics() {
         "hermes_upstream_ttft_seconds",
         "hermes_runs_in_flight",
         "hermes_sse_streams_open",
-        "hermes_tool_calls_total",
-        "hermes_platform_messages_total",
+        // Families with labels (tools, platforms, runs) appear with their
+        // first series, as in every Prometheus client.
         "hermes_platform_up",
-        "hermes_stream_preview_edits_total",
         "hermes_delivery_obligations_open",
         "hermes_delivery_oldest_age_seconds",
     ] {

@@ -196,9 +196,7 @@ pub async fn edge(
         .request()
         .match_pattern()
         .unwrap_or_else(|| "unmatched".into());
-    state
-        .metrics
-        .http_request(&route, status, started.elapsed());
+    state.metrics.http_request(route, status, started.elapsed());
     Ok(res)
 }
 

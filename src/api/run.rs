@@ -165,20 +165,12 @@ struct Tail {
 impl Tail {
     /// Writes the turn (committed before this returns) and counts it.
     async fn record(mut self, outcome: &TurnOutcome) -> Result<(), StoreError> {
-        self.metrics.inc(
-            "hermes_upstream_requests_total",
-            vec![("outcome", outcome.status.as_str().into())],
-            1,
-        );
         let overhead = self
             .started
             .elapsed()
             .saturating_sub(outcome.upstream_time + outcome.tool_time);
-        self.metrics.observe(
-            "hermes_gateway_overhead_seconds",
-            vec![("route", self.route.into())],
-            overhead,
-        );
+        self.metrics
+            .turn(outcome.status.as_str(), self.route, overhead);
         let Some(t) = self.transcript.take() else {
             return Ok(());
         };
@@ -393,16 +385,10 @@ impl Run {
             AgentEvent::TextDelta(_) if self.first_text.is_none() => {
                 let now = Instant::now();
                 self.first_text = Some(now);
-                tail.metrics
-                    .observe("hermes_upstream_ttft_seconds", vec![], now - tail.started);
+                tail.metrics.first_token(now - tail.started);
             }
             AgentEvent::ToolFinished { name, ok, .. } => {
-                let outcome = if *ok { "ok" } else { "error" };
-                tail.metrics.inc(
-                    "hermes_tool_calls_total",
-                    vec![("tool", name.clone()), ("outcome", outcome.into())],
-                    1,
-                );
+                tail.metrics.tool_call(name, *ok);
             }
             _ => {}
         }

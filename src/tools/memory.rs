@@ -40,9 +40,32 @@ pub fn memory_path(home: &Path) -> PathBuf {
     home.join("memories").join("MEMORY.md")
 }
 
+/// What identifies one version of the memory file (a write renames a new
+/// file into place: a new inode); `None` when there is no file.
+type Stamp = Option<(std::time::SystemTime, u64, u64)>;
+
+/// The memory file as last read. Every turn's system prompt shows it, so a
+/// turn checks the file's stamp (one `stat`) instead of reading it.
+static LAST_READ: Mutex<Option<(PathBuf, Stamp, Vec<String>)>> = Mutex::new(None);
+
+fn stamp(path: &Path) -> Stamp {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(path).ok()?;
+    Some((m.modified().ok()?, m.len(), m.ino()))
+}
+
 /// The entries stored under `home` (empty when there is no file).
 pub fn read_entries(home: &Path) -> Vec<String> {
-    std::fs::read_to_string(memory_path(home))
+    let path = memory_path(home);
+    let now = stamp(&path);
+    let mut last = LAST_READ.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some((p, s, entries)) = last.as_ref()
+        && *p == path
+        && *s == now
+    {
+        return entries.clone();
+    }
+    let entries: Vec<String> = std::fs::read_to_string(&path)
         .map(|t| {
             t.split(SEPARATOR)
                 .map(str::trim)
@@ -50,7 +73,9 @@ pub fn read_entries(home: &Path) -> Vec<String> {
                 .map(String::from)
                 .collect()
         })
-        .unwrap_or_default()
+        .unwrap_or_default();
+    *last = Some((path, now, entries.clone()));
+    entries
 }
 
 fn write_entries(home: &Path, entries: &[String]) -> std::io::Result<()> {

@@ -1,0 +1,166 @@
+//! Log lines leave through a writer thread, never from the thread that logs.
+//!
+//! Every HTTP request logs a line. Written straight to stderr, that line
+//! blocks the async worker (and every request on it) whenever stderr is
+//! slow: journald behind on a busy machine, or a log file on a disk that
+//! throttles writers during write-back. So
+//! `env_logger` formats a record into a buffer on the logging thread and
+//! hands it to a bounded queue; one thread writes the queue to stderr. When
+//! the queue is full, the line is dropped and counted (the next line that
+//! fits says how many were lost) instead of stalling requests. [`flush`]
+//! waits, bounded, until everything queued was written (at exit).
+
+use std::io::Write;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+use std::time::Duration;
+
+/// Log lines that may wait for the writer thread.
+const QUEUE_LINES: usize = 16_384;
+/// How long [`flush`] waits for the writer at most.
+const FLUSH_WAIT: Duration = Duration::from_secs(2);
+
+enum Item {
+    Line(Vec<u8>),
+    /// Answered once every line queued before it was written.
+    Flush(SyncSender<()>),
+}
+
+struct Queue {
+    tx: SyncSender<Item>,
+    dropped: AtomicU64,
+}
+
+static QUEUE: OnceLock<&'static Queue> = OnceLock::new();
+
+/// The writer `env_logger` writes each formatted record to.
+struct QueueWriter {
+    /// One record's bytes until `flush` (env_logger flushes each record).
+    pending: Vec<u8>,
+    queue: &'static Queue,
+}
+
+impl Write for QueueWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.pending.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let line = std::mem::take(&mut self.pending);
+        let q = self.queue;
+        let lost = q.dropped.swap(0, Ordering::Relaxed);
+        let line = if lost > 0 {
+            let mut l =
+                format!("[hermes::logging] {lost} log line(s) dropped: stderr was too slow\n")
+                    .into_bytes();
+            l.extend_from_slice(&line);
+            l
+        } else {
+            line
+        };
+        match q.tx.try_send(Item::Line(line)) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => {
+                q.dropped.fetch_add(1 + lost, Ordering::Relaxed);
+            }
+            // The writer is gone (it cannot panic, but never lose the line).
+            Err(TrySendError::Disconnected(Item::Line(l))) => {
+                let _ = std::io::stderr().write_all(&l);
+            }
+            Err(TrySendError::Disconnected(_)) => {}
+        }
+        Ok(())
+    }
+}
+
+fn write_all(rx: Receiver<Item>) {
+    let stderr = std::io::stderr();
+    for item in rx {
+        match item {
+            Item::Line(l) => {
+                let _ = stderr.lock().write_all(&l);
+            }
+            Item::Flush(done) => {
+                let _ = done.send(());
+            }
+        }
+    }
+}
+
+/// Sets up logging: `RUST_LOG` if set, else `default`; lines are written
+/// by a thread of their own.
+pub fn init(default: &str) {
+    let env = env_logger::Env::default().default_filter_or(default);
+    let (tx, rx) = sync_channel(QUEUE_LINES);
+    let spawned = std::thread::Builder::new()
+        .name("log-writer".into())
+        .spawn(move || write_all(rx));
+    let mut builder = env_logger::Builder::from_env(env);
+    builder.format_timestamp_millis();
+    if spawned.is_ok() {
+        // Lives as long as the process, like the logger that uses it.
+        let queue: &'static Queue = Box::leak(Box::new(Queue {
+            tx,
+            dropped: AtomicU64::new(0),
+        }));
+        let _ = QUEUE.set(queue);
+        builder.target(env_logger::Target::Pipe(Box::new(QueueWriter {
+            pending: Vec::new(),
+            queue,
+        })));
+    }
+    let _ = builder.try_init();
+}
+
+/// Waits (at most [`FLUSH_WAIT`]) until every queued line was written.
+pub fn flush() {
+    let Some(q) = QUEUE.get() else { return };
+    let (done, wait) = sync_channel(1);
+    if q.tx.send(Item::Flush(done)).is_ok() {
+        let _ = wait.recv_timeout(FLUSH_WAIT);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_queue_drops_and_counts_instead_of_blocking_then_says_so() {
+        // A queue of one line that nobody reads yet.
+        let (tx, rx) = sync_channel(1);
+        let queue: &'static Queue = Box::leak(Box::new(Queue {
+            tx,
+            dropped: AtomicU64::new(0),
+        }));
+        let mut w = QueueWriter {
+            pending: Vec::new(),
+            queue,
+        };
+        let mut log = |text: &str| {
+            w.write_all(text.as_bytes())
+                .unwrap_or_else(|e| panic!("{e}"));
+            w.flush().unwrap_or_else(|e| panic!("{e}"));
+        };
+        log("first\n");
+        log("second\n"); // returns at once: the queue is full
+        log("third\n");
+        assert_eq!(queue.dropped.load(Ordering::Relaxed), 2);
+        let line = |item: Item| match item {
+            Item::Line(l) => String::from_utf8_lossy(&l).into_owned(),
+            Item::Flush(_) => String::new(),
+        };
+        assert_eq!(rx.try_recv().map(line).ok().as_deref(), Some("first\n"));
+        log("fourth\n");
+        let next = rx.try_recv().map(line).unwrap_or_default();
+        assert_eq!(
+            next,
+            "[hermes::logging] 2 log line(s) dropped: stderr was too slow\nfourth\n"
+        );
+    }
+}
