@@ -224,10 +224,12 @@ pub fn interrupt_left_over(c: &mut Connection, now: i64) -> Result<Vec<String>, 
             [id],
             |r| r.get(0),
         )?;
-        tx.execute(
-            "INSERT INTO stream_events (stream_id, seq, kind, data) VALUES (?1, ?2, 'run.interrupted', ?3)",
-            params![id, last + 1, json!({"run_id": id}).to_string()],
-        )?;
+        let closing = std::sync::Arc::new(journal::Event {
+            seq: (last + 1).max(1) as u64,
+            kind: "run.interrupted".into(),
+            data: json!({"run_id": id}).to_string(),
+        });
+        journal::write_in(&tx, id, &[closing])?;
     }
     tx.commit()?;
     Ok(ids)
