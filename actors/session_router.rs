@@ -1007,6 +1007,8 @@ mod tests {
         r.until_sent(|t| t.contains("Turn running: yes")).await;
         r.say("1", "/help");
         r.until_sent(|t| t.starts_with("Commands:")).await;
+        // The answer must have begun, or there is no partial text to mark.
+        r.until_sent(|t| t.starts_with("w0 ")).await;
         r.say("1", "/stop");
         r.until_sent(|t| t == "⚡ Stopping.").await;
         let partial = r.until_sent(|t| t.ends_with(" (interrupted)")).await;
