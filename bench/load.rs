@@ -15,6 +15,9 @@ pub struct Target {
     /// `http://127.0.0.1:PORT/v1/chat/completions` or the upstream's.
     pub url: String,
     pub key: Option<String>,
+    /// One pool of connections per target, kept across the slices of a
+    /// scenario so that no slice pays for opening them again.
+    pub client: awc::Client,
 }
 
 /// One measured request.
@@ -180,9 +183,9 @@ pub async fn stream(c: &awc::Client, t: &Target, body: &str, expect: &str) -> Sa
 /// answers (open loop), so a slow server shows up as latency, not as a lower
 /// offered rate. Returns every sample.
 pub async fn open_loop(t: &Target, body: &str, rate: u32, duration: Duration) -> Vec<Sample> {
-    let c = client();
-    let samples = Rc::new(RefCell::new(Vec::new()));
+    let c = t.client.clone();
     let total = (rate as f64 * duration.as_secs_f64()) as usize;
+    let samples = Rc::new(RefCell::new(Vec::with_capacity(total)));
     let gap = Duration::from_secs_f64(1.0 / rate as f64);
     let start = tokio::time::Instant::now();
     let mut handles = Vec::with_capacity(total);
@@ -210,7 +213,7 @@ pub async fn closed_loop(
     workers: usize,
     duration: Duration,
 ) -> (usize, usize) {
-    let c = client();
+    let c = t.client.clone();
     let end = Instant::now() + duration;
     let counts = Rc::new(RefCell::new((0usize, 0usize)));
     let mut handles = Vec::new();

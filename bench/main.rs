@@ -106,15 +106,29 @@ fn chat(text: &str, stream: bool) -> String {
         .to_string()
 }
 
+/// Requests a load scenario's fake upstream keeps for inspection; it counts
+/// them all, but keeping every body grew the bench to gigabytes.
+const FAKE_KEEPS: usize = 4;
+
+/// The fake upstream of a load scenario: one thread, `responder` for every
+/// request, only the latest few requests kept.
+fn load_fake(responder: Box<dyn Fn(&Recorded) -> Reply + Send + Sync>) -> FakeUpstream {
+    let fake = FakeUpstream::start_threads(vec![], responder, 1);
+    fake.keep_last(FAKE_KEEPS);
+    fake
+}
+
 fn targets(fake: &FakeUpstream, gw: &procs::Gateway) -> (Target, Target) {
     (
         Target {
             url: format!("{}/v1/chat/completions", gw.base),
             key: Some(procs::KEY.into()),
+            client: load::client(),
         },
         Target {
             url: format!("{}/chat/completions", fake.url()),
             key: None,
+            client: load::client(),
         },
     )
 }
@@ -130,13 +144,13 @@ async fn idle(_: &Plan) -> Result<Figures, String> {
     ]))
 }
 
+/// Slices the measured phases of `non_streaming` are cut into, taken in
+/// turn through the gateway and direct.
+const RATE_SLICES: u32 = 4;
+
 /// Chat completions without tools, the upstream answering at once.
 async fn non_streaming(p: &Plan) -> Result<Figures, String> {
-    let fake = FakeUpstream::start_threads(
-        vec![],
-        Box::new(|_| Reply::completion("ok", "stop", (10, 1))),
-        1,
-    );
+    let fake = load_fake(Box::new(|_| Reply::completion("ok", "stop", (10, 1))));
     let gw = procs::start_gateway(Some(&fake.url()), &[]).await?;
     let (through, direct) = targets(&fake, &gw);
     let body = chat("hi", false);
@@ -144,11 +158,19 @@ async fn non_streaming(p: &Plan) -> Result<Figures, String> {
     load::closed_loop(&through, &body, 8, Duration::from_millis(300)).await;
     load::closed_loop(&direct, &body, 8, Duration::from_millis(300)).await;
 
-    let secs = Duration::from_secs(p.rate_secs);
-    let cpu_before = procs::cpu_ms(gw.pid);
-    let mut g = load::open_loop(&through, &body, p.rate, secs).await;
-    let cpu_per_request = (procs::cpu_ms(gw.pid) - cpu_before) / g.len().max(1) as f64;
-    let mut d = load::open_loop(&direct, &body, p.rate, secs).await;
+    // Through the gateway and direct take turns in slices, so a drift of
+    // the shared machine (another job, frequency, page cache) weighs on both
+    // alike instead of on whichever ran first.
+    let slice = Duration::from_secs(p.rate_secs) / RATE_SLICES;
+    let (mut g, mut d) = (Vec::new(), Vec::new());
+    let mut gw_cpu_ms = 0.0;
+    for _ in 0..RATE_SLICES {
+        let cpu_before = procs::cpu_ms(gw.pid);
+        g.extend(load::open_loop(&through, &body, p.rate, slice).await);
+        gw_cpu_ms += procs::cpu_ms(gw.pid) - cpu_before;
+        d.extend(load::open_loop(&direct, &body, p.rate, slice).await);
+    }
+    let cpu_per_request = gw_cpu_ms / g.len().max(1) as f64;
     let errors = g.iter().chain(d.iter()).filter(|s| !s.ok).count();
     if errors > 0 {
         return Err(format!("{errors} failed requests at {} req/s", p.rate));
@@ -159,8 +181,13 @@ async fn non_streaming(p: &Plan) -> Result<Figures, String> {
     let (d50, d90, d99) = (pct(&mut dl, 50.0), pct(&mut dl, 90.0), pct(&mut dl, 99.0));
 
     let max = Duration::from_secs(p.max_secs);
-    let (gn, ge) = load::closed_loop(&through, &body, 32, max).await;
-    let (dn, de) = load::closed_loop(&direct, &body, 32, max).await;
+    let (mut gn, mut ge, mut dn, mut de) = (0, 0, 0, 0);
+    for _ in 0..RATE_SLICES {
+        let (n, e) = load::closed_loop(&through, &body, 32, max / RATE_SLICES).await;
+        (gn, ge) = (gn + n, ge + e);
+        let (n, e) = load::closed_loop(&direct, &body, 32, max / RATE_SLICES).await;
+        (dn, de) = (dn + n, de + e);
+    }
     if ge + de > 0 {
         return Err(format!("{} failed requests at full load", ge + de));
     }
@@ -189,19 +216,15 @@ async fn streaming_relay(p: &Plan) -> Result<Figures, String> {
     let deltas = numbered_words(p.relay_deltas);
     let expect = deltas.concat();
     let script = deltas.clone();
-    let fake = FakeUpstream::start_threads(
-        vec![],
-        Box::new(move |_| {
-            let refs: Vec<&str> = script.iter().map(String::as_str).collect();
-            Reply::text_stream(
-                &refs,
-                Duration::from_millis(50),
-                Duration::from_millis(5),
-                (10, refs.len() as u64),
-            )
-        }),
-        1,
-    );
+    let fake = load_fake(Box::new(move |_| {
+        let refs: Vec<&str> = script.iter().map(String::as_str).collect();
+        Reply::text_stream(
+            &refs,
+            Duration::from_millis(50),
+            Duration::from_millis(5),
+            (10, refs.len() as u64),
+        )
+    }));
     let gw = procs::start_gateway(Some(&fake.url()), &[]).await?;
     let (through, direct) = targets(&fake, &gw);
     let body = chat("hi", true);
@@ -242,20 +265,16 @@ async fn open_streams(p: &Plan) -> Result<Figures, String> {
     let expect = deltas.concat();
     let gap = p.open_gap;
     let script = deltas.clone();
-    let fake = FakeUpstream::start_threads(
-        vec![],
-        Box::new(move |r: &Recorded| {
-            let refs: Vec<&str> = script.iter().map(String::as_str).collect();
-            // The warm-up streams answer at once; the measured ones slowly.
-            let warm = r.body["messages"]
-                .as_array()
-                .and_then(|m| m.last())
-                .is_some_and(|m| m["content"] == "warm");
-            let gap = if warm { Duration::ZERO } else { gap };
-            Reply::text_stream(&refs, gap, gap, (10, refs.len() as u64))
-        }),
-        1,
-    );
+    let fake = load_fake(Box::new(move |r: &Recorded| {
+        let refs: Vec<&str> = script.iter().map(String::as_str).collect();
+        // The warm-up streams answer at once; the measured ones slowly.
+        let warm = r.body["messages"]
+            .as_array()
+            .and_then(|m| m.last())
+            .is_some_and(|m| m["content"] == "warm");
+        let gap = if warm { Duration::ZERO } else { gap };
+        Reply::text_stream(&refs, gap, gap, (10, refs.len() as u64))
+    }));
     let gw = procs::start_gateway(Some(&fake.url()), &[]).await?;
     let (through, _) = targets(&fake, &gw);
     // Warm up so the baseline includes threads, pools and caches.
@@ -289,24 +308,20 @@ async fn tool_loop(p: &Plan) -> Result<Figures, String> {
     let file = dir.path().join("notes.txt");
     std::fs::write(&file, "line one\nline two\n").map_err(|e| e.to_string())?;
     let path = file.display().to_string();
-    let fake = FakeUpstream::start_threads(
-        vec![],
-        Box::new(move |r: &Recorded| {
-            let tools = r.body["messages"]
-                .as_array()
-                .map_or(0, |m| m.iter().filter(|m| m["role"] == "tool").count());
-            if tools < 10 {
-                let id = format!("call_{tools}");
-                Reply::tool_completion(
-                    &[ScriptedCall::new(&id, "read_file", json!({"path": path}))],
-                    (10, 5),
-                )
-            } else {
-                Reply::completion("read it ten times", "stop", (10, 5))
-            }
-        }),
-        1,
-    );
+    let fake = load_fake(Box::new(move |r: &Recorded| {
+        let tools = r.body["messages"]
+            .as_array()
+            .map_or(0, |m| m.iter().filter(|m| m["role"] == "tool").count());
+        if tools < 10 {
+            let id = format!("call_{tools}");
+            Reply::tool_completion(
+                &[ScriptedCall::new(&id, "read_file", json!({"path": path}))],
+                (10, 5),
+            )
+        } else {
+            Reply::completion("read it ten times", "stop", (10, 5))
+        }
+    }));
     let gw = procs::start_gateway(Some(&fake.url()), &[]).await?;
     let (through, direct) = targets(&fake, &gw);
     let c = load::client();
@@ -319,7 +334,7 @@ async fn tool_loop(p: &Plan) -> Result<Figures, String> {
         }
         turns.push(s.latency);
     }
-    let calls = fake.requests().len();
+    let calls = fake.request_count();
     if calls != 11 * p.tool_turns {
         return Err(format!(
             "expected 11 upstream calls per turn, saw {calls} for {} turns",
@@ -345,18 +360,14 @@ async fn tool_loop(p: &Plan) -> Result<Figures, String> {
 async fn response_store(p: &Plan) -> Result<Figures, String> {
     let n_stored: usize = if p.quick { 5_000 } else { 100_000 };
     let n_turns: usize = if p.quick { 20 } else { 200 };
-    let fake = FakeUpstream::start_threads(
-        vec![],
-        Box::new(|_| {
-            Reply::text_stream(
-                &["A stored", " answer."],
-                Duration::ZERO,
-                Duration::ZERO,
-                (30, 5),
-            )
-        }),
-        1,
-    );
+    let fake = load_fake(Box::new(|_| {
+        Reply::text_stream(
+            &["A stored", " answer."],
+            Duration::ZERO,
+            Duration::ZERO,
+            (30, 5),
+        )
+    }));
     // Bytes per turn: a chain of real responses through the API, minus the
     // empty database (schema pages).
     let gw = procs::start_gateway(Some(&fake.url()), &[]).await?;
@@ -630,6 +641,7 @@ async fn send_inputs(
                 let target = Target {
                     url: format!("{base}{}", kind.path()),
                     key: Some(procs::KEY.into()),
+                    client: c.clone(),
                 };
                 let body = kind.body(chars, seed.wrapping_add(i as u64));
                 let s = load::plain(&c, &target, &body).await;

@@ -7,7 +7,8 @@
 //! `env_logger` formats a record into a buffer on the logging thread and
 //! hands it to a bounded queue; one thread writes the queue to stderr. When
 //! the queue is full, the line is dropped and counted (the next line that
-//! fits says how many were lost) instead of stalling requests. [`flush`]
+//! fits says how many were lost) instead of stalling requests. Lines that
+//! arrive together are written together, one write per batch. [`flush`]
 //! waits, bounded, until everything queued was written (at exit).
 
 use std::io::Write;
@@ -18,6 +19,8 @@ use std::time::Duration;
 
 /// Log lines that may wait for the writer thread.
 const QUEUE_LINES: usize = 16_384;
+/// How long the writer lets lines gather before it writes them.
+const BATCH_WINDOW: Duration = Duration::from_millis(10);
 /// How long [`flush`] waits for the writer at most.
 const FLUSH_WAIT: Duration = Duration::from_secs(2);
 
@@ -78,16 +81,28 @@ impl Write for QueueWriter {
     }
 }
 
-fn write_all(rx: Receiver<Item>) {
-    let stderr = std::io::stderr();
-    for item in rx {
-        match item {
-            Item::Line(l) => {
-                let _ = stderr.lock().write_all(&l);
+/// Writes queued lines to `out` until every sender is gone. After the first
+/// line of a batch it waits [`BATCH_WINDOW`], then writes everything queued
+/// by then at once: under load, loggers find this thread busy instead of
+/// waiting (no wake-up per line) and `out` gets one write per batch instead
+/// of one per line.
+fn write_all(rx: Receiver<Item>, out: &mut impl Write, window: Duration) {
+    let mut batch = Vec::new();
+    let mut flushed = Vec::new();
+    while let Ok(first) = rx.recv() {
+        std::thread::sleep(window);
+        for item in std::iter::once(first).chain(rx.try_iter().take(QUEUE_LINES)) {
+            match item {
+                Item::Line(l) => batch.extend_from_slice(&l),
+                Item::Flush(done) => flushed.push(done),
             }
-            Item::Flush(done) => {
-                let _ = done.send(());
-            }
+        }
+        let _ = out.write_all(&batch);
+        let _ = out.flush();
+        batch.clear();
+        // Every line queued before these flushes is written now.
+        for done in flushed.drain(..) {
+            let _ = done.send(());
         }
     }
 }
@@ -99,7 +114,7 @@ pub fn init(default: &str) {
     let (tx, rx) = sync_channel(QUEUE_LINES);
     let spawned = std::thread::Builder::new()
         .name("log-writer".into())
-        .spawn(move || write_all(rx));
+        .spawn(move || write_all(rx, &mut std::io::stderr(), BATCH_WINDOW));
     let mut builder = env_logger::Builder::from_env(env);
     builder.format_timestamp_millis();
     if spawned.is_ok() {
@@ -129,6 +144,36 @@ pub fn flush() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A writer that records each `write` call.
+    #[derive(Default)]
+    struct Writes(Vec<Vec<u8>>);
+
+    impl Write for Writes {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.push(buf.to_vec());
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn lines_queued_together_are_written_in_one_write_and_flush_waits_for_them() {
+        let (tx, rx) = sync_channel(16);
+        for l in ["one\n", "two\n", "three\n"] {
+            tx.send(Item::Line(l.as_bytes().to_vec()))
+                .unwrap_or_else(|e| panic!("{e}"));
+        }
+        let (done, flushed) = sync_channel(1);
+        tx.send(Item::Flush(done)).unwrap_or_else(|e| panic!("{e}"));
+        drop(tx);
+        let mut out = Writes::default();
+        write_all(rx, &mut out, Duration::ZERO);
+        assert_eq!(out.0, vec![b"one\ntwo\nthree\n".to_vec()]);
+        assert!(flushed.try_recv().is_ok(), "the flush was answered");
+    }
 
     #[test]
     fn a_full_queue_drops_and_counts_instead_of_blocking_then_says_so() {

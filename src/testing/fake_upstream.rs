@@ -255,7 +255,12 @@ type Responder = Box<dyn Fn(&Recorded) -> Reply + Send + Sync>;
 struct Shared {
     script: Mutex<VecDeque<Reply>>,
     responder: Responder,
-    requests: Mutex<Vec<Recorded>>,
+    requests: Mutex<VecDeque<Recorded>>,
+    /// Requests received in all, kept or not.
+    seen: AtomicUsize,
+    /// How many of the latest requests `requests` keeps (benchmarks send
+    /// hundreds of thousands; keeping them all grew the bench to gigabytes).
+    keep: AtomicUsize,
     disconnects: Mutex<Vec<Instant>>,
     connections: AtomicUsize,
 }
@@ -286,7 +291,9 @@ impl FakeUpstream {
         let shared = Arc::new(Shared {
             script: Mutex::new(script.into()),
             responder,
-            requests: Mutex::new(Vec::new()),
+            requests: Mutex::new(VecDeque::new()),
+            seen: AtomicUsize::new(0),
+            keep: AtomicUsize::new(usize::MAX),
             disconnects: Mutex::new(Vec::new()),
             connections: AtomicUsize::new(0),
         });
@@ -357,13 +364,26 @@ impl FakeUpstream {
             .push_back(reply);
     }
 
-    /// Every request received so far.
+    /// Every request received so far (the latest ones after [`Self::keep_last`]).
     pub fn requests(&self) -> Vec<Recorded> {
         self.shared
             .requests
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .clone()
+            .iter()
+            .cloned()
+            .collect()
+    }
+
+    /// Keeps only the latest `n` requests from now on; [`Self::request_count`]
+    /// still counts them all.
+    pub fn keep_last(&self, n: usize) {
+        self.shared.keep.store(n, Ordering::Relaxed);
+    }
+
+    /// Requests received so far, kept or not.
+    pub fn request_count(&self) -> usize {
+        self.shared.seen.load(Ordering::Relaxed)
     }
 
     /// When the client closed a connection the fake was still answering.
@@ -450,10 +470,15 @@ async fn connection(mut sock: TcpStream, sh: Arc<Shared>) {
         } else {
             Reply::error(404, "not found")
         };
-        sh.requests
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(rec);
+        sh.seen.fetch_add(1, Ordering::Relaxed);
+        {
+            let mut kept = sh.requests.lock().unwrap_or_else(|p| p.into_inner());
+            kept.push_back(rec);
+            let keep = sh.keep.load(Ordering::Relaxed);
+            while kept.len() > keep {
+                kept.pop_front();
+            }
+        }
         let keep_going = match reply {
             Reply::Json {
                 status,
