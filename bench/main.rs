@@ -135,12 +135,24 @@ fn targets(fake: &FakeUpstream, gw: &procs::Gateway) -> (Target, Target) {
 
 /// Idle footprint and start-up: the API server alone, no traffic.
 async fn idle(_: &Plan) -> Result<Figures, String> {
-    let gw = procs::start_gateway(None, &[]).await?;
+    // The first start creates the database; a restart (the usual case
+    // under systemd) opens it.
+    let first = procs::start_gateway(None, &[]).await?;
+    let first_ready = first.ready_after;
+    let gw = procs::start_gateway_in(first.stop()?, None, &[]).await?;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let (rss, _) = procs::rss_kib(gw.pid);
+    // RSS counts the pages of the binary's code mapped from the page cache
+    // (shared, clean, dropped under pressure); the private part is what
+    // the process itself allocated.
+    let private = procs::status_kib(gw.pid, "RssAnon:");
+    let code = procs::status_kib(gw.pid, "RssFile:");
     Ok(BTreeMap::from([
-        ("ready_ms", gw.ready_after.as_secs_f64() * 1000.0),
+        ("ready_ms", first_ready.as_secs_f64() * 1000.0),
+        ("restart_ready_ms", gw.ready_after.as_secs_f64() * 1000.0),
         ("rss_mib", rss as f64 / 1024.0),
+        ("rss_private_mib", private as f64 / 1024.0),
+        ("rss_file_mib", code as f64 / 1024.0),
     ]))
 }
 
@@ -216,20 +228,43 @@ async fn streaming_relay(p: &Plan) -> Result<Figures, String> {
     let deltas = numbered_words(p.relay_deltas);
     let expect = deltas.concat();
     let script = deltas.clone();
-    let fake = load_fake(Box::new(move |_| {
+    let fake = load_fake(Box::new(move |r: &Recorded| {
+        // A lone stream (the unloaded figure) is two deltas; the burst's
+        // streams are the full script.
+        if last_user_text(r) == SOLO {
+            return Reply::text_stream(&["so", "lo"], RELAY_FIRST, Duration::ZERO, (10, 2));
+        }
         let refs: Vec<&str> = script.iter().map(String::as_str).collect();
-        Reply::text_stream(
-            &refs,
-            Duration::from_millis(50),
-            Duration::from_millis(5),
-            (10, refs.len() as u64),
-        )
+        Reply::text_stream(&refs, RELAY_FIRST, RELAY_GAP, (10, refs.len() as u64))
     }));
+    fake.keep_last(p.relay_streams);
     let gw = procs::start_gateway(Some(&fake.url()), &[]).await?;
     let (through, direct) = targets(&fake, &gw);
+
+    // Unloaded: one stream at a time, what the path itself adds.
+    let solo = chat(SOLO, true);
+    let (mut gs, mut ds) = (Vec::new(), Vec::new());
+    for _ in 0..RELAY_SOLO_STREAMS {
+        for (t, out) in [(&through, &mut gs), (&direct, &mut ds)] {
+            let s = load::stream(&t.client, t, &solo, "solo").await;
+            out.extend(s.ttft.filter(|_| s.ok));
+        }
+    }
+    if gs.len() + ds.len() != 2 * RELAY_SOLO_STREAMS {
+        return Err("a lone stream failed or lost deltas".into());
+    }
+
+    // The burst. Where the first delta waits: the fake notes when each
+    // request reached it (same clock as the load generator), so the time
+    // from the burst's start to the upstream request is split from the
+    // time after it.
     let body = chat("hi", true);
+    let started = Instant::now();
     let g = load::many_streams(&through, &body, p.relay_streams, &expect).await;
+    let mut g_arrival = arrivals(&fake, started);
+    let started = Instant::now();
     let d = load::many_streams(&direct, &body, p.relay_streams, &expect).await;
+    let mut d_arrival = arrivals(&fake, started);
     let bad = g.iter().filter(|s| !s.ok).count();
     if bad > 0 || d.iter().any(|s| !s.ok) {
         return Err(format!(
@@ -245,6 +280,10 @@ async fn streaming_relay(p: &Plan) -> Result<Figures, String> {
     let (_, peak) = procs::rss_kib(gw.pid);
     Ok(BTreeMap::from([
         ("streams", p.relay_streams as f64),
+        (
+            "solo_ttft_overhead_p50_ms",
+            pct(&mut gs, 50.0) - pct(&mut ds, 50.0),
+        ),
         ("gw_ttft_p50_ms", pct(&mut gt, 50.0)),
         ("gw_ttft_p99_ms", pct(&mut gt, 99.0)),
         ("direct_ttft_p50_ms", pct(&mut dt, 50.0)),
@@ -253,10 +292,37 @@ async fn streaming_relay(p: &Plan) -> Result<Figures, String> {
             "ttft_overhead_p99_ms",
             pct(&mut gt, 99.0) - pct(&mut dt, 99.0),
         ),
+        ("gw_upstream_arrival_p99_ms", pct(&mut g_arrival, 99.0)),
+        ("direct_upstream_arrival_p99_ms", pct(&mut d_arrival, 99.0)),
         ("gw_total_p50_ms", pct(&mut gl, 50.0)),
         ("direct_total_p50_ms", pct(&mut dl, 50.0)),
         ("peak_rss_mib", peak as f64 / 1024.0),
     ]))
+}
+
+/// The relay scenario's upstream: first delta after this, then one per gap.
+const RELAY_FIRST: Duration = Duration::from_millis(50);
+const RELAY_GAP: Duration = Duration::from_millis(5);
+/// Lone streams measured through the gateway and direct, in turn.
+const RELAY_SOLO_STREAMS: usize = 20;
+/// The question of a lone stream.
+const SOLO: &str = "solo";
+
+/// The text of the last message of an upstream request.
+fn last_user_text(r: &Recorded) -> &str {
+    r.body["messages"]
+        .as_array()
+        .and_then(|m| m.last())
+        .and_then(|m| m["content"].as_str())
+        .unwrap_or("")
+}
+
+/// When each kept request reached the fake, after `since`.
+fn arrivals(fake: &FakeUpstream, since: Instant) -> Vec<Duration> {
+    fake.requests()
+        .iter()
+        .filter_map(|r| r.at.checked_duration_since(since))
+        .collect()
 }
 
 /// Many streams held open by a slow upstream: memory per open stream.
@@ -268,10 +334,7 @@ async fn open_streams(p: &Plan) -> Result<Figures, String> {
     let fake = load_fake(Box::new(move |r: &Recorded| {
         let refs: Vec<&str> = script.iter().map(String::as_str).collect();
         // The warm-up streams answer at once; the measured ones slowly.
-        let warm = r.body["messages"]
-            .as_array()
-            .and_then(|m| m.last())
-            .is_some_and(|m| m["content"] == "warm");
+        let warm = last_user_text(r) == "warm";
         let gap = if warm { Duration::ZERO } else { gap };
         Reply::text_stream(&refs, gap, gap, (10, refs.len() as u64))
     }));

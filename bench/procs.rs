@@ -119,13 +119,19 @@ pub async fn start_gateway_in(
         .path()
         .join(format!("gateway-{}.log", std::process::id()));
     let log_file = std::fs::File::create(&log).map_err(|e| e.to_string())?;
+    // A port free a moment ago, so readiness is measured by `/health` alone
+    // and not by when the gateway's "listening" log line reaches the file.
+    let port = std::net::TcpListener::bind(("127.0.0.1", 0))
+        .and_then(|l| l.local_addr())
+        .map_err(|e| e.to_string())?
+        .port();
     let mut cmd = Command::new(hermes_bin());
     cmd.arg("gateway")
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("HOME", dir.path())
         .env("HERMES_HOME", dir.path().join("home"))
-        .env("API_SERVER_PORT", "0")
+        .env("API_SERVER_PORT", port.to_string())
         .env("API_SERVER_KEY", KEY)
         .env("API_SERVER_MAX_CONCURRENT_RUNS", "0")
         // Production logging: one info line per request, to a file as journald would.
@@ -147,34 +153,20 @@ pub async fn start_gateway_in(
     let pid = child.id();
     let mut gw = Gateway {
         child,
-        base: String::new(),
+        base: format!("http://127.0.0.1:{port}"),
         pid,
         ready_after: Duration::ZERO,
         _dir: dir,
     };
     let deadline = spawned + START_LIMIT;
-    while Instant::now() < deadline {
-        let text = std::fs::read_to_string(&log).unwrap_or_default();
-        if let Some(pos) = text.find("listening on http://") {
-            let rest = &text[pos + "listening on ".len()..];
-            let url = rest
-                .split_whitespace()
-                .next()
-                .unwrap_or("")
-                .trim_end_matches("/v1");
-            gw.base = url.to_string();
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
-    if gw.base.is_empty() {
-        return Err(format!(
-            "the gateway did not start: {}",
-            std::fs::read_to_string(&log).unwrap_or_default()
-        ));
-    }
     let client = awc::Client::default();
     while Instant::now() < deadline {
+        if let Ok(Some(status)) = gw.child.try_wait() {
+            return Err(format!(
+                "the gateway exited ({status}): {}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            ));
+        }
         if let Ok(r) = client.get(format!("{}/health", gw.base)).send().await
             && r.status() == 200
         {
@@ -183,21 +175,26 @@ pub async fn start_gateway_in(
         }
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
-    Err("the gateway never answered /health".into())
+    Err(format!(
+        "the gateway never answered /health: {}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    ))
 }
 
 /// Resident set size of a process in KiB (`VmRSS`), and its peak (`VmHWM`).
 pub fn rss_kib(pid: u32) -> (u64, u64) {
+    (status_kib(pid, "VmRSS:"), status_kib(pid, "VmHWM:"))
+}
+
+/// One `kB` field of `/proc/<pid>/status` (`VmRSS:`, `RssAnon:`, ...); 0 if absent.
+pub fn status_kib(pid: u32, name: &str) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let field = |name: &str| {
-        status
-            .lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
-    };
-    (field("VmRSS:"), field("VmHWM:"))
+    status
+        .lines()
+        .find(|l| l.starts_with(name))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
 }
 
 /// Clock ticks per second of `/proc/<pid>/stat` times (`USER_HZ`, 100 on Linux).

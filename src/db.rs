@@ -239,13 +239,22 @@ impl Db {
 pub fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     let current: usize =
         conn.pragma_query_value(None, "user_version", |r| r.get::<_, i64>(0))? as usize;
-    for (i, sql) in MIGRATIONS.iter().enumerate().skip(current) {
-        let tx = conn.transaction()?;
-        tx.execute_batch(sql)?;
-        tx.pragma_update(None, "user_version", (i + 1) as i64)?;
-        tx.commit()?;
-        log::info!("database migrated to version {}", i + 1);
+    if current >= MIGRATIONS.len() {
+        return Ok(());
     }
+    // Every pending step in one transaction: one commit (and one fsync) on a
+    // fresh install instead of one per step, and a failed step leaves the
+    // database at the version it had, never between versions.
+    let tx = conn.transaction()?;
+    for sql in &MIGRATIONS[current..] {
+        tx.execute_batch(sql)?;
+    }
+    tx.pragma_update(None, "user_version", MIGRATIONS.len() as i64)?;
+    tx.commit()?;
+    log::info!(
+        "database migrated from version {current} to {}",
+        MIGRATIONS.len()
+    );
     Ok(())
 }
 

@@ -15,11 +15,11 @@ use std::io::Write;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Log lines that may wait for the writer thread.
 const QUEUE_LINES: usize = 16_384;
-/// How long the writer lets lines gather before it writes them.
+/// How long the writer lets lines gather when they come fast.
 const BATCH_WINDOW: Duration = Duration::from_millis(10);
 /// How long [`flush`] waits for the writer at most.
 const FLUSH_WAIT: Duration = Duration::from_secs(2);
@@ -81,16 +81,20 @@ impl Write for QueueWriter {
     }
 }
 
-/// Writes queued lines to `out` until every sender is gone. After the first
-/// line of a batch it waits [`BATCH_WINDOW`], then writes everything queued
-/// by then at once: under load, loggers find this thread busy instead of
-/// waiting (no wake-up per line) and `out` gets one write per batch instead
-/// of one per line.
+/// Writes queued lines to `out` until every sender is gone. A line that
+/// comes alone is written at once. When lines come faster than one per
+/// `window`, the writer waits out the window before it writes everything
+/// queued by then: loggers then find this thread busy instead of waiting (no
+/// wake-up per line), and `out` gets one write per batch instead of one per
+/// line.
 fn write_all(rx: Receiver<Item>, out: &mut impl Write, window: Duration) {
     let mut batch = Vec::new();
     let mut flushed = Vec::new();
+    let mut last_write: Option<Instant> = None;
     while let Ok(first) = rx.recv() {
-        std::thread::sleep(window);
+        if last_write.is_some_and(|t| t.elapsed() < window) {
+            std::thread::sleep(window);
+        }
         for item in std::iter::once(first).chain(rx.try_iter().take(QUEUE_LINES)) {
             match item {
                 Item::Line(l) => batch.extend_from_slice(&l),
@@ -99,6 +103,7 @@ fn write_all(rx: Receiver<Item>, out: &mut impl Write, window: Duration) {
         }
         let _ = out.write_all(&batch);
         let _ = out.flush();
+        last_write = Some(Instant::now());
         batch.clear();
         // Every line queued before these flushes is written now.
         for done in flushed.drain(..) {
@@ -173,6 +178,35 @@ mod tests {
         write_all(rx, &mut out, Duration::ZERO);
         assert_eq!(out.0, vec![b"one\ntwo\nthree\n".to_vec()]);
         assert!(flushed.try_recv().is_ok(), "the flush was answered");
+    }
+
+    #[test]
+    fn a_line_that_comes_alone_is_written_at_once() {
+        let (tx, rx) = sync_channel(16);
+        let (wrote, written) = sync_channel(1);
+        /// Reports each write as it happens.
+        struct Tell(SyncSender<Vec<u8>>);
+        impl Write for Tell {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                let _ = self.0.send(buf.to_vec());
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        // A window far longer than the test: waiting it out would fail.
+        let writer = std::thread::spawn(move || {
+            write_all(rx, &mut Tell(wrote), Duration::from_secs(3600));
+        });
+        tx.send(Item::Line(b"alone\n".to_vec()))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let got = written
+            .recv_timeout(Duration::from_secs(10))
+            .unwrap_or_else(|e| panic!("not written at once: {e}"));
+        assert_eq!(got, b"alone\n");
+        drop(tx);
+        writer.join().unwrap_or_else(|_| panic!("writer panicked"));
     }
 
     #[test]

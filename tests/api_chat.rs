@@ -416,6 +416,23 @@ async fn unknown_routes_and_methods_use_the_envelope() {
         "invalid_request_error",
         Some("method_not_allowed"),
     );
+    // Paths under an `{id}` (routed by scopes) answer the same way.
+    for (method, path, status, code) in [
+        ("GET", "/v1/responses/resp_x/nope", 404, "not_found"),
+        ("GET", "/v1/runs/run_x/stop", 405, "method_not_allowed"),
+        ("POST", "/api/sessions/s1", 405, "method_not_allowed"),
+    ] {
+        let m = actix_web::http::Method::from_bytes(method.as_bytes())
+            .unwrap_or_else(|e| panic!("{e}"));
+        let mut res = client()
+            .request(m, app.url(path))
+            .bearer_auth(KEY)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(res.status(), status, "{method} {path}");
+        assert_envelope(&body(&mut res).await, "invalid_request_error", Some(code));
+    }
 }
 
 #[actix_web::test]
