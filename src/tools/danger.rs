@@ -6,7 +6,7 @@
 //! on a match is decided by `approvals.mode`, not here.
 
 use std::path::Path;
-use std::sync::{LazyLock, OnceLock};
+use std::sync::{Arc, LazyLock, OnceLock};
 
 use regex::Regex;
 
@@ -71,7 +71,9 @@ static BUILTIN_RULES: LazyLock<Vec<(Regex, &'static str)>> = LazyLock::new(|| {
 pub struct Patterns {
     /// Sources of this configuration's own patterns, with their reasons.
     sources: Vec<(String, String)>,
-    own: OnceLock<Vec<(Regex, String)>>,
+    /// Shared by clones (sessions get copies of the settings), so they are
+    /// compiled once per configuration.
+    own: Arc<OnceLock<Vec<(Regex, String)>>>,
 }
 
 impl Patterns {
@@ -89,7 +91,7 @@ impl Patterns {
         );
         Self {
             sources,
-            own: OnceLock::new(),
+            own: Arc::new(OnceLock::new()),
         }
     }
 
