@@ -30,6 +30,15 @@ async fn get_json(app: &App, path: &str) -> (u16, Value) {
     json_of(app.get(path).send().await.unwrap_or_else(|e| panic!("{e}"))).await
 }
 
+/// `POST /v1/runs/{id}/steer` with `input`: (status, body).
+async fn steer(app: &App, id: &str, input: &str) -> (u16, Value) {
+    json_of(
+        app.send(&format!("/v1/runs/{id}/steer"), &json!({"input": input}))
+            .await,
+    )
+    .await
+}
+
 /// Reads an SSE stream to its end: (event name, data, `id:`) per event.
 async fn stream(req: awc::ClientRequest) -> (u16, Vec<(String, Value, Option<u64>)>) {
     let mut res = req.send().await.unwrap_or_else(|e| panic!("{e}"));
@@ -405,14 +414,7 @@ async fn stop_cancels_a_run_and_steer_reaches_the_next_model_call() {
     let id = r["id"].as_str().unwrap_or("").to_string();
     // Barrier: the tool runs (for a second).
     assert!(stream_until(&app, &id, "tool.started").await);
-    let (s, _) = json_of(
-        app.send(
-            &format!("/v1/runs/{id}/steer"),
-            &json!({"input": "also say hi"}),
-        )
-        .await,
-    )
-    .await;
+    let (s, _) = steer(&app, &id, "also say hi").await;
     assert_eq!(s, 202);
     let run = settled(&app, &format!("/v1/runs/{id}")).await;
     assert_eq!(run["status"], "completed");
@@ -423,20 +425,12 @@ async fn stop_cancels_a_run_and_steer_reaches_the_next_model_call() {
         Some(("user", "also say hi")),
         "{t:?}"
     );
-    let (s, e) = json_of(
-        app.send(&format!("/v1/runs/{id}/steer"), &json!({"input": "late"}))
-            .await,
-    )
-    .await;
+    let (s, e) = steer(&app, &id, "late").await;
     assert_eq!(
         (s, e["error"]["code"].as_str()),
         (409, Some("run_not_running"))
     );
-    let (s, e) = json_of(
-        app.send(&format!("/v1/runs/{id}/steer"), &json!({"input": ""}))
-            .await,
-    )
-    .await;
+    let (s, e) = steer(&app, &id, "").await;
     assert_eq!((s, e["error"]["param"].as_str()), (400, Some("input")));
 
     // Stop: the run ends cancelled, its events end with run.cancelled.
@@ -651,14 +645,7 @@ async fn text_steered_during_the_last_answer_gets_one_more_model_call() {
         now["output_text"].as_str().unwrap_or("").starts_with("w0"),
         "{now}"
     );
-    let (s, _) = json_of(
-        app.send(
-            &format!("/v1/runs/{id}/steer"),
-            &json!({"input": "and then stop"}),
-        )
-        .await,
-    )
-    .await;
+    let (s, _) = steer(&app, &id, "and then stop").await;
     assert_eq!(s, 202);
     let run = settled(&app, &format!("/v1/runs/{id}")).await;
     assert_eq!(
