@@ -545,7 +545,7 @@ enum Ended {
 
 /// The stored session, if any.
 async fn load_session(start: &PlatformStart) -> Option<Session> {
-    let v = crate::platform_state::load(&start.db, NAME, SESSION_KEY)
+    let v = crate::platform_state::load(&start.store, NAME, SESSION_KEY)
         .await
         .ok()
         .flatten()?;
@@ -556,7 +556,7 @@ async fn load_session(start: &PlatformStart) -> Option<Session> {
 fn save_session(start: &PlatformStart, s: Option<&Session>) {
     let value = s.map_or_else(|| "null".to_string(), |s| s.to_json().to_string());
     drop(crate::platform_state::save(
-        &start.db,
+        &start.store,
         NAME,
         SESSION_KEY,
         value,

@@ -20,12 +20,15 @@ use crate::metrics::Metrics;
 use crate::platform_status::PlatformStatus;
 use crate::platforms::Parsed;
 use crate::platforms::access::Dedup;
+use crate::store::Store;
 
 /// Everything a platform needs to start.
 #[derive(Clone)]
 pub struct PlatformStart {
     pub loaded: Arc<Loaded>,
     pub db: Db,
+    /// The storage interface (platform state so far; see `store`).
+    pub store: Store,
     pub pool: ArbiterPool,
     pub metrics: Arc<Metrics>,
     /// Where the platform reports its connection state.

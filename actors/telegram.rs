@@ -306,7 +306,7 @@ async fn run(settings: TelegramSettings, me_to: Addr<TelegramActor>, start: Plat
 
 /// Long polling: `getUpdates` with the offset after the last accepted update.
 async fn poll(api: &BotApi, me_to: &Addr<TelegramActor>, start: &PlatformStart) {
-    let (db, status) = (&start.db, &start.status);
+    let (db, status) = (&start.store, &start.status);
     let stored = crate::platform_state::load(db, NAME, OFFSET_KEY).await;
     let mut offset: i64 = match stored {
         Ok(v) => v.and_then(|s| s.parse().ok()).unwrap_or(0),

@@ -134,6 +134,15 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX runs_by_status ON runs(status);
     ALTER TABLE sessions ADD COLUMN owner TEXT;
     CREATE INDEX sessions_by_owner ON sessions(owner, updated_at);",
+    // 7: leases (see `store::leases`): one holder at a time per name, with an
+    // expiry in Unix milliseconds and a generation that grows with every
+    // change of holder. The same table exists in the PostgreSQL schema.
+    "CREATE TABLE leases (
+        name TEXT PRIMARY KEY,
+        holder TEXT NOT NULL,
+        expires_at INTEGER NOT NULL,
+        generation INTEGER NOT NULL DEFAULT 1
+    );",
 ];
 
 /// Errors of the embedded store.
@@ -155,6 +164,12 @@ pub enum StoreError {
     Gone,
     #[error("cannot encode a record: {0}")]
     Encode(String),
+    #[error("PostgreSQL: {0}")]
+    Postgres(#[from] tokio_postgres::Error),
+    #[error("PostgreSQL pool: {0}")]
+    Pool(String),
+    #[error("storage settings: {0}")]
+    Config(String),
 }
 
 type Job = Box<dyn FnOnce(&mut Connection) + Send>;

@@ -12,7 +12,9 @@
 //! - [`ws`]: reading a chat platform's websocket (whole messages, pings).
 //! - [`tools`]: the agent's tools, their schemas, caps and refusals.
 //! - [`config`]: typed configuration (schema, environment, validation, loading).
-//! - [`db`]: the embedded SQLite store on its own thread, with migrations;
+//! - [`store`]: the storage interface, SQLite (default) or PostgreSQL
+//!   (several instances), with leases; [`db`]: the embedded SQLite store on
+//!   its own thread, with migrations;
 //!   [`sessions`], [`response_db`], [`run_db`], [`platform_state`],
 //!   [`deliveries`]: what is kept in it; [`journal`]: the numbered events of
 //!   responses and runs, replayed to clients that come back.
@@ -65,6 +67,7 @@ pub mod secrets;
 pub mod service;
 pub mod sessions;
 pub mod sse;
+pub mod store;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 pub mod tools;

@@ -27,6 +27,7 @@ use crate::db::Db;
 use crate::deliveries::Deliveries;
 use crate::metrics::Metrics;
 use crate::platform_status::{LinkState, PlatformStatus};
+use crate::store::Store;
 
 /// Bytes in a MiB (cache budgets are configured in MiB).
 const MIB: usize = 1024 * 1024;
@@ -200,6 +201,7 @@ fn start_chat(
     let ctx = PlatformStart {
         loaded: Arc::new(loaded.clone()),
         db: db.clone(),
+        store: Store::from(db.clone()),
         pool: pool.clone(),
         metrics: metrics.clone(),
         status: platforms.clone(),

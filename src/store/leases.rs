@@ -1,0 +1,233 @@
+//! Leases: a named right that one holder has at a time, until an expiry it
+//! renews (`scale-out.md`): one consumer per platform credential, one running
+//! turn per session, one instance finishing a delivery.
+//!
+//! Time is the database's clock, never an instance's, so instances whose
+//! clocks disagree still agree on when a lease has expired. A lease's
+//! generation grows with every change of holder: a holder that renews and
+//! sees a generation other than its own knows it lost the lease in between.
+//! Releasing sets the expiry to 0 (the row and its generation stay), so the
+//! next instance can take it at once.
+
+use std::time::Duration;
+
+use rusqlite::OptionalExtension;
+
+use super::Store;
+use crate::db::StoreError;
+
+/// A lease as it stands in the store.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Lease {
+    /// The instance that holds (or last held) it.
+    pub holder: String,
+    /// Unix milliseconds, by the database's clock; 0 once released.
+    pub expires_at_ms: i64,
+    /// Grows by one with every change of holder.
+    pub generation: i64,
+}
+
+/// "Now" in Unix milliseconds, by each database's own clock.
+const SQLITE_NOW_MS: &str = "CAST(unixepoch('subsec') * 1000 AS INTEGER)";
+const PG_NOW_MS: &str = "(extract(epoch FROM clock_timestamp()) * 1000)::bigint";
+
+/// The take-or-renew statement for a backend: it writes only when the lease
+/// is free, expired, or already this holder's, and returns the row it wrote.
+/// `$1` name, `$2` holder, `$3` time to live in milliseconds (the same
+/// placeholders work in both dialects).
+fn acquire_sql(now: &str) -> String {
+    format!(
+        "INSERT INTO leases (name, holder, expires_at) VALUES ($1, $2, {now} + $3)
+         ON CONFLICT (name) DO UPDATE SET
+             generation = CASE WHEN leases.holder = excluded.holder
+                               THEN leases.generation ELSE leases.generation + 1 END,
+             holder = excluded.holder,
+             expires_at = excluded.expires_at
+         WHERE leases.holder = excluded.holder OR leases.expires_at <= {now}
+         RETURNING holder, expires_at, generation"
+    )
+}
+
+const RELEASE_SQL: &str = "UPDATE leases SET expires_at = 0 WHERE name = $1 AND holder = $2";
+const READ_SQL: &str = "SELECT holder, expires_at, generation FROM leases WHERE name = $1";
+
+/// Milliseconds of a time to live, saturating.
+fn millis(ttl: Duration) -> i64 {
+    i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX / 2)
+}
+
+impl Store {
+    /// Takes `name` for `holder` for `ttl`, or renews it when `holder` has
+    /// it already. `None` when another holder's lease has not expired.
+    pub async fn acquire_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        ttl: Duration,
+    ) -> Result<Option<Lease>, StoreError> {
+        let (name, holder, ttl) = (name.to_string(), holder.to_string(), millis(ttl));
+        match self {
+            Store::Sqlite(db) => {
+                db.call(move |c| {
+                    Ok(c.query_row(
+                        &acquire_sql(SQLITE_NOW_MS),
+                        rusqlite::params![name, holder, ttl],
+                        |r| {
+                            Ok(Lease {
+                                holder: r.get(0)?,
+                                expires_at_ms: r.get(1)?,
+                                generation: r.get(2)?,
+                            })
+                        },
+                    )
+                    .optional()?)
+                })
+                .await
+            }
+            Store::Postgres(pg) => {
+                pg.call(move |c| async move {
+                    let row = c
+                        .query_opt(&acquire_sql(PG_NOW_MS), &[&name, &holder, &ttl])
+                        .await?;
+                    Ok(row.map(|r| Lease {
+                        holder: r.get(0),
+                        expires_at_ms: r.get(1),
+                        generation: r.get(2),
+                    }))
+                })
+                .await
+            }
+        }
+    }
+
+    /// Gives `name` up at once if `holder` has it; `true` when it did.
+    pub async fn release_lease(&self, name: &str, holder: &str) -> Result<bool, StoreError> {
+        let (name, holder) = (name.to_string(), holder.to_string());
+        match self {
+            Store::Sqlite(db) => {
+                db.call(move |c| Ok(c.execute(RELEASE_SQL, [&name, &holder])? > 0))
+                    .await
+            }
+            Store::Postgres(pg) => {
+                pg.call(move |c| async move {
+                    Ok(c.execute(RELEASE_SQL, &[&name, &holder]).await? > 0)
+                })
+                .await
+            }
+        }
+    }
+
+    /// The lease on `name` as it stands (expired or not), if it was ever taken.
+    pub async fn lease(&self, name: &str) -> Result<Option<Lease>, StoreError> {
+        let name = name.to_string();
+        match self {
+            Store::Sqlite(db) => {
+                db.call(move |c| {
+                    Ok(c.query_row(READ_SQL, [&name], |r| {
+                        Ok(Lease {
+                            holder: r.get(0)?,
+                            expires_at_ms: r.get(1)?,
+                            generation: r.get(2)?,
+                        })
+                    })
+                    .optional()?)
+                })
+                .await
+            }
+            Store::Postgres(pg) => {
+                pg.call(move |c| async move {
+                    let row = c.query_opt(READ_SQL, &[&name]).await?;
+                    Ok(row.map(|r| Lease {
+                        holder: r.get(0),
+                        expires_at_ms: r.get(1),
+                        generation: r.get(2),
+                    }))
+                })
+                .await
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_backends;
+    use super::*;
+
+    const TTL: Duration = Duration::from_secs(10);
+
+    fn ok<T>(r: Result<T, StoreError>) -> T {
+        r.unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[tokio::test]
+    async fn one_holder_at_a_time_and_renewal_keeps_the_generation() {
+        for b in test_backends::all().await {
+            let s = &b.store;
+            let a = ok(s.acquire_lease("telegram:bot", "a", TTL).await);
+            let a = a.unwrap_or_else(|| panic!("{}: a free lease is taken", s.backend()));
+            assert_eq!((a.holder.as_str(), a.generation), ("a", 1));
+            // Another holder cannot take it while it runs.
+            assert_eq!(ok(s.acquire_lease("telegram:bot", "b", TTL).await), None);
+            // The holder renews it: same generation, an expiry not earlier.
+            let renewed = ok(s.acquire_lease("telegram:bot", "a", TTL).await);
+            let renewed = renewed.unwrap_or_else(|| panic!("{}: renewal", s.backend()));
+            assert_eq!(renewed.generation, 1);
+            assert!(renewed.expires_at_ms >= a.expires_at_ms);
+            // Other names are independent.
+            assert!(ok(s.acquire_lease("discord:bot", "b", TTL).await).is_some());
+            assert_eq!(ok(s.lease("telegram:bot").await), Some(renewed));
+            assert_eq!(ok(s.lease("never").await), None);
+        }
+    }
+
+    #[tokio::test]
+    async fn an_expired_lease_passes_to_the_next_holder_with_a_new_generation() {
+        for b in test_backends::all().await {
+            let s = &b.store;
+            assert!(ok(s.acquire_lease("l", "a", Duration::ZERO).await).is_some());
+            // The lease expired at once (time to live 0): b takes it over.
+            let b_has = ok(s.acquire_lease("l", "b", TTL).await);
+            let b_has = b_has.unwrap_or_else(|| panic!("{}: takeover", s.backend()));
+            assert_eq!((b_has.holder.as_str(), b_has.generation), ("b", 2));
+            // a comes back: it no longer holds it, and cannot renew.
+            assert_eq!(ok(s.acquire_lease("l", "a", TTL).await), None);
+            assert!(!ok(s.release_lease("l", "a").await));
+        }
+    }
+
+    #[tokio::test]
+    async fn a_released_lease_is_free_at_once() {
+        for b in test_backends::all().await {
+            let s = &b.store;
+            assert!(ok(s.acquire_lease("l", "a", TTL).await).is_some());
+            assert!(ok(s.release_lease("l", "a").await));
+            let l = ok(s.lease("l").await).unwrap_or_else(|| panic!("kept"));
+            assert_eq!((l.holder.as_str(), l.expires_at_ms), ("a", 0));
+            let b_has = ok(s.acquire_lease("l", "b", TTL).await);
+            assert_eq!(b_has.map(|l| l.generation), Some(2), "{}", s.backend());
+        }
+    }
+
+    #[tokio::test]
+    async fn racing_instances_never_both_hold_a_lease() {
+        for b in test_backends::all().await {
+            let s = &b.store;
+            // Eight would-be holders race for one free lease, many rounds.
+            for round in 0..20 {
+                let name = format!("race-{round}");
+                let tries = (0..8).map(|i| {
+                    let (s, name) = (s.clone(), name.clone());
+                    async move { s.acquire_lease(&name, &format!("i{i}"), TTL).await }
+                });
+                let won = futures_util::future::join_all(tries)
+                    .await
+                    .into_iter()
+                    .map(ok)
+                    .filter(Option::is_some)
+                    .count();
+                assert_eq!(won, 1, "{} round {round}", s.backend());
+            }
+        }
+    }
+}

@@ -1,0 +1,212 @@
+//! The storage interface: one [`Store`], two backends.
+//!
+//! - [`Store::Sqlite`]: the embedded `state.db` on its own thread
+//!   ([`crate::db`]), the default: nothing to install or run beside the
+//!   gateway.
+//! - [`Store::Postgres`]: a pool of connections to a PostgreSQL server
+//!   ([`pg`]) that several gateway instances share (`scale-out.md`).
+//!
+//! Each part of the durable state is a set of whole operations on `Store`
+//! (one transaction each), written once per backend and tested against both
+//! by the same behaviour tests ([`test_backends`]). The dispatch is a plain
+//! `match`, not a trait object: two backends, known at compile time, and no
+//! boxed futures on the hot path.
+//!
+//! Behind the interface so far: platform state ([`crate::platform_state`]) and
+//! leases ([`leases`]). Sessions, responses, runs, their events and delivery
+//! obligations still go to [`crate::db::Db`] directly; they move here one at
+//! a time, and `storage.backend: postgres` is offered only once all of them
+//! have.
+
+pub mod leases;
+pub mod pg;
+
+use crate::db::Db;
+pub use pg::Pg;
+
+/// Where durable state is kept; cheap to clone.
+#[derive(Clone, Debug)]
+pub enum Store {
+    /// The embedded SQLite database of this instance's home.
+    Sqlite(Db),
+    /// A PostgreSQL database shared with other instances.
+    Postgres(Pg),
+}
+
+impl Store {
+    /// The backend's name, as `/health/detailed` and the logs show it.
+    pub fn backend(&self) -> &'static str {
+        match self {
+            Store::Sqlite(_) => "sqlite",
+            Store::Postgres(_) => "postgres",
+        }
+    }
+}
+
+impl From<Db> for Store {
+    fn from(db: Db) -> Self {
+        Store::Sqlite(db)
+    }
+}
+
+/// The stores the storage behaviour tests run against: a fresh SQLite
+/// database always, and a fresh PostgreSQL database when
+/// `HERMES_TEST_POSTGRES_URL` names a server (`tests/postgres/start.sh`
+/// starts one; `.ci/run` does). With `HERMES_REQUIRE_POSTGRES=1` (set by
+/// `.ci/run`) a missing server fails the test instead of skipping its
+/// PostgreSQL half, so CI can never pass without running it.
+#[cfg(test)]
+pub mod test_backends {
+    use super::*;
+
+    /// A store and what keeps it alive (the SQLite file's directory).
+    pub struct Backend {
+        pub store: Store,
+        _dir: Option<tempfile::TempDir>,
+    }
+
+    /// The URL of the test server, if any (panics when one is required).
+    pub fn postgres_url() -> Option<String> {
+        let url = std::env::var("HERMES_TEST_POSTGRES_URL")
+            .ok()
+            .filter(|u| !u.is_empty());
+        if url.is_none() && std::env::var("HERMES_REQUIRE_POSTGRES").as_deref() == Ok("1") {
+            panic!("HERMES_REQUIRE_POSTGRES=1 but HERMES_TEST_POSTGRES_URL is not set");
+        }
+        if url.is_none() {
+            eprintln!("HERMES_TEST_POSTGRES_URL is not set: the PostgreSQL half is skipped");
+        }
+        url
+    }
+
+    /// A new, empty database on the test server, and its URL.
+    pub async fn fresh_postgres_db(url: &str) -> String {
+        let name = format!("hermes_t_{}", uuid::Uuid::new_v4().simple());
+        let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+            .await
+            .unwrap_or_else(|e| panic!("cannot reach the test PostgreSQL: {e}"));
+        let task = tokio::spawn(conn);
+        client
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        drop(client);
+        let _ = task.await;
+        // Swap the database name at the end of the URL.
+        let base = url.rsplit_once('/').map_or(url, |(base, _)| base);
+        format!("{base}/{name}")
+    }
+
+    /// Every backend the tests can reach, each with a fresh, migrated database.
+    pub async fn all() -> Vec<Backend> {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let db = Db::open(&dir.path().join("state.db")).unwrap_or_else(|e| panic!("{e}"));
+        let mut out = vec![Backend {
+            store: Store::Sqlite(db),
+            _dir: Some(dir),
+        }];
+        if let Some(url) = postgres_url() {
+            let url = fresh_postgres_db(&url).await;
+            let pg = Pg::connect(&url, 4).await.unwrap_or_else(|e| panic!("{e}"));
+            out.push(Backend {
+                store: Store::Postgres(pg),
+                _dir: None,
+            });
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::test_backends::*;
+    use super::*;
+
+    #[tokio::test]
+    async fn postgres_migrations_run_once_when_instances_start_together() {
+        let Some(url) = postgres_url() else { return };
+        let url = fresh_postgres_db(&url).await;
+        // Three instances start at once: each must come up on a whole schema.
+        let (a, b, c) = tokio::join!(
+            Pg::connect(&url, 2),
+            Pg::connect(&url, 2),
+            Pg::connect(&url, 2)
+        );
+        let pgs: Vec<Pg> = [a, b, c]
+            .into_iter()
+            .map(|r| r.unwrap_or_else(|e| panic!("{e}")))
+            .collect();
+        let version: i32 = pgs[0]
+            .call(|c| async move {
+                Ok(c.query_one("SELECT version FROM hermes_schema", &[])
+                    .await?
+                    .get(0))
+            })
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(version as usize, pg::schema_version());
+        let rows: i64 = pgs[2]
+            .call(|c| async move {
+                Ok(c.query_one("SELECT count(*) FROM hermes_schema", &[])
+                    .await?
+                    .get(0))
+            })
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(rows, 1);
+    }
+
+    #[tokio::test]
+    async fn postgres_errors_never_quote_the_url() {
+        let secret = "s3cret-password";
+        for url in [
+            format!("postgres://u:{secret}@[::1"),
+            format!("postgres://u:{secret}@127.0.0.1:1/x?sslmode=require"),
+        ] {
+            let e = Pg::connect(&url, 1).await.err().map(|e| e.to_string());
+            let e = e.unwrap_or_else(|| panic!("{url} connected"));
+            assert!(!e.contains(secret), "{e}");
+        }
+        // Nothing listens on port 1: a clear connection error, no password.
+        let e = Pg::connect(&format!("postgres://u:{secret}@127.0.0.1:1/x"), 1)
+            .await
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(e.contains("PostgreSQL"), "{e}");
+        assert!(!e.contains(secret), "{e}");
+    }
+
+    #[tokio::test]
+    async fn ordered_jobs_land_in_the_order_they_were_queued() {
+        let Some(url) = postgres_url() else { return };
+        let pg = Pg::connect(&fresh_postgres_db(&url).await, 8)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        // Queue 50 writes without awaiting them, then wait on the last one.
+        let mut last = None;
+        for i in 0..50i32 {
+            last = Some(pg.call_ordered(move |c| async move {
+                c.execute(
+                    "INSERT INTO platform_state (platform, key, value) VALUES ('t', 'k', $1)
+                     ON CONFLICT (platform, key) DO UPDATE SET value = EXCLUDED.value",
+                    &[&i.to_string()],
+                )
+                .await?;
+                Ok(())
+            }));
+        }
+        if let Some(last) = last {
+            last.await.unwrap_or_else(|e| panic!("{e}"));
+        }
+        let v: String = pg
+            .call(|c| async move {
+                Ok(c.query_one("SELECT value FROM platform_state", &[])
+                    .await?
+                    .get(0))
+            })
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(v, "49");
+    }
+}
