@@ -40,6 +40,7 @@ use super::start::{PlatformStart, Started};
 use crate::backoff::Backoff;
 use crate::platform_status::LinkState;
 use crate::platforms::access::Dedup;
+use crate::platforms::consumer::Held;
 use crate::platforms::courier::{Call, Wire};
 use crate::platforms::discord::{self as dc, AfterClose, NAME, Ready, Session};
 use crate::platforms::{ChatRef, Parsed, PlatformError};
@@ -595,11 +596,33 @@ async fn run(
             tokio::time::sleep(backoff.next_wait()).await;
         },
     };
-    let mut session = load_session(&start).await;
+    // Only the holder of the bot's consumer lease keeps a Gateway session;
+    // the other instances stand by (`platforms::consumer`).
+    while let Some(held) = start.leases.hold(NAME, &settings.token, &status).await {
+        if !connect_while_held(&settings, &url, held, &me, &start, &mut backoff).await {
+            return;
+        }
+        log::warn!("{NAME}: disconnected: this instance no longer holds the bot");
+    }
+}
+
+/// Connects and reconnects (resuming the stored session, read anew at the
+/// start: another instance may have moved it on) until the consumer lease
+/// is lost (`true`: stand by again) or the platform stops (`false`).
+async fn connect_while_held(
+    settings: &DiscordSettings,
+    url: &str,
+    mut held: Held,
+    me: &Addr<DiscordActor>,
+    start: &PlatformStart,
+    backoff: &mut Backoff,
+) -> bool {
+    let status = &start.status;
+    let mut session = load_session(start).await;
     loop {
         let target = match &session {
             Some(s) if !s.ready.resume_url.is_empty() => s.ready.resume_url.clone(),
-            _ => url.clone(),
+            _ => url.to_string(),
         };
         let state = if session.is_some() {
             LinkState::Resuming
@@ -607,17 +630,20 @@ async fn run(
             LinkState::Connecting
         };
         status.set(NAME, state, None);
-        let ended = connection(&settings, &target, &mut session, &me, &start, &mut backoff).await;
+        let ended = tokio::select! {
+            ended = connection(settings, &target, &mut session, me, start, backoff) => ended,
+            () = held.lost() => return true,
+        };
         let why = match ended {
-            Ended::Stopped => return,
+            Ended::Stopped => return false,
             Ended::Fatal(why) => {
                 log::error!("{NAME}: {why}; the other front doors keep running");
                 status.set(NAME, LinkState::Failed, Some(why));
-                return;
+                return false;
             }
             Ended::Identify(why) => {
                 session = None;
-                save_session(&start, None);
+                save_session(start, None);
                 why
             }
             Ended::Resume(why) => why,

@@ -43,12 +43,12 @@ use crate::agent::{AgentSettings, TurnOutcome, TurnStatus};
 use crate::config::{BusyPolicy, Loaded};
 use crate::conversation::commands::{self, Command, HELP};
 use crate::conversation::session::{Admit, Session};
-use crate::db::Db;
 use crate::deliveries::Deliveries;
 use crate::metrics::Metrics;
 use crate::openai::Message;
 use crate::platforms::access::{Allowlist, DenyNotices};
 use crate::platforms::{ChatKind, Format, Inbound};
+use crate::store::Store;
 use crate::tools::{ApprovalRequest, Approver, SessionTools};
 use crate::upstream::UpstreamSettings;
 
@@ -220,7 +220,8 @@ fn merge(earlier: Vec<Incoming>, mut last: Incoming) -> Incoming {
 /// The router.
 pub struct SessionRouter {
     settings: Arc<RouterSettings>,
-    db: Db,
+    /// Where session transcripts are kept.
+    store: Store,
     pool: ArbiterPool,
     metrics: Arc<Metrics>,
     stats: Arc<RouterStats>,
@@ -232,10 +233,11 @@ pub struct SessionRouter {
 }
 
 impl SessionRouter {
-    /// A router over `db`, starting agents and previews on `pool`.
+    /// A router over the transcripts in `store`, starting agents and
+    /// previews on `pool`.
     pub fn new(
         settings: Arc<RouterSettings>,
-        db: Db,
+        store: Store,
         pool: ArbiterPool,
         metrics: Arc<Metrics>,
         stats: Arc<RouterStats>,
@@ -243,7 +245,7 @@ impl SessionRouter {
     ) -> Self {
         Self {
             settings,
-            db,
+            store,
             pool,
             metrics,
             stats,
@@ -289,7 +291,7 @@ impl SessionRouter {
     /// Answers a command, at once, even while a turn runs.
     fn command(&mut self, key: &str, cmd: Command, inc: &Incoming) {
         let model = self.model();
-        let db = self.db.clone();
+        let db = self.store.clone();
         let entry = self.entry(key);
         match cmd {
             Command::New => {
@@ -395,7 +397,7 @@ impl SessionRouter {
                     entry.agent = None;
                     entry.approval = None;
                 }
-                let (db, prefix, inc) = (self.db.clone(), prefix.to_string(), inc.clone());
+                let (db, prefix, inc) = (self.store.clone(), prefix.to_string(), inc.clone());
                 actix::spawn(async move {
                     let stored = crate::sessions::keys_under(&db, &prefix)
                         .await
@@ -520,7 +522,7 @@ impl SessionRouter {
             entry.agent = None;
         }
         let need_agent = entry.agent.is_none();
-        let db = self.db.clone();
+        let db = self.store.clone();
         let key2 = key.clone();
         let load = async move {
             if !need_agent {
@@ -723,7 +725,7 @@ impl Handler<TurnDone> for SessionRouter {
             let mut messages = Vec::with_capacity(o.messages.len() + 1);
             messages.push(done.user);
             messages.extend(o.messages.iter().cloned());
-            let write = crate::sessions::append(&self.db, &done.key, messages, o.usage, None);
+            let write = crate::sessions::append(&self.store, &done.key, messages, o.usage, None);
             let key = done.key.clone();
             actix::spawn(async move {
                 if let Err(e) = write.await {
@@ -862,12 +864,12 @@ mod tests {
         let mut ps = settings.platforms[crate::platforms::ALL[0].name].clone();
         ps.allow = Allowlist::from_config(&loaded.config, crate::platforms::ALL[0].name);
         settings.platforms.insert(TEST, ps);
-        let db = Db::open(&home.path().join("state.db")).unwrap_or_else(|e| panic!("{e}"));
+        let db = crate::db::Db::open(&home.path().join("state.db")).unwrap_or_else(|e| panic!("{e}"));
         let db2 = db.clone();
         let pool = ArbiterPool::new(Some(1));
         let router = SessionRouter::new(
             Arc::new(settings),
-            db,
+            db.into(),
             pool.clone(),
             Arc::new(Metrics::default()),
             Arc::new(RouterStats::default()),

@@ -39,6 +39,7 @@ use super::start::{PlatformStart, Started};
 use crate::backoff::Backoff;
 use crate::platform_status::LinkState;
 use crate::platforms::access::Dedup;
+use crate::platforms::consumer::Held;
 use crate::platforms::courier::{Call, Wire};
 use crate::platforms::slack::{self as sl, Envelope, NAME, Recent};
 use crate::platforms::{ChatKind, ChatRef, Inbound, Parsed, PlatformError};
@@ -433,7 +434,7 @@ impl Actor for SlackActor {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         // The channel threads the bot answered in before this start.
-        let db = self.start.db.clone();
+        let db = self.start.store.clone();
         let prefix = format!("agent:main:{NAME}:channel");
         ctx.spawn(
             async move { crate::sessions::keys_under(&db, &prefix).await }
@@ -606,22 +607,55 @@ async fn run(api: SlackApi, me: Addr<SlackActor>, start: PlatformStart) {
                 .into(),
         );
     }
+    // Only the holder of the app's consumer lease keeps a socket open; the
+    // other instances stand by (`platforms::consumer`).
+    while let Some(held) = start.leases.hold(NAME, &api.app_token, &status).await {
+        if !read_while_held(&api, held, &me, &start, &mut backoff).await {
+            return;
+        }
+        log::warn!("{NAME}: disconnected: this instance no longer holds the app");
+    }
+}
+
+/// Opens sockets and reads them until the consumer lease is lost (`true`:
+/// stand by again) or the platform stops (`false`).
+async fn read_while_held(
+    api: &SlackApi,
+    mut held: Held,
+    me: &Addr<SlackActor>,
+    start: &PlatformStart,
+    backoff: &mut Backoff,
+) -> bool {
+    let status = &start.status;
     let mut next: Option<Socket> = None;
     loop {
         let ws = match next.take() {
             Some(ws) => ws,
-            None => match open_socket(&api, &start, &mut backoff).await {
-                Some(ws) => ws,
-                None => return,
-            },
+            None => {
+                let opened = tokio::select! {
+                    opened = open_socket(api, start, backoff) => opened,
+                    () = held.lost() => return true,
+                };
+                match opened {
+                    Some(ws) => ws,
+                    None => return false,
+                }
+            }
         };
-        match connection(ws, &api, &me, &start, &mut backoff).await {
-            Ended::Stopped => return,
+        let ended = tokio::select! {
+            ended = connection(ws, api, me, start, backoff) => ended,
+            () = held.lost() => return true,
+        };
+        match ended {
+            Ended::Stopped => return false,
             Ended::Replaced(ws) => {
                 log::info!("{NAME}: moved to a new connection, as Slack asked");
                 next = Some(ws);
             }
-            Ended::Failed(why) => return failed(&start, why),
+            Ended::Failed(why) => {
+                failed(start, why);
+                return false;
+            }
             Ended::Lost(why) => {
                 let wait = backoff.next_wait();
                 log::warn!("{NAME}: {why}; reconnecting in {} ms", wait.as_millis());

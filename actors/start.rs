@@ -20,6 +20,7 @@ use crate::metrics::Metrics;
 use crate::platform_status::PlatformStatus;
 use crate::platforms::Parsed;
 use crate::platforms::access::Dedup;
+use crate::platforms::consumer::Leases;
 use crate::store::Store;
 
 /// Everything a platform needs to start.
@@ -29,6 +30,8 @@ pub struct PlatformStart {
     pub db: Db,
     /// The storage interface (platform state so far; see `store`).
     pub store: Store,
+    /// The consumer leases: only their holder reads a bot.
+    pub leases: Leases,
     pub pool: ArbiterPool,
     pub metrics: Arc<Metrics>,
     /// Where the platform reports its connection state.

@@ -30,6 +30,7 @@ use super::start::{PlatformStart, Started};
 use crate::backoff::Backoff;
 use crate::platform_status::LinkState;
 use crate::platforms::access::Dedup;
+use crate::platforms::consumer::Held;
 use crate::platforms::courier::{Call, Wire};
 use crate::platforms::telegram::{self as tg, BotIdentity, NAME};
 use crate::platforms::{ChatRef, PlatformError};
@@ -304,8 +305,39 @@ async fn run(settings: TelegramSettings, me_to: Addr<TelegramActor>, start: Plat
     poll(&api, &me_to, &start).await;
 }
 
-/// Long polling: `getUpdates` with the offset after the last accepted update.
+/// How a stretch of polling under the consumer lease ended.
+enum Tenure {
+    /// The lease was lost or given up: stand by again.
+    Lost,
+    /// The actor is gone: the gateway is stopping.
+    Stopped,
+}
+
+/// Long polling while this instance holds the bot's consumer lease
+/// (`platforms::consumer`); standing by while another instance reads it.
 async fn poll(api: &BotApi, me_to: &Addr<TelegramActor>, start: &PlatformStart) {
+    loop {
+        let Some(mut held) = start.leases.hold(NAME, &api.token, &start.status).await else {
+            return;
+        };
+        match poll_held(api, me_to, start, &mut held).await {
+            Tenure::Lost => {
+                log::warn!("{NAME}: stopped polling: this instance no longer holds the bot")
+            }
+            Tenure::Stopped => return,
+        }
+    }
+}
+
+/// `getUpdates` with the offset after the last accepted update, read from
+/// the store at the start (another instance may have moved it on), until
+/// the lease is lost. No update is handed over once it is.
+async fn poll_held(
+    api: &BotApi,
+    me_to: &Addr<TelegramActor>,
+    start: &PlatformStart,
+    held: &mut Held,
+) -> Tenure {
     let (db, status) = (&start.store, &start.status);
     let stored = crate::platform_state::load(db, NAME, OFFSET_KEY).await;
     let mut offset: i64 = match stored {
@@ -328,10 +360,11 @@ async fn poll(api: &BotApi, me_to: &Addr<TelegramActor>, start: &PlatformStart) 
         if offset > 0 {
             params["offset"] = json!(offset);
         }
-        match api
-            .call("getUpdates", &params, tg::POLL_REQUEST_TIMEOUT)
-            .await
-        {
+        let answer = tokio::select! {
+            answer = api.call("getUpdates", &params, tg::POLL_REQUEST_TIMEOUT) => answer,
+            () = held.lost() => return Tenure::Lost,
+        };
+        match answer {
             Ok(Value::Array(updates)) => {
                 if !connected {
                     status.set(NAME, LinkState::Connected, None);
@@ -348,9 +381,13 @@ async fn poll(api: &BotApi, me_to: &Addr<TelegramActor>, start: &PlatformStart) 
                     if id < offset {
                         continue;
                     }
+                    // The new holder reads from the stored offset: it gets the rest.
+                    if !held.is_held() {
+                        break;
+                    }
                     match me_to.send(Update(u)).await {
                         Ok(true) => {}
-                        _ => return, // The actor is gone: the gateway is stopping.
+                        _ => return Tenure::Stopped,
                     }
                     offset = id + 1;
                     last_saved = Some(crate::platform_state::save(

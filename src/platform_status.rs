@@ -1,4 +1,5 @@
-//! Where each chat platform stands (`connected`, `connecting`, `failed`),
+//! Where each chat platform stands (`connected`, `connecting`, `failed`,
+//! `standby`),
 //! for `/health/detailed`, `hermes_platform_up` and the systemd status line.
 //! Platform actors report into it; readers take a snapshot.
 
@@ -19,6 +20,9 @@ pub enum LinkState {
     Connected,
     /// Given up (a rejected token, a fatal close): the reason says what to do.
     Failed,
+    /// Another instance reads this bot; this one takes over if it stops
+    /// (`platforms::consumer`).
+    Standby,
 }
 
 impl LinkState {
@@ -29,6 +33,7 @@ impl LinkState {
             Self::Resuming => "resuming",
             Self::Connected => "connected",
             Self::Failed => "failed",
+            Self::Standby => "standby",
         }
     }
 }
@@ -45,6 +50,10 @@ pub struct PlatformState {
     /// sequence number, ...).
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub details: BTreeMap<&'static str, serde_json::Value>,
+    /// Who reads this bot and until when (`{"holder", "expires_at"}`), once
+    /// a consumer lease was looked at (`platforms::consumer`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lease: Option<serde_json::Value>,
 }
 
 /// The registry; cheap to clone.
@@ -59,9 +68,9 @@ impl PlatformStatus {
         let since = crate::clock::unix_now();
         let error = error.map(|e| crate::secrets::redact(&e));
         let mut map = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        let details = map
+        let (details, lease) = map
             .remove(platform)
-            .map(|old| old.details)
+            .map(|old| (old.details, old.lease))
             .unwrap_or_default();
         map.insert(
             platform.to_string(),
@@ -70,6 +79,7 @@ impl PlatformStatus {
                 error,
                 since,
                 details,
+                lease,
             },
         );
     }
@@ -79,6 +89,14 @@ impl PlatformStatus {
         let mut map = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(p) = map.get_mut(platform) {
             p.details.insert(key, value);
+        }
+    }
+
+    /// Records who holds a platform's consumer lease (shown in `/health/detailed`).
+    pub fn lease(&self, platform: &str, lease: serde_json::Value) {
+        let mut map = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(p) = map.get_mut(platform) {
+            p.lease = Some(lease);
         }
     }
 

@@ -193,7 +193,7 @@ async fn a_session_shows_its_messages_and_is_renamed_and_deleted() {
         Message::assistant("Buy milk."),
     ];
     hermes::sessions::append(
-        &app.state.db,
+        &app.state.store,
         "api:tools",
         tools,
         Usage::default(),
@@ -350,7 +350,7 @@ async fn other_keys_get_404_and_admin_keys_see_every_session() {
         Message::assistant("hello human"),
     ];
     hermes::sessions::append(
-        &app.state.db,
+        &app.state.store,
         "telegram:42",
         platform,
         Usage::default(),

@@ -81,18 +81,24 @@ fn spawn_in(
     config_yaml: &str,
     env: &[(&str, String)],
 ) -> Gateway {
-    let home = dir.path().join("home");
+    let mut gw = spawn_at(dir.path(), upstream, config_yaml, env);
+    gw._dir = Some(dir);
+    gw
+}
+
+/// The gateway with its home under `root`, which the caller keeps (two
+/// gateways may share it).
+fn spawn_at(root: &Path, upstream: &str, config_yaml: &str, env: &[(&str, String)]) -> Gateway {
+    let home = root.join("home");
     std::fs::create_dir_all(&home).unwrap_or_default();
     std::fs::write(home.join("config.yaml"), config_yaml).unwrap_or_default();
-    let log = dir
-        .path()
-        .join(format!("gateway-{}.log", uuid::Uuid::new_v4().simple()));
+    let log = root.join(format!("gateway-{}.log", uuid::Uuid::new_v4().simple()));
     let log_file = std::fs::File::create(&log).unwrap_or_else(|e| panic!("{e}"));
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_hermes"));
     cmd.arg("gateway")
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("HOME", dir.path())
+        .env("HOME", root)
         .env("HERMES_HOME", &home)
         .env("API_SERVER_PORT", "0")
         .env("API_SERVER_KEY", KEY)
@@ -123,7 +129,7 @@ fn spawn_in(
         port,
         log,
         home,
-        _dir: Some(dir),
+        _dir: None,
     }
 }
 
@@ -634,6 +640,160 @@ async fn kill_9_mid_answer_then_a_restart_finishes_the_message_and_tells_the_use
     assert_eq!(fake.requests().len(), 1, "the turn is not re-run");
     // Barrier: the restarted gateway answers; the old turn never comes back.
     assert!(gw.log().contains("finishing 1 answer"), "{}", gw.log());
+}
+
+/// `/health/detailed` of a gateway (`Null` when it does not answer).
+async fn detailed(gw: &Gateway) -> Value {
+    let sent = client()
+        .get(gw.url("/health/detailed"))
+        .bearer_auth(KEY)
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await;
+    match sent {
+        Ok(mut r) => r.json().await.unwrap_or_default(),
+        Err(_) => Value::Null,
+    }
+}
+
+/// Polls a gateway's `/health/detailed` (bounded) until `cond` holds on it.
+async fn health_until(gw: &Gateway, limit: Duration, cond: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + limit;
+    loop {
+        let h = detailed(gw).await;
+        if cond(&h) || Instant::now() >= deadline {
+            return h;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[actix_web::test]
+async fn one_of_several_gateways_on_a_home_reads_the_bot_and_a_standby_takes_over_after_kill_9_or_a_stop()
+ {
+    use hermes::testing::fake_telegram::FakeTelegram;
+    const TOKEN: &str = "123456:lease-test-token";
+    let tg = FakeTelegram::start(TOKEN);
+    // Each message is answered "re: <its text>".
+    let fake = FakeUpstream::start_with(vec![], |r| {
+        let last = r.body["messages"]
+            .as_array()
+            .and_then(|m| m.last())
+            .and_then(|m| m["content"].as_str())
+            .unwrap_or_default()
+            .to_string();
+        Reply::completion(&format!("re: {last}"), "stop", (1, 1))
+    });
+    let env = |id: &str| {
+        vec![
+            ("TELEGRAM_BOT_TOKEN", TOKEN.to_string()),
+            ("TELEGRAM_API_BASE_URL", tg.url()),
+            ("TELEGRAM_ALLOWED_USERS", "42".to_string()),
+            ("API_SERVER_ENABLED", "true".to_string()),
+            ("HERMES_INSTANCE_ID", id.to_string()),
+        ]
+    };
+    let telegram = |h: &Value| h["platforms"]["telegram"].clone();
+    let root = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let mut a = spawn_at(root.path(), &fake.url(), "", &env("gw-a"));
+    let h = health_until(&a, Duration::from_secs(30), |h| {
+        telegram(h)["state"] == "connected"
+    })
+    .await;
+    assert_eq!(telegram(&h)["lease"]["holder"], "gw-a", "{h}");
+    assert_eq!(h["instance"], "gw-a");
+    assert_eq!(h["storage"], "sqlite");
+    // A second gateway on the same home stands by, and says who reads the bot.
+    let b = spawn_at(root.path(), &fake.url(), "", &env("gw-b"));
+    let h = health_until(&b, Duration::from_secs(30), |h| {
+        telegram(h)["state"] == "standby"
+    })
+    .await;
+    assert_eq!(telegram(&h)["state"], "standby", "{h}\n{}", b.log());
+    assert_eq!(telegram(&h)["lease"]["holder"], "gw-a", "{h}");
+    assert_eq!(h["status"], "ok", "standing by is in order: {h}");
+    // Messages that come while a turn runs are answered together, in one
+    // turn ("m4\n\nm5"): count each message wherever it went.
+    let count = |texts: Vec<String>, i: usize| {
+        let want = format!("m{i}");
+        texts
+            .iter()
+            .flat_map(|t| t.trim_start_matches("re: ").split("\n\n"))
+            .filter(|part| *part == want)
+            .count()
+    };
+    let answers = || tg.messages(42).into_iter().map(|m| m.text).collect();
+    let answered = |i: usize| count(answers(), i);
+    for i in 0..3 {
+        tg.push_dm(42, &format!("m{i}"));
+        until(Duration::from_secs(30), || (answered(i) > 0).then_some(()))
+            .await
+            .unwrap_or_else(|| panic!("m{i} not answered\n{}", a.log()));
+    }
+    // The two never polled at once (Telegram's 409 for a second poller).
+    assert_eq!(tg.conflicts(), 0, "{}\n{}", a.log(), b.log());
+    // The holder dies between messages; the stream of messages goes on.
+    a.signal(libc::SIGKILL);
+    let _ = a.wait_exit(Duration::from_secs(10));
+    let killed = Instant::now();
+    for i in 3..8 {
+        tg.push_dm(42, &format!("m{i}"));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let h = health_until(&b, Duration::from_secs(40), |h| {
+        telegram(h)["state"] == "connected"
+    })
+    .await;
+    // Informational (not asserted: this machine is shared; the bench
+    // measures it): the spec's bound is 15 s.
+    eprintln!("takeover after {:?}", killed.elapsed());
+    assert_eq!(telegram(&h)["lease"]["holder"], "gw-b", "{h}\n{}", b.log());
+    until(Duration::from_secs(30), || {
+        (0..8).all(|i| answered(i) > 0).then_some(())
+    })
+    .await
+    .unwrap_or_else(|| panic!("not all answered: {:?}\n{}", tg.messages(42), b.log()));
+    // Nothing lost, nothing handled twice: the model was asked once about
+    // each message, and each got one answer.
+    let asked: Vec<String> = fake
+        .requests()
+        .iter()
+        .filter_map(|r| {
+            r.body["messages"].as_array()?.last()?["content"]
+                .as_str()
+                .map(String::from)
+        })
+        .collect();
+    for i in 0..8 {
+        assert_eq!(count(asked.clone(), i), 1, "m{i} asked: {asked:?}");
+        assert_eq!(answered(i), 1, "m{i} answered: {:?}", tg.messages(42));
+    }
+
+    // A graceful stop gives the lease up at once: a third gateway standing
+    // by takes over at its next try, without waiting for the lease to expire.
+    let c = spawn_at(root.path(), &fake.url(), "", &env("gw-c"));
+    health_until(&c, Duration::from_secs(30), |h| {
+        telegram(h)["state"] == "standby"
+    })
+    .await;
+    let mut b = b;
+    b.signal(libc::SIGTERM);
+    assert_eq!(b.wait_exit(Duration::from_secs(30)), Some(0), "{}", b.log());
+    assert!(
+        b.log().contains("released the consumer lease"),
+        "{}",
+        b.log()
+    );
+    let h = health_until(&c, Duration::from_secs(30), |h| {
+        telegram(h)["state"] == "connected"
+    })
+    .await;
+    assert_eq!(telegram(&h)["lease"]["holder"], "gw-c", "{h}\n{}", c.log());
+    tg.push_dm(42, "m8");
+    until(Duration::from_secs(30), || (answered(8) > 0).then_some(()))
+        .await
+        .unwrap_or_else(|| panic!("m8 not answered\n{}", c.log()));
+    assert_eq!(answered(8), 1);
 }
 
 /// Reads an SSE body until `stop` says so or it ends: (event, data, id) per event.

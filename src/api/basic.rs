@@ -43,12 +43,17 @@ pub async fn model(
 pub async fn health_detailed(state: web::Data<AppState>) -> HttpResponse {
     let now = crate::clock::unix_now();
     let platforms = state.platforms.snapshot();
-    let degraded =
-        state.is_draining() || platforms.values().any(|p| p.state != LinkState::Connected);
+    // A platform another instance reads is in order: this one stands by.
+    let degraded = state.is_draining()
+        || platforms
+            .values()
+            .any(|p| !matches!(p.state, LinkState::Connected | LinkState::Standby));
     let (open, oldest) = state.metrics.deliveries.summary(now);
     HttpResponse::Ok().json(json!({
         "status": if degraded { "degraded" } else { "ok" },
         "version": env!("CARGO_PKG_VERSION"),
+        "instance": state.leases.instance(),
+        "storage": state.leases.backend(),
         "uptime_s": now.saturating_sub(state.started_at),
         "platforms": platforms,
         "runs_in_flight": state.runs_in_flight(),

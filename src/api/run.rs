@@ -24,10 +24,11 @@ use crate::agent::{
     AgentEvent, EVENT_CHANNEL_CAPACITY, ResumedCall, Steer, TurnInput, TurnOutcome, TurnStatus,
 };
 use crate::config::ToolProgress;
-use crate::db::{Db, StoreError};
+use crate::db::StoreError;
 use crate::metrics::Metrics;
 use crate::openai::Message;
 use crate::sessions;
+use crate::store::Store;
 use crate::tools::{Approver, SessionTools};
 
 /// Longest `X-Hermes-Session-Id`.
@@ -121,7 +122,7 @@ pub struct RunExtras {
 
 /// Where a finished turn's messages are written.
 struct Transcript {
-    db: Db,
+    store: Store,
     key: String,
     /// Messages before the user input that the store does not have yet.
     prefix: Vec<Message>,
@@ -188,7 +189,7 @@ impl Tail {
             }
             None => {
                 let written =
-                    sessions::append(&t.db, &t.key, msgs, outcome.usage, Some(t.owner)).await;
+                    sessions::append(&t.store, &t.key, msgs, outcome.usage, Some(t.owner)).await;
                 if let Err(e) = &written {
                     log::error!("session {}: the turn could not be stored: {e}", t.key);
                 }
@@ -272,7 +273,7 @@ impl Run {
                 if requested.is_some() {
                     // Another key's session is not there for this key (busy
                     // or not), unless it is an admin key.
-                    let owner = sessions::owner(&state.db, &key)
+                    let owner = sessions::owner(&state.store, &key)
                         .await
                         .map_err(|e| ApiError::internal(format!("cannot load the session: {e}")))?;
                     let me = super::edge::key_name(req);
@@ -294,7 +295,7 @@ impl Run {
                     AppState::claim_session(state, &session_id).ok_or_else(|| busy(&session_id))?;
                 let (history, prefix, pending) = match requested {
                     Some(_) => {
-                        let stored = sessions::load(&state.db, &key).await.map_err(|e| {
+                        let stored = sessions::load(&state.store, &key).await.map_err(|e| {
                             ApiError::internal(format!("cannot load the session: {e}"))
                         })?;
                         if stored.is_empty() {
@@ -315,7 +316,7 @@ impl Run {
                 };
                 let user = r.user.clone();
                 let transcript = Transcript {
-                    db: state.db.clone(),
+                    store: state.store.clone(),
                     key,
                     prefix,
                     user,

@@ -229,7 +229,7 @@ pub async fn create(
                 "input",
             ));
         }
-        let found = crate::sessions::owner(&state.db, &format!("api:{sid}"))
+        let found = crate::sessions::owner(&state.store, &format!("api:{sid}"))
             .await
             .map_err(db_error)?;
         if found.flatten().as_deref() != Some(owner.as_str()) {
@@ -315,7 +315,7 @@ async fn start(
     let (ask_tx, asks) = mpsc::channel(APPROVAL_QUEUE);
     // The session exists (and is this key's) from the start: a second run
     // in it is told it is busy, `/api/sessions` shows it.
-    crate::sessions::open(&state.db, &format!("api:{}", row.session_id), &row.owner)
+    crate::sessions::open(&state.store, &format!("api:{}", row.session_id), &row.owner)
         .await
         .map_err(db_error)?;
     let run = Run::begin_with(

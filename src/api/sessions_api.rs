@@ -204,7 +204,7 @@ fn write_error(e: &StoreError) -> ApiError {
 
 /// The key of the session `id` names, if `viewer` may see it; else 404.
 async fn resolve(state: &AppState, id: &str, viewer: Viewer) -> Result<String, ApiError> {
-    sessions::find(&state.db, candidate_keys(id), viewer)
+    sessions::find(&state.store, candidate_keys(id), viewer)
         .await
         .map_err(|e| read_error(&e))?
         .ok_or_else(|| not_found(id))
@@ -234,13 +234,13 @@ pub async fn list(
     let after = match query.after.as_deref() {
         None => None,
         Some(id) => Some(
-            sessions::find(&state.db, candidate_keys(id), viewer.clone())
+            sessions::find(&state.store, candidate_keys(id), viewer.clone())
                 .await
                 .map_err(|e| read_error(&e))?
                 .ok_or_else(|| bad_after(id))?,
         ),
     };
-    let page = sessions::list(&state.db, viewer, after, limit)
+    let page = sessions::list(&state.store, viewer, after, limit)
         .await
         .map_err(|e| read_error(&e))?
         // The `after` session went away since it was resolved.
@@ -256,7 +256,7 @@ pub async fn get(
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let key = resolve(&state, &id, viewer(&req, &state)).await?;
-    let (summary, messages) = sessions::detail(&state.db, &key)
+    let (summary, messages) = sessions::detail(&state.store, &key)
         .await
         .map_err(|e| read_error(&e))?
         .ok_or_else(|| not_found(&id))?;
@@ -276,7 +276,7 @@ pub async fn rename(
     let title = parse_title(&body)?;
     let viewer = viewer(&req, &state);
     let key = resolve(&state, &id, viewer.clone()).await?;
-    let summary = sessions::rename(&state.db, &key, viewer, &title)
+    let summary = sessions::rename(&state.store, &key, viewer, &title)
         .await
         .map_err(|e| write_error(&e))?
         .ok_or_else(|| not_found(&id))?;
@@ -301,7 +301,7 @@ pub async fn delete(
         })?),
         None => None,
     };
-    let deleted = sessions::delete(&state.db, &key, viewer)
+    let deleted = sessions::delete(&state.store, &key, viewer)
         .await
         .map_err(|e| write_error(&e))?;
     if !deleted {

@@ -19,6 +19,8 @@ use crate::db::Db;
 use crate::metrics::Metrics;
 use crate::openai::Message;
 use crate::platform_status::PlatformStatus;
+use crate::platforms::consumer::Leases;
+use crate::store::Store;
 use crate::upstream::UpstreamSettings;
 
 /// Stateless conversations remembered at most (besides the byte budget).
@@ -149,6 +151,10 @@ pub struct ChatParts {
 /// The long-lived parts a server is built from.
 pub struct Parts {
     pub db: Db,
+    /// The storage interface (what has moved behind it; see `store`).
+    pub store: Store,
+    /// This instance's id, its storage backend and the consumer leases.
+    pub leases: Leases,
     pub keys: ApiKeys,
     pub metrics: Arc<Metrics>,
     pub platforms: PlatformStatus,
@@ -165,6 +171,10 @@ pub struct Parts {
 pub struct AppState {
     live: RwLock<Arc<Live>>,
     pub db: Db,
+    /// The storage interface (what has moved behind it; see `store`).
+    pub store: Store,
+    /// This instance's id, its storage backend and the consumer leases.
+    pub leases: Leases,
     pub keys: ApiKeys,
     pub admission: Admission,
     pub idempotency: Idempotency,
@@ -212,6 +222,8 @@ impl AppState {
     pub fn new(live: Live, parts: Parts) -> Self {
         let Parts {
             db,
+            store,
+            leases,
             keys,
             metrics,
             platforms,
@@ -225,6 +237,8 @@ impl AppState {
         Self {
             live: RwLock::new(Arc::new(live)),
             db,
+            store,
+            leases,
             keys,
             admission: Admission::new(max_runs),
             idempotency: Idempotency::new(idempotency_cache_bytes),

@@ -158,6 +158,11 @@ impl Config {
             self.streaming.enabled = b;
         }
 
+        // This instance's name among others (leases, health).
+        if let Some(id) = env.get("HERMES_INSTANCE_ID") {
+            self.storage.instance_id = Some(id.to_string());
+        }
+
         // Chat platforms: `<PLATFORM>_<KEY>` for what they share, then their own.
         for &name in CHAT_PLATFORMS {
             let var = |key: &str| format!("{}_{key}", name.to_ascii_uppercase());

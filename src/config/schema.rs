@@ -62,6 +62,8 @@ pub struct Config {
     pub metrics: MetricsConfig,
     /// Logging.
     pub logging: LoggingConfig,
+    /// Where durable state is kept, and this instance's name among others.
+    pub storage: StorageConfig,
 }
 
 /// The upstream model server.
@@ -583,6 +585,16 @@ impl Default for GatewayConfig {
 pub struct MetricsConfig {
     /// Serve `/metrics` without auth.
     pub public: bool,
+}
+
+/// Where durable state is kept (`scale-out.md`). The embedded SQLite
+/// `state.db` is the only backend offered so far.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    /// This instance's name in leases and `/health/detailed`; default
+    /// `<hostname>-<pid>`.
+    pub instance_id: Option<String>,
 }
 
 /// Logging.

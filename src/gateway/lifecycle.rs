@@ -10,7 +10,9 @@
 //! 3. What is left is interrupted: each stream still ends with its proper
 //!    final frames (a cancelled turn closes with a finish chunk and `[DONE]`),
 //!    given up to [`FINAL_FRAMES_GRACE`] to reach the client.
-//! 4. The HTTP server stops, the database is checkpointed, the process exits 0.
+//! 4. The chat platforms' consumer leases are released (a standby instance
+//!    takes the bots over at its next try), the HTTP server stops, the
+//!    database is checkpointed, the process exits 0.
 //!
 //! A second SIGINT exits at once (exit code 130).
 //!
@@ -144,6 +146,8 @@ pub fn run(loaded: Loaded, opts: LoadOptions) -> Outcome {
                 Ok(())
             }
         };
+        // Whatever way it stopped, a standby instance may read the bots now.
+        state.leases.release_all().await;
         // Flush the store before exiting.
         if let Err(e) = state.db.checkpoint().await {
             log::warn!("database checkpoint at shutdown failed: {e}");
@@ -269,6 +273,9 @@ async fn drain(server: Stopper, ctl: Control, notifier: Notifier, timeout: Durat
             );
         }
     }
+    // Its turns are over: a standby instance may read the bots now. (Not
+    // earlier: it would finish this instance's answers still being typed.)
+    state.leases.release_all().await;
     server.stop().await;
 }
 

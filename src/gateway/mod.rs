@@ -27,6 +27,7 @@ use crate::db::Db;
 use crate::deliveries::Deliveries;
 use crate::metrics::Metrics;
 use crate::platform_status::{LinkState, PlatformStatus};
+use crate::platforms::consumer::Leases;
 use crate::store::Store;
 
 /// Bytes in a MiB (cache budgets are configured in MiB).
@@ -83,6 +84,9 @@ pub async fn start(loaded: &Loaded) -> Result<Running, StartError> {
     raise_fd_limit();
     let platforms = PlatformStatus::default();
     let db = Db::open(&loaded.home.join("state.db"))?;
+    // What has moved behind the storage interface goes through `store`;
+    // the rest still uses `db` (see `store`).
+    let store = Store::from(db.clone());
     let pool = ArbiterPool::new(None);
     let (keys, source) = ApiKeys::resolve(&c.api_server, &loaded.home)?;
     match source {
@@ -105,12 +109,21 @@ pub async fn start(loaded: &Loaded) -> Result<Running, StartError> {
     let metrics = Arc::new(Metrics::default());
     let max_runs = c.api_server.max_concurrent_runs;
     let responses = start_response_store(&db, &pool, &c.api_server.response_store).await?;
-    let (router, chat) = match start_chat(loaded, &db, &pool, &metrics, &platforms) {
+    let instance = c
+        .storage
+        .instance_id
+        .clone()
+        .unwrap_or_else(crate::platforms::consumer::default_instance_id);
+    let leases = Leases::new(store.clone(), &instance);
+    log::info!("instance {instance}, storage {}", leases.backend());
+    let (router, chat) = match start_chat(loaded, &db, &leases, &pool, &metrics, &platforms) {
         Some((router, chat)) => (Some(router), Some(chat)),
         None => (None, None),
     };
     let parts = Parts {
+        store,
         db,
+        leases,
         keys,
         metrics,
         platforms,
@@ -170,6 +183,7 @@ const PLATFORM_STARTS: &[(&str, StartFn)] = &[
 fn start_chat(
     loaded: &Loaded,
     db: &Db,
+    leases: &Leases,
     pool: &ArbiterPool,
     metrics: &Arc<Metrics>,
     platforms: &PlatformStatus,
@@ -187,21 +201,22 @@ fn start_chat(
     let run = uuid::Uuid::new_v4().simple().to_string();
     let deliveries = Deliveries::new(db.clone(), metrics.deliveries.clone(), &run);
     let router = {
-        let (db, pool2, metrics, stats, d) = (
-            db.clone(),
+        let (store, pool2, metrics, stats, d) = (
+            leases.store().clone(),
             pool.clone(),
             metrics.clone(),
             stats.clone(),
             deliveries.clone(),
         );
         SessionRouter::start_in_arbiter(&pool.pick(), move |_| {
-            SessionRouter::new(settings, db, pool2, metrics, stats, d)
+            SessionRouter::new(settings, store, pool2, metrics, stats, d)
         })
     };
     let ctx = PlatformStart {
         loaded: Arc::new(loaded.clone()),
         db: db.clone(),
-        store: Store::from(db.clone()),
+        store: leases.store().clone(),
+        leases: leases.clone(),
         pool: pool.clone(),
         metrics: metrics.clone(),
         status: platforms.clone(),

@@ -14,6 +14,7 @@
 //! a [`courier::Wire`] for its API calls), and a fake server in `testing/`.
 
 pub mod access;
+pub mod consumer;
 pub mod courier;
 pub mod discord;
 pub mod markup;

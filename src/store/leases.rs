@@ -11,6 +11,7 @@
 
 use std::time::Duration;
 
+use futures_util::future::BoxFuture;
 use rusqlite::OptionalExtension;
 
 use super::Store;
@@ -100,21 +101,24 @@ impl Store {
         }
     }
 
-    /// Gives `name` up at once if `holder` has it; `true` when it did.
-    pub async fn release_lease(&self, name: &str, holder: &str) -> Result<bool, StoreError> {
+    /// Gives `name` up if `holder` has it; `true` when it did. Queued at
+    /// once, so it happens even if the returned future is dropped (a
+    /// consumer giving its lease up as it ends).
+    pub fn release_lease(
+        &self,
+        name: &str,
+        holder: &str,
+    ) -> impl Future<Output = Result<bool, StoreError>> + use<> {
         let (name, holder) = (name.to_string(), holder.to_string());
-        match self {
+        let queued: BoxFuture<'static, Result<bool, StoreError>> = match self {
             Store::Sqlite(db) => {
-                db.call(move |c| Ok(c.execute(RELEASE_SQL, [&name, &holder])? > 0))
-                    .await
+                Box::pin(db.call(move |c| Ok(c.execute(RELEASE_SQL, [&name, &holder])? > 0)))
             }
-            Store::Postgres(pg) => {
-                pg.call(move |c| async move {
-                    Ok(c.execute(RELEASE_SQL, &[&name, &holder]).await? > 0)
-                })
-                .await
-            }
-        }
+            Store::Postgres(pg) => Box::pin(pg.call(move |c| async move {
+                Ok(c.execute(RELEASE_SQL, &[&name, &holder]).await? > 0)
+            })),
+        };
+        queued
     }
 
     /// The lease on `name` as it stands (expired or not), if it was ever taken.

@@ -12,17 +12,24 @@
 //! `match`, not a trait object: two backends, known at compile time, and no
 //! boxed futures on the hot path.
 //!
-//! Behind the interface so far: platform state ([`crate::platform_state`]) and
-//! leases ([`leases`]). Sessions, responses, runs, their events and delivery
-//! obligations still go to [`crate::db::Db`] directly; they move here one at
-//! a time, and `storage.backend: postgres` is offered only once all of them
-//! have.
+//! Behind the interface so far: platform state ([`crate::platform_state`]),
+//! leases ([`leases`]) and session transcripts ([`crate::sessions`]).
+//! Responses, runs, their events and delivery obligations still go to
+//! [`crate::db::Db`] directly; they move here one at a time, and
+//! `storage.backend: postgres` is offered only once all of them have.
 
 pub mod leases;
 pub mod pg;
+pub mod pg_sessions;
 
-use crate::db::Db;
+use futures_util::future::BoxFuture;
+
+use crate::db::{Db, StoreError};
 pub use pg::Pg;
+
+/// What an operation on either backend answers: one boxed future, started
+/// when the operation was called.
+pub type Answer<T> = BoxFuture<'static, Result<T, StoreError>>;
 
 /// Where durable state is kept; cheap to clone.
 #[derive(Clone, Debug)]

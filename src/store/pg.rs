@@ -55,6 +55,26 @@ const MIGRATIONS: &[&str] = &[
         expires_at BIGINT NOT NULL,
         generation BIGINT NOT NULL DEFAULT 1
     );",
+    // 2: chat sessions and their transcripts (times in Unix seconds; a
+    // message's `id` orders a session's messages).
+    "CREATE TABLE sessions (
+        key TEXT PRIMARY KEY,
+        created_at BIGINT NOT NULL,
+        updated_at BIGINT NOT NULL,
+        title TEXT,
+        prompt_tokens BIGINT NOT NULL DEFAULT 0,
+        completion_tokens BIGINT NOT NULL DEFAULT 0,
+        turns BIGINT NOT NULL DEFAULT 0,
+        owner TEXT
+    );
+    CREATE INDEX sessions_by_owner ON sessions(owner, updated_at);
+    CREATE TABLE messages (
+        id BIGSERIAL PRIMARY KEY,
+        session_key TEXT NOT NULL REFERENCES sessions(key) ON DELETE CASCADE,
+        created_at BIGINT NOT NULL,
+        body TEXT NOT NULL
+    );
+    CREATE INDEX messages_by_session ON messages(session_key, id);",
 ];
 
 /// A job for the ordered lane: given the pool, a future that does the work

@@ -62,6 +62,12 @@ struct State {
     messages: BTreeMap<i64, Sent>,
     next_message: i64,
     inject: HashMap<String, VecDeque<Inject>>,
+    /// Numbers the `getUpdates` calls; the latest one is the live poller.
+    poll_number: u64,
+    /// `getUpdates` calls still waiting.
+    polls_waiting: usize,
+    /// Polls ended by a newer one (Telegram's 409 for two pollers).
+    conflicts: usize,
 }
 
 struct Shared {
@@ -151,6 +157,12 @@ impl FakeTelegram {
             .entry(method.to_string())
             .or_default()
             .push_back(failure);
+    }
+
+    /// How many `getUpdates` calls came while another was waiting (two
+    /// pollers of one bot, which Telegram answers with a 409).
+    pub fn conflicts(&self) -> usize {
+        self.shared.lock().conflicts
     }
 
     /// Every call so far.
@@ -339,14 +351,45 @@ async fn handle(
     }
 }
 
+/// Counts a waiting poll until it answers (or its client goes away).
+struct Waiting<'a>(&'a Shared);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.lock().polls_waiting -= 1;
+    }
+}
+
+/// Long polling, as Telegram does it: updates from `offset` on (which
+/// confirms the ones before), or `[]` after `timeout` s. A poll that comes
+/// while another waits ends the waiting one with Telegram's 409 ("terminated
+/// by other getUpdates request"), counted in [`FakeTelegram::conflicts`].
 async fn get_updates(shared: &Shared, p: &Value) -> HttpResponse {
     let offset = p["offset"].as_i64().unwrap_or(0);
     let wait = Duration::from_secs(p["timeout"].as_u64().unwrap_or(0)).min(MAX_POLL_WAIT);
     let deadline = tokio::time::Instant::now() + wait;
+    let me = {
+        let mut s = shared.lock();
+        if s.polls_waiting > 0 {
+            s.conflicts += 1;
+        }
+        s.polls_waiting += 1;
+        s.poll_number += 1;
+        s.poll_number
+    };
+    let _waiting = Waiting(shared);
+    shared.updates_ready.notify_waiters();
     loop {
         let notified = shared.updates_ready.notified();
         {
             let mut s = shared.lock();
+            if s.poll_number != me {
+                return fail(
+                    409,
+                    "Conflict: terminated by other getUpdates request; make sure that only one bot instance is running",
+                    None,
+                );
+            }
             // An offset confirms every update before it, as in Telegram.
             s.updates
                 .retain(|u| u["update_id"].as_i64().unwrap_or(0) >= offset);

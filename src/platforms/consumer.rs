@@ -1,0 +1,318 @@
+//! One consumer per platform credential (`scale-out.md`): Telegram's
+//! `getUpdates`, a Discord Gateway session and a Slack socket each have
+//! exactly one instance reading them, the holder of the credential's
+//! consumer lease in the store.
+//!
+//! The holder renews its lease every [`RENEW_EVERY`] for [`LEASE_TTL`]; every
+//! other instance stands by and tries to take it every [`STANDBY_RETRY`], so
+//! when the holder dies another takes over within `LEASE_TTL +
+//! STANDBY_RETRY` (12 s) and goes on from the stored offset or session. A
+//! holder that cannot confirm its lease before it could have expired stops
+//! reading at once: two readers would see each message twice. A stopping
+//! instance releases its leases at once ([`Leases::release_all`]), so a
+//! standby takes over at its next try.
+//!
+//! With the embedded SQLite store the same rule keeps a second gateway
+//! started on the same home (by hand beside the service, say) from fighting
+//! the first over the bot: it stands by until the first stops.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::json;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use crate::platform_status::{LinkState, PlatformStatus};
+use crate::store::Store;
+use crate::store::leases::Lease;
+
+/// How long a consumer lease lasts unless renewed (the spec's bound: ≤ 10 s).
+pub const LEASE_TTL: Duration = Duration::from_secs(10);
+/// How often the holder renews its lease.
+pub const RENEW_EVERY: Duration = Duration::from_secs(3);
+/// How often a standby instance tries to take the lease.
+pub const STANDBY_RETRY: Duration = Duration::from_secs(2);
+
+/// The lease name of a platform credential: the platform and a digest of
+/// the credential, never the credential itself (lease names show in
+/// `/health/detailed` and the database).
+pub fn lease_name(platform: &str, credential: &str) -> String {
+    let digest = ring::digest::digest(&ring::digest::SHA256, credential.as_bytes());
+    let short: String = digest.as_ref()[..8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("consumer:{platform}:{short}")
+}
+
+/// This instance's id by default: `<hostname>-<pid>`.
+pub fn default_instance_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into());
+    format!("{host}-{}", std::process::id())
+}
+
+/// The consumer leases of this instance; cheap to clone.
+#[derive(Clone)]
+pub struct Leases {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Store,
+    instance: String,
+    /// The leases held now: name and the switch that tells their consumer
+    /// to stop.
+    held: Mutex<Vec<(String, watch::Sender<bool>)>>,
+    /// Set by [`Leases::release_all`]: nothing is taken any more.
+    stopping: AtomicBool,
+}
+
+impl std::fmt::Debug for Leases {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Leases")
+            .field("instance", &self.inner.instance)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A consumer lease this instance holds. Its consumer reads only while
+/// [`Held::is_held`]; dropping it gives the lease up.
+pub struct Held {
+    name: String,
+    leases: Leases,
+    lost: watch::Receiver<bool>,
+    renewer: tokio::task::JoinHandle<()>,
+}
+
+impl Leases {
+    /// The leases of instance `instance` in `store`.
+    pub fn new(store: Store, instance: &str) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                store,
+                instance: instance.to_string(),
+                held: Mutex::default(),
+                stopping: AtomicBool::new(false),
+            }),
+        }
+    }
+
+    /// This instance's id.
+    pub fn instance(&self) -> &str {
+        &self.inner.instance
+    }
+
+    /// The storage backend's name (`sqlite`, `postgres`).
+    pub fn backend(&self) -> &'static str {
+        self.inner.store.backend()
+    }
+
+    /// The store the leases are kept in.
+    pub fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    /// Waits until this instance holds the consumer lease of `credential`
+    /// on `platform`, standing by (and saying so in `status`) while another
+    /// instance holds it. `None` once the gateway is stopping.
+    pub async fn hold(
+        &self,
+        platform: &str,
+        credential: &str,
+        status: &PlatformStatus,
+    ) -> Option<Held> {
+        let name = lease_name(platform, credential);
+        let me = self.instance();
+        let mut standing_by = false;
+        loop {
+            if self.inner.stopping.load(Ordering::SeqCst) {
+                return None;
+            }
+            let asked = Instant::now();
+            match self.inner.store.acquire_lease(&name, me, LEASE_TTL).await {
+                Ok(Some(lease)) => {
+                    if standing_by {
+                        log::info!("{platform}: took over from the instance that held it");
+                    }
+                    show(status, platform, &lease);
+                    return Some(self.start_renewing(platform, name, lease, asked, status));
+                }
+                Ok(None) => {
+                    let holder = self.inner.store.lease(&name).await.ok().flatten();
+                    let who = holder.as_ref().map_or("another instance", |l| &l.holder);
+                    if !standing_by {
+                        log::info!("{platform}: {who} reads this bot; standing by");
+                        standing_by = true;
+                    }
+                    status.set(
+                        platform,
+                        LinkState::Standby,
+                        Some(format!("{who} reads this bot; standing by")),
+                    );
+                    if let Some(l) = &holder {
+                        show(status, platform, l);
+                    }
+                }
+                Err(e) => {
+                    log::warn!("{platform}: cannot take the consumer lease: {e}");
+                    status.set(
+                        platform,
+                        LinkState::Connecting,
+                        Some(format!("cannot take the consumer lease: {e}")),
+                    );
+                }
+            }
+            tokio::time::sleep(STANDBY_RETRY).await;
+        }
+    }
+
+    /// Registers a lease just taken and starts renewing it.
+    fn start_renewing(
+        &self,
+        platform: &str,
+        name: String,
+        lease: Lease,
+        asked: Instant,
+        status: &PlatformStatus,
+    ) -> Held {
+        let (tell, lost) = watch::channel(false);
+        self.inner
+            .held
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((name.clone(), tell.clone()));
+        let renewer = tokio::spawn(renew(
+            self.inner.store.clone(),
+            name.clone(),
+            self.inner.instance.clone(),
+            lease.generation,
+            asked + LEASE_TTL,
+            tell,
+            (platform.to_string(), status.clone()),
+        ));
+        Held {
+            name,
+            leases: self.clone(),
+            lost,
+            renewer,
+        }
+    }
+
+    /// Gives up every lease at once (a stop or a drain): their consumers
+    /// stop reading, the store frees them for a standby instance, and no
+    /// lease is taken again by this instance.
+    pub async fn release_all(&self) {
+        self.inner.stopping.store(true, Ordering::SeqCst);
+        let held = std::mem::take(&mut *self.inner.held.lock().unwrap_or_else(|p| p.into_inner()));
+        for (name, tell) in held {
+            let _ = tell.send(true);
+            match self.inner.store.release_lease(&name, self.instance()).await {
+                Ok(_) => log::info!("released the consumer lease {name}"),
+                Err(e) => log::warn!("cannot release the consumer lease {name}: {e}"),
+            }
+        }
+    }
+}
+
+/// Shows a lease in the platform's `/health/detailed` entry.
+fn show(status: &PlatformStatus, platform: &str, lease: &Lease) {
+    status.lease(
+        platform,
+        json!({"holder": lease.holder, "expires_at": lease.expires_at_ms / 1000}),
+    );
+}
+
+/// Renews a lease until it is lost or its [`Held`] is dropped. A renewal
+/// that finds another generation means another instance held the lease in
+/// between: the consumer's state (an offset read at the start) is stale, so
+/// that counts as lost too.
+async fn renew(
+    store: Store,
+    name: String,
+    holder: String,
+    generation: i64,
+    mut valid_until: Instant,
+    tell: watch::Sender<bool>,
+    (platform, status): (String, PlatformStatus),
+) {
+    loop {
+        tokio::time::sleep(RENEW_EVERY).await;
+        let asked = Instant::now();
+        match store.acquire_lease(&name, &holder, LEASE_TTL).await {
+            Ok(Some(l)) if l.generation == generation => {
+                valid_until = asked + LEASE_TTL;
+                show(&status, &platform, &l);
+            }
+            Ok(_) => {
+                log::warn!("{platform}: another instance took over this bot");
+                let _ = tell.send(true);
+                return;
+            }
+            // The lease may run out before the next try: stop reading now.
+            Err(e) if Instant::now() + RENEW_EVERY >= valid_until => {
+                log::warn!("{platform}: cannot renew the consumer lease ({e}); stopping reading");
+                let _ = tell.send(true);
+                return;
+            }
+            Err(e) => log::warn!("{platform}: cannot renew the consumer lease ({e}); retrying"),
+        }
+    }
+}
+
+impl Held {
+    /// Whether this instance still holds the lease and may read.
+    pub fn is_held(&self) -> bool {
+        !*self.lost.borrow()
+    }
+
+    /// Resolves once the lease is lost or given up.
+    pub async fn lost(&mut self) {
+        let _ = self.lost.wait_for(|lost| *lost).await;
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.renewer.abort();
+        let still_held = self.is_held();
+        let mut held = self
+            .leases
+            .inner
+            .held
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        held.retain(|(n, _)| *n != self.name);
+        drop(held);
+        // A consumer that ends while it holds its lease (a fatal error, the
+        // actor stopping) frees it for a standby instance.
+        if still_held {
+            drop(
+                self.leases
+                    .inner
+                    .store
+                    .release_lease(&self.name, self.leases.instance()),
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lease_names_never_hold_the_credential() {
+        let n = lease_name("telegram", "123456:SECRET-token");
+        assert!(n.starts_with("consumer:telegram:"), "{n}");
+        assert!(!n.contains("SECRET"), "{n}");
+        assert_eq!(n.len(), "consumer:telegram:".len() + 16);
+        assert_ne!(n, lease_name("telegram", "123456:other"));
+        assert_ne!(n, lease_name("discord", "123456:SECRET-token"));
+    }
+}
