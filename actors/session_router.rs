@@ -864,7 +864,8 @@ mod tests {
         let mut ps = settings.platforms[crate::platforms::ALL[0].name].clone();
         ps.allow = Allowlist::from_config(&loaded.config, crate::platforms::ALL[0].name);
         settings.platforms.insert(TEST, ps);
-        let db = crate::db::Db::open(&home.path().join("state.db")).unwrap_or_else(|e| panic!("{e}"));
+        let db =
+            crate::db::Db::open(&home.path().join("state.db")).unwrap_or_else(|e| panic!("{e}"));
         let db2 = db.clone();
         let pool = ArbiterPool::new(Some(1));
         let router = SessionRouter::new(
