@@ -14,7 +14,6 @@ use super::pool::ArbiterPool;
 use super::session_router::Incoming;
 use super::session_router::SessionRouter;
 use crate::config::Loaded;
-use crate::db::Db;
 use crate::deliveries::{self, Deliveries, Recovery};
 use crate::metrics::Metrics;
 use crate::platform_status::PlatformStatus;
@@ -27,8 +26,7 @@ use crate::store::Store;
 #[derive(Clone)]
 pub struct PlatformStart {
     pub loaded: Arc<Loaded>,
-    pub db: Db,
-    /// The storage interface (platform state so far; see `store`).
+    /// Where platform state, transcripts and delivery obligations are kept.
     pub store: Store,
     /// The consumer leases: only their holder reads a bot.
     pub leases: Leases,

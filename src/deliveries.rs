@@ -13,6 +13,13 @@
 //!
 //! [`OpenSet`] is the in-memory view for `/health/detailed`, `/metrics`
 //! and the log line about old obligations. No actix here.
+//!
+//! Obligations are kept behind the storage interface ([`Store`]); on either
+//! backend each write is queued at once and lands in the order it was made.
+//! With several instances, the left-over obligations of a platform are taken
+//! up by the instance that takes its consumer lease (`platforms::consumer`):
+//! only the lease holder answers that platform, so every other run's open
+//! obligations there belong to an instance that stopped or died.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -21,8 +28,9 @@ use std::time::Duration;
 use rusqlite::params;
 use serde_json::{Value, json};
 
-use crate::db::{Db, StoreError};
+use crate::db::StoreError;
 use crate::platforms::{ChatKind, ChatRef};
+use crate::store::{Answer, Store};
 
 /// An obligation older than this gets a log line (once).
 pub const OLD_AFTER: Duration = Duration::from_secs(60);
@@ -73,7 +81,7 @@ impl OpenSet {
 /// Opens obligations for one process.
 #[derive(Clone)]
 pub struct Deliveries {
-    db: Db,
+    db: Store,
     open: Arc<OpenSet>,
     run: Arc<str>,
     /// Platforms whose left-over obligations were taken up (once each).
@@ -82,7 +90,7 @@ pub struct Deliveries {
 
 impl Deliveries {
     /// The obligations of this process (`run` tells them from earlier ones).
-    pub fn new(db: Db, open: Arc<OpenSet>, run: &str) -> Self {
+    pub fn new(db: Store, open: Arc<OpenSet>, run: &str) -> Self {
         Self {
             db,
             open,
@@ -119,20 +127,36 @@ impl Deliveries {
             reply_to.map(String::from),
             self.run.to_string(),
         );
-        let inserted = self
-            .db
-            .call(move |c| {
-                c.execute(
-                    "INSERT INTO deliveries (platform, session_key, chat, reply_to, created_at, updated_at, run)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?6)",
-                    params![platform, key, chat_json, reply_to, now as i64, run],
-                )?;
-                Ok(c.last_insert_rowid())
-            })
-            .await;
+        let now = now as i64;
+        let inserted = match &self.db {
+            Store::Sqlite(db) => {
+                db.call(move |c| {
+                    c.execute(
+                        "INSERT INTO deliveries (platform, session_key, chat, reply_to, created_at, updated_at, run)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?6)",
+                        params![platform, key, chat_json, reply_to, now, run],
+                    )?;
+                    Ok(c.last_insert_rowid())
+                })
+                .await
+            }
+            Store::Postgres(pg) => {
+                pg.call_ordered(move |c| async move {
+                    let row = c
+                        .query_one(
+                            "INSERT INTO deliveries (platform, session_key, chat, reply_to, created_at, updated_at, run)
+                             VALUES ($1, $2, $3, $4, $5, $5, $6) RETURNING id",
+                            &[&platform, &key, &chat_json, &reply_to, &now, &run],
+                        )
+                        .await?;
+                    Ok(row.get(0))
+                })
+                .await
+            }
+        };
         match inserted {
             Ok(id) => {
-                self.open.insert(id, now);
+                self.open.insert(id, now as u64);
                 Some(Obligation {
                     db: self.db.clone(),
                     open: self.open.clone(),
@@ -147,63 +171,161 @@ impl Deliveries {
     }
 
     /// The open obligations of `platform` left by earlier runs.
-    pub fn left_over(
-        &self,
-        platform: &str,
-    ) -> impl Future<Output = Result<Vec<Pending>, StoreError>> + use<> {
+    pub fn left_over(&self, platform: &str) -> Answer<Vec<Pending>> {
         let (platform, run) = (platform.to_string(), self.run.to_string());
-        self.db.call(move |c| {
-            let mut stmt = c.prepare_cached(
-                "SELECT id, chat, reply_to, messages, current_id, current_text, current_stream, final_text
-                 FROM deliveries WHERE platform = ?1 AND run != ?2 ORDER BY id",
-            )?;
-            let rows = stmt.query_map(params![platform, run], |r| {
-                Ok((
-                    r.get::<_, i64>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, Option<String>>(2)?,
-                    r.get::<_, String>(3)?,
-                    r.get::<_, Option<String>>(4)?,
-                    r.get::<_, Option<String>>(5)?,
-                    r.get::<_, bool>(6)?,
-                    r.get::<_, Option<String>>(7)?,
+        match &self.db {
+            Store::Sqlite(db) => Box::pin(db.call(move |c| {
+                let mut stmt = c.prepare_cached(&format!("{LEFT_OVER_SQL} ORDER BY id"))?;
+                let rows = stmt.query_map(params![platform, run], |r| {
+                    Ok(Row {
+                        id: r.get(0)?,
+                        chat: r.get(1)?,
+                        reply_to: r.get(2)?,
+                        messages: r.get(3)?,
+                        current_id: r.get(4)?,
+                        current_text: r.get(5)?,
+                        current_stream: r.get(6)?,
+                        final_text: r.get(7)?,
+                    })
+                })?;
+                Ok(pending(rows.collect::<Result<Vec<_>, _>>()?))
+            })),
+            Store::Postgres(pg) => Box::pin(pg.call_ordered(move |c| async move {
+                let rows = c
+                    .query(&format!("{LEFT_OVER_SQL} ORDER BY id"), &[&platform, &run])
+                    .await?;
+                Ok(pending(
+                    rows.iter()
+                        .map(|r| Row {
+                            id: r.get(0),
+                            chat: r.get(1),
+                            reply_to: r.get(2),
+                            messages: r.get(3),
+                            current_id: r.get(4),
+                            current_text: r.get(5),
+                            current_stream: r.get::<_, i32>(6) != 0,
+                            final_text: r.get(7),
+                        })
+                        .collect(),
                 ))
-            })?;
-            let mut out = Vec::new();
-            for row in rows {
-                let (id, chat, reply_to, messages, cur_id, cur_text, stream, final_text) = row?;
-                let Some(chat) = serde_json::from_str(&chat).ok().and_then(|v| chat_from_json(&v)) else {
-                    log::warn!("delivery {id}: unreadable chat; dropped");
-                    continue;
-                };
-                out.push(Pending {
-                    id,
-                    chat,
-                    reply_to,
-                    messages: serde_json::from_str(&messages).unwrap_or_default(),
-                    current: cur_id.map(|i| Current {
-                        id: i,
-                        text: cur_text.unwrap_or_default(),
-                        stream,
-                    }),
-                    final_text,
-                });
-            }
-            Ok(out)
-        })
+            })),
+        }
     }
 
     /// Forgets an obligation of an earlier run, once it was finished.
-    pub fn finished(&self, id: i64) -> impl Future<Output = Result<(), StoreError>> + use<> {
+    pub fn finished(&self, id: i64) -> Answer<()> {
         close_row(&self.db, id)
     }
 }
 
-fn close_row(db: &Db, id: i64) -> impl Future<Output = Result<(), StoreError>> + use<> {
-    db.call(move |c| {
-        c.execute("DELETE FROM deliveries WHERE id = ?1", [id])?;
-        Ok(())
-    })
+/// The columns of a left-over obligation, for both backends (SQLite numbers
+/// `$n` parameters in the order they first appear, which is `n` here).
+const LEFT_OVER_SQL: &str =
+    "SELECT id, chat, reply_to, messages, current_id, current_text, current_stream, final_text
+     FROM deliveries WHERE platform = $1 AND run != $2";
+
+/// A stored obligation as read, before its JSON is decoded.
+struct Row {
+    id: i64,
+    chat: String,
+    reply_to: Option<String>,
+    messages: String,
+    current_id: Option<String>,
+    current_text: Option<String>,
+    current_stream: bool,
+    final_text: Option<String>,
+}
+
+/// Decodes stored obligations; one whose chat cannot be read is dropped.
+fn pending(rows: Vec<Row>) -> Vec<Pending> {
+    let mut out = Vec::new();
+    for row in rows {
+        let id = row.id;
+        let Some(chat) = serde_json::from_str(&row.chat)
+            .ok()
+            .and_then(|v| chat_from_json(&v))
+        else {
+            log::warn!("delivery {id}: unreadable chat; dropped");
+            continue;
+        };
+        out.push(Pending {
+            id,
+            chat,
+            reply_to: row.reply_to,
+            messages: serde_json::from_str(&row.messages).unwrap_or_default(),
+            current: row.current_id.map(|i| Current {
+                id: i,
+                text: row.current_text.unwrap_or_default(),
+                stream: row.current_stream,
+            }),
+            final_text: row.final_text,
+        });
+    }
+    out
+}
+/// Runs one write on either backend, queued at once and in order. Most
+/// are not waited for, so a failure is logged here.
+fn write(db: &Store, sqlite: &'static str, pg: &'static str, args: Args) -> Answer<()> {
+    let logged = |r: Result<(), StoreError>| {
+        if let Err(e) = &r {
+            log::warn!("cannot record a delivery obligation: {e}");
+        }
+        r
+    };
+    match db {
+        Store::Sqlite(db) => Box::pin(db.call(move |c| {
+            let params = rusqlite::params_from_iter(args.iter().map(Arg::sqlite));
+            logged(
+                c.execute(sqlite, params)
+                    .map(drop)
+                    .map_err(StoreError::from),
+            )
+        })),
+        Store::Postgres(pg_db) => Box::pin(pg_db.call_ordered(move |c| async move {
+            let params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
+                args.iter().map(Arg::pg).collect();
+            logged(
+                c.execute(pg, &params)
+                    .await
+                    .map(drop)
+                    .map_err(StoreError::from),
+            )
+        })),
+    }
+}
+
+/// A statement's argument, for either backend.
+enum Arg {
+    Int(i64),
+    Text(Option<String>),
+}
+
+type Args = Vec<Arg>;
+
+impl Arg {
+    fn sqlite(&self) -> rusqlite::types::Value {
+        match self {
+            Arg::Int(v) => rusqlite::types::Value::Integer(*v),
+            Arg::Text(Some(t)) => rusqlite::types::Value::Text(t.clone()),
+            Arg::Text(None) => rusqlite::types::Value::Null,
+        }
+    }
+
+    fn pg(&self) -> &(dyn tokio_postgres::types::ToSql + Sync) {
+        match self {
+            Arg::Int(v) => v,
+            Arg::Text(t) => t,
+        }
+    }
+}
+
+fn close_row(db: &Store, id: i64) -> Answer<()> {
+    write(
+        db,
+        "DELETE FROM deliveries WHERE id = ?1",
+        "DELETE FROM deliveries WHERE id = $1",
+        vec![Arg::Int(id)],
+    )
 }
 
 /// The message still being typed out.
@@ -219,7 +341,7 @@ pub struct Current {
 /// One open obligation of this process.
 #[derive(Clone)]
 pub struct Obligation {
-    db: Db,
+    db: Store,
     open: Arc<OpenSet>,
     id: i64,
 }
@@ -231,31 +353,36 @@ impl Obligation {
     pub fn progress(&self, messages: &[String], current: Option<Current>) {
         let (id, messages) = (self.id, json!(messages).to_string());
         let now = crate::clock::unix_now() as i64;
-        drop(self.db.call(move |c| {
-            let (cid, ctext, cstream) = match current {
-                Some(cur) => (Some(cur.id), Some(cur.text), cur.stream),
-                None => (None, None, false),
-            };
-            c.execute(
-                "UPDATE deliveries SET messages = ?2, current_id = ?3, current_text = ?4,
-                   current_stream = ?5, updated_at = ?6 WHERE id = ?1",
-                params![id, messages, cid, ctext, cstream, now],
-            )?;
-            Ok(())
-        }));
+        let (cid, ctext, cstream) = match current {
+            Some(cur) => (Some(cur.id), Some(cur.text), cur.stream),
+            None => (None, None, false),
+        };
+        drop(write(
+            &self.db,
+            "UPDATE deliveries SET messages = ?2, current_id = ?3, current_text = ?4,
+               current_stream = ?5, updated_at = ?6 WHERE id = ?1",
+            "UPDATE deliveries SET messages = $2, current_id = $3, current_text = $4,
+               current_stream = $5::bigint, updated_at = $6 WHERE id = $1",
+            vec![
+                Arg::Int(id),
+                Arg::Text(Some(messages)),
+                Arg::Text(cid),
+                Arg::Text(ctext),
+                Arg::Int(i64::from(cstream)),
+                Arg::Int(now),
+            ],
+        ));
     }
 
     /// The turn ended with this answer (what a restart before its delivery
     /// still delivers).
     pub fn answered(&self, final_text: &str) {
-        let (id, text) = (self.id, final_text.to_string());
-        drop(self.db.call(move |c| {
-            c.execute(
-                "UPDATE deliveries SET final_text = ?2 WHERE id = ?1",
-                params![id, text],
-            )?;
-            Ok(())
-        }));
+        drop(write(
+            &self.db,
+            "UPDATE deliveries SET final_text = ?2 WHERE id = ?1",
+            "UPDATE deliveries SET final_text = $2 WHERE id = $1",
+            vec![Arg::Int(self.id), Arg::Text(Some(final_text.to_string()))],
+        ));
     }
 
     /// The answer was delivered: the obligation is gone.
@@ -329,6 +456,7 @@ fn chat_from_json(v: &Value) -> Option<ChatRef> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::test_backends;
 
     fn chat() -> ChatRef {
         ChatRef {
@@ -340,12 +468,17 @@ mod tests {
 
     #[tokio::test]
     async fn obligations_survive_a_restart_and_are_another_runs_to_finish() {
-        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-        let path = dir.path().join("state.db");
+        for b in test_backends::all().await {
+            survive_and_are_another_runs(&b.store).await;
+        }
+    }
+
+    /// One run opens obligations; "after a restart" (a new run id on the
+    /// same store) they are left over for the next run to finish.
+    async fn survive_and_are_another_runs(db: &Store) {
         let open = Arc::new(OpenSet::default());
         {
-            let db = Db::open(&path).unwrap_or_else(|e| panic!("{e}"));
-            let d = Deliveries::new(db, open.clone(), "run-1");
+            let d = Deliveries::new(db.clone(), open.clone(), "run-1");
             let a = d
                 .open("slack", "k", &chat(), Some("1.0"))
                 .await
@@ -372,10 +505,9 @@ mod tests {
             // Its own run's obligations are not left over.
             assert!(d.left_over("slack").await.unwrap_or_default().is_empty());
         }
-        let db = Db::open(&path).unwrap_or_else(|e| panic!("{e}"));
-        let d = Deliveries::new(db, Arc::new(OpenSet::default()), "run-2");
+        let d = Deliveries::new(db.clone(), Arc::new(OpenSet::default()), "run-2");
         let left = d.left_over("slack").await.unwrap_or_default();
-        assert_eq!(left.len(), 2);
+        assert_eq!(left.len(), 2, "{}", db.backend());
         assert_eq!(left[0].chat, chat());
         assert_eq!(left[0].reply_to.as_deref(), Some("1.0"));
         assert_eq!(
@@ -394,6 +526,23 @@ mod tests {
             .await
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(d.left_over("slack").await.unwrap_or_default().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn obligations_are_kept_in_the_sqlite_file_across_a_reopen() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let path = dir.path().join("state.db");
+        let open = |run| {
+            let db = crate::db::Db::open(&path).unwrap_or_else(|e| panic!("{e}"));
+            Deliveries::new(db.into(), Arc::default(), run)
+        };
+        let d = open("run-1");
+        let a = d.open("slack", "k", &chat(), None).await;
+        a.unwrap_or_else(|| panic!("not opened")).answered("kept");
+        drop(d);
+        let left = open("run-2").left_over("slack").await.unwrap_or_default();
+        assert_eq!(left.len(), 1);
+        assert_eq!(recovery(&left[0]), Recovery::Deliver("kept".into()));
     }
 
     #[test]

@@ -116,7 +116,7 @@ pub async fn start(loaded: &Loaded) -> Result<Running, StartError> {
         .unwrap_or_else(crate::platforms::consumer::default_instance_id);
     let leases = Leases::new(store.clone(), &instance);
     log::info!("instance {instance}, storage {}", leases.backend());
-    let (router, chat) = match start_chat(loaded, &db, &leases, &pool, &metrics, &platforms) {
+    let (router, chat) = match start_chat(loaded, &leases, &pool, &metrics, &platforms) {
         Some((router, chat)) => (Some(router), Some(chat)),
         None => (None, None),
     };
@@ -182,7 +182,6 @@ const PLATFORM_STARTS: &[(&str, StartFn)] = &[
 /// not stop the rest. `None` when no platform is configured.
 fn start_chat(
     loaded: &Loaded,
-    db: &Db,
     leases: &Leases,
     pool: &ArbiterPool,
     metrics: &Arc<Metrics>,
@@ -199,7 +198,7 @@ fn start_chat(
     // This run's delivery obligations; those of earlier runs are finished
     // by each platform once it is connected.
     let run = uuid::Uuid::new_v4().simple().to_string();
-    let deliveries = Deliveries::new(db.clone(), metrics.deliveries.clone(), &run);
+    let deliveries = Deliveries::new(leases.store().clone(), metrics.deliveries.clone(), &run);
     let router = {
         let (store, pool2, metrics, stats, d) = (
             leases.store().clone(),
@@ -214,7 +213,6 @@ fn start_chat(
     };
     let ctx = PlatformStart {
         loaded: Arc::new(loaded.clone()),
-        db: db.clone(),
         store: leases.store().clone(),
         leases: leases.clone(),
         pool: pool.clone(),

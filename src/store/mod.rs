@@ -13,9 +13,10 @@
 //! boxed futures on the hot path.
 //!
 //! Behind the interface so far: platform state ([`crate::platform_state`]),
-//! leases ([`leases`]) and session transcripts ([`crate::sessions`]).
-//! Responses, runs, their events and delivery obligations still go to
-//! [`crate::db::Db`] directly; they move here one at a time, and
+//! leases ([`leases`]), session transcripts ([`crate::sessions`]) and
+//! delivery obligations ([`crate::deliveries`]): everything the chat
+//! platforms keep. Stored responses, runs, their events and idempotency keys
+//! still go to [`crate::db::Db`] directly; they move here next, and
 //! `storage.backend: postgres` is offered only once all of them have.
 
 pub mod leases;

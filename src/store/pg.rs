@@ -75,6 +75,24 @@ const MIGRATIONS: &[&str] = &[
         body TEXT NOT NULL
     );
     CREATE INDEX messages_by_session ON messages(session_key, id);",
+    // 3: delivery obligations (see `deliveries`): one per chat answer until
+    // it is delivered. `current_stream` is 0 or 1, as on SQLite.
+    "CREATE TABLE deliveries (
+        id BIGSERIAL PRIMARY KEY,
+        platform TEXT NOT NULL,
+        session_key TEXT NOT NULL,
+        chat TEXT NOT NULL,
+        reply_to TEXT,
+        created_at BIGINT NOT NULL,
+        updated_at BIGINT NOT NULL,
+        messages TEXT NOT NULL DEFAULT '[]',
+        current_id TEXT,
+        current_text TEXT,
+        current_stream INTEGER NOT NULL DEFAULT 0,
+        final_text TEXT,
+        run TEXT NOT NULL
+    );
+    CREATE INDEX deliveries_by_platform ON deliveries(platform, id);",
 ];
 
 /// A job for the ordered lane: given the pool, a future that does the work
