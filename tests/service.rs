@@ -796,6 +796,58 @@ async fn one_of_several_gateways_on_a_home_reads_the_bot_and_a_standby_takes_ove
     assert_eq!(answered(8), 1);
 }
 
+#[actix_web::test]
+async fn a_standby_that_takes_over_finishes_the_answer_the_dead_holder_was_typing() {
+    use hermes::testing::fake_telegram::FakeTelegram;
+    const TOKEN: &str = "123456:takeover-delivery-token";
+    let tg = FakeTelegram::start(TOKEN);
+    let slow = Duration::from_millis(50);
+    // 20 s of answer; the standby never asks the model again.
+    let fake = FakeUpstream::start(vec![Reply::numbered_stream(400, slow, slow)]);
+    let env = |id: &str| {
+        vec![
+            ("TELEGRAM_BOT_TOKEN", TOKEN.to_string()),
+            ("TELEGRAM_API_BASE_URL", tg.url()),
+            ("TELEGRAM_ALLOWED_USERS", "42".to_string()),
+            ("HERMES_STREAMING_ENABLED", "true".to_string()),
+            ("API_SERVER_ENABLED", "true".to_string()),
+            ("HERMES_INSTANCE_ID", id.to_string()),
+        ]
+    };
+    let state = |h: &Value| h["platforms"]["telegram"]["state"].clone();
+    let root = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let mut a = spawn_at(root.path(), &fake.url(), "", &env("gw-a"));
+    health_until(&a, Duration::from_secs(30), |h| state(h) == "connected").await;
+    let b = spawn_at(root.path(), &fake.url(), "", &env("gw-b"));
+    let h = health_until(&b, Duration::from_secs(30), |h| state(h) == "standby").await;
+    assert_eq!(state(&h), "standby", "{h}");
+    let (_, asked) = tg.push_dm(42, "count to four hundred");
+    until(Duration::from_secs(30), || {
+        let m = tg.messages(42);
+        let first = m.first()?;
+        (first.writes.len() >= 2 && first.text.ends_with('▌')).then_some(())
+    })
+    .await
+    .unwrap_or_else(|| panic!("no preview: {:?}\n{}", tg.messages(42), a.log()));
+    a.signal(libc::SIGKILL);
+    let _ = a.wait_exit(Duration::from_secs(10));
+    let cut = tg.messages(42)[0].text.clone();
+    // The standby takes the bot over, and with it the dead holder's answer:
+    // the message being typed is finalised, and the user told once.
+    let done = until(Duration::from_secs(40), || {
+        let m = tg.messages(42);
+        (m.len() >= 2 && m[0].text.ends_with("(interrupted by a restart)")).then_some(m)
+    })
+    .await
+    .unwrap_or_else(|| panic!("not finished: {:?}\n{}", tg.messages(42), b.log()));
+    let text = cut.trim_end_matches('▌').trim_end();
+    assert_eq!(done[0].text, format!("{text} (interrupted by a restart)"));
+    assert_eq!(done.len(), 2, "one notice: {done:?}");
+    assert_eq!(done[1].reply_to, Some(asked));
+    assert_eq!(fake.requests().len(), 1, "the turn is not re-run");
+    assert!(b.log().contains("finishing 1 answer"), "{}", b.log());
+}
+
 /// Reads an SSE body until `stop` says so or it ends: (event, data, id) per event.
 async fn sse_events(
     res: &mut awc::ClientResponse,
