@@ -16,7 +16,6 @@
 //! started on the same home (by hand beside the service, say) from fighting
 //! the first over the bot: it stands by until the first stops.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -66,11 +65,18 @@ pub struct Leases {
 struct Inner {
     store: Store,
     instance: String,
+    /// One lock for both, so a lease taken while the instance stops is
+    /// either released by [`Leases::release_all`] or never registered.
+    held: Mutex<Holdings>,
+}
+
+#[derive(Default)]
+struct Holdings {
     /// The leases held now: name and the switch that tells their consumer
     /// to stop.
-    held: Mutex<Vec<(String, watch::Sender<bool>)>>,
+    leases: Vec<(String, watch::Sender<bool>)>,
     /// Set by [`Leases::release_all`]: nothing is taken any more.
-    stopping: AtomicBool,
+    stopping: bool,
 }
 
 impl std::fmt::Debug for Leases {
@@ -98,7 +104,6 @@ impl Leases {
                 store,
                 instance: instance.to_string(),
                 held: Mutex::default(),
-                stopping: AtomicBool::new(false),
             }),
         }
     }
@@ -131,7 +136,7 @@ impl Leases {
         let me = self.instance();
         let mut standing_by = false;
         loop {
-            if self.inner.stopping.load(Ordering::SeqCst) {
+            if self.holdings().stopping {
                 return None;
             }
             let asked = Instant::now();
@@ -141,7 +146,7 @@ impl Leases {
                         log::info!("{platform}: took over from the instance that held it");
                     }
                     show(status, platform, &lease);
-                    return Some(self.start_renewing(platform, name, lease, asked, status));
+                    return self.start_renewing(platform, name, lease, asked, status);
                 }
                 Ok(None) => {
                     let holder = self.inner.store.lease(&name).await.ok().flatten();
@@ -172,7 +177,12 @@ impl Leases {
         }
     }
 
-    /// Registers a lease just taken and starts renewing it.
+    fn holdings(&self) -> std::sync::MutexGuard<'_, Holdings> {
+        self.inner.held.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Registers a lease just taken and starts renewing it; gives it back
+    /// (`None`) when the instance began stopping meanwhile.
     fn start_renewing(
         &self,
         platform: &str,
@@ -180,13 +190,16 @@ impl Leases {
         lease: Lease,
         asked: Instant,
         status: &PlatformStatus,
-    ) -> Held {
+    ) -> Option<Held> {
         let (tell, lost) = watch::channel(false);
-        self.inner
-            .held
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push((name.clone(), tell.clone()));
+        {
+            let mut holdings = self.holdings();
+            if holdings.stopping {
+                drop(self.inner.store.release_lease(&name, self.instance()));
+                return None;
+            }
+            holdings.leases.push((name.clone(), tell.clone()));
+        }
         let renewer = tokio::spawn(renew(
             self.inner.store.clone(),
             name.clone(),
@@ -196,20 +209,23 @@ impl Leases {
             tell,
             (platform.to_string(), status.clone()),
         ));
-        Held {
+        Some(Held {
             name,
             leases: self.clone(),
             lost,
             renewer,
-        }
+        })
     }
 
     /// Gives up every lease at once (a stop or a drain): their consumers
     /// stop reading, the store frees them for a standby instance, and no
     /// lease is taken again by this instance.
     pub async fn release_all(&self) {
-        self.inner.stopping.store(true, Ordering::SeqCst);
-        let held = std::mem::take(&mut *self.inner.held.lock().unwrap_or_else(|p| p.into_inner()));
+        let held = {
+            let mut holdings = self.holdings();
+            holdings.stopping = true;
+            std::mem::take(&mut holdings.leases)
+        };
         for (name, tell) in held {
             let _ = tell.send(true);
             match self.inner.store.release_lease(&name, self.instance()).await {
@@ -281,14 +297,10 @@ impl Drop for Held {
     fn drop(&mut self) {
         self.renewer.abort();
         let still_held = self.is_held();
-        let mut held = self
+        self.leases
+            .holdings()
             .leases
-            .inner
-            .held
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        held.retain(|(n, _)| *n != self.name);
-        drop(held);
+            .retain(|(n, _)| *n != self.name);
         // A consumer that ends while it holds its lease (a fatal error, the
         // actor stopping) frees it for a standby instance.
         if still_held {

@@ -52,6 +52,24 @@ fn acquire_sql(now: &str) -> String {
 const RELEASE_SQL: &str = "UPDATE leases SET expires_at = 0 WHERE name = $1 AND holder = $2";
 const READ_SQL: &str = "SELECT holder, expires_at, generation FROM leases WHERE name = $1";
 
+/// A lease from a row of `holder, expires_at, generation`.
+fn sqlite_lease(r: &rusqlite::Row<'_>) -> rusqlite::Result<Lease> {
+    Ok(Lease {
+        holder: r.get(0)?,
+        expires_at_ms: r.get(1)?,
+        generation: r.get(2)?,
+    })
+}
+
+/// [`sqlite_lease`] for PostgreSQL's rows.
+fn pg_lease(r: &tokio_postgres::Row) -> Lease {
+    Lease {
+        holder: r.get(0),
+        expires_at_ms: r.get(1),
+        generation: r.get(2),
+    }
+}
+
 /// Milliseconds of a time to live, saturating.
 fn millis(ttl: Duration) -> i64 {
     i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX / 2)
@@ -73,13 +91,7 @@ impl Store {
                     Ok(c.query_row(
                         &acquire_sql(SQLITE_NOW_MS),
                         rusqlite::params![name, holder, ttl],
-                        |r| {
-                            Ok(Lease {
-                                holder: r.get(0)?,
-                                expires_at_ms: r.get(1)?,
-                                generation: r.get(2)?,
-                            })
-                        },
+                        sqlite_lease,
                     )
                     .optional()?)
                 })
@@ -90,11 +102,7 @@ impl Store {
                     let row = c
                         .query_opt(&acquire_sql(PG_NOW_MS), &[&name, &holder, &ttl])
                         .await?;
-                    Ok(row.map(|r| Lease {
-                        holder: r.get(0),
-                        expires_at_ms: r.get(1),
-                        generation: r.get(2),
-                    }))
+                    Ok(row.as_ref().map(pg_lease))
                 })
                 .await
             }
@@ -126,26 +134,13 @@ impl Store {
         let name = name.to_string();
         match self {
             Store::Sqlite(db) => {
-                db.call(move |c| {
-                    Ok(c.query_row(READ_SQL, [&name], |r| {
-                        Ok(Lease {
-                            holder: r.get(0)?,
-                            expires_at_ms: r.get(1)?,
-                            generation: r.get(2)?,
-                        })
-                    })
-                    .optional()?)
-                })
-                .await
+                db.call(move |c| Ok(c.query_row(READ_SQL, [&name], sqlite_lease).optional()?))
+                    .await
             }
             Store::Postgres(pg) => {
                 pg.call(move |c| async move {
                     let row = c.query_opt(READ_SQL, &[&name]).await?;
-                    Ok(row.map(|r| Lease {
-                        holder: r.get(0),
-                        expires_at_ms: r.get(1),
-                        generation: r.get(2),
-                    }))
+                    Ok(row.as_ref().map(pg_lease))
                 })
                 .await
             }
