@@ -585,6 +585,45 @@ async fn until<T>(limit: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T
     }
 }
 
+/// How many delivery obligations the gateways of `home` have open.
+fn open_deliveries(home: &Path) -> i64 {
+    rusqlite::Connection::open_with_flags(
+        home.join("state.db"),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )
+    .and_then(|db| db.query_row("SELECT COUNT(*) FROM deliveries", [], |r| r.get(0)))
+    .unwrap_or(-1)
+}
+
+/// The first message of `messages` once it is being typed out (edited at
+/// least once, cursor shown) and the gateway of `home` has recorded what it
+/// shows in its delivery obligation: the moment a kill -9 tests recovery
+/// from. (The record follows each edit by a moment; killing before it would
+/// test an older state than the one the user saw.)
+fn typed_and_recorded(
+    messages: &[hermes::testing::fake_telegram::Sent],
+    home: &Path,
+) -> Option<hermes::testing::fake_telegram::Sent> {
+    let first = messages.first()?;
+    if first.writes.len() < 2 || !first.text.ends_with('▌') {
+        return None;
+    }
+    let db = rusqlite::Connection::open_with_flags(
+        home.join("state.db"),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )
+    .ok()?;
+    let recorded: Option<String> = db
+        .query_row(
+            "SELECT current_text FROM deliveries ORDER BY id DESC LIMIT 1",
+            [],
+            |r| r.get(0),
+        )
+        .ok()?;
+    let shown = first.text.trim_end_matches('▌').trim_end();
+    (recorded?.trim_end() == shown).then(|| first.clone())
+}
+
 #[actix_web::test]
 async fn kill_9_mid_answer_then_a_restart_finishes_the_message_and_tells_the_user_once() {
     use hermes::testing::fake_telegram::FakeTelegram;
@@ -603,9 +642,7 @@ async fn kill_9_mid_answer_then_a_restart_finishes_the_message_and_tells_the_use
     let mut gw = spawn(&fake.url(), "", &env);
     let (_, asked) = tg.push_dm(42, "count to four hundred");
     let shown = until(Duration::from_secs(30), || {
-        let m = tg.messages(42);
-        let first = m.first()?;
-        (first.writes.len() >= 2 && first.text.ends_with('▌')).then(|| first.clone())
+        typed_and_recorded(&tg.messages(42), &gw.home)
     })
     .await
     .unwrap_or_else(|| panic!("no preview: {:?}\n{}", tg.messages(42), gw.log()));
@@ -694,8 +731,11 @@ async fn one_of_several_gateways_on_a_home_reads_the_bot_and_a_standby_takes_ove
         ]
     };
     let telegram = |h: &Value| h["platforms"]["telegram"].clone();
+    // Each message its own turn, whenever it comes (the default policy
+    // interrupts a turn and answers both messages together).
+    const QUEUE: &str = "gateway:\n  busy_policy: queue\n";
     let root = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    let mut a = spawn_at(root.path(), &fake.url(), "", &env("gw-a"));
+    let mut a = spawn_at(root.path(), &fake.url(), QUEUE, &env("gw-a"));
     let h = health_until(&a, Duration::from_secs(30), |h| {
         telegram(h)["state"] == "connected"
     })
@@ -704,7 +744,7 @@ async fn one_of_several_gateways_on_a_home_reads_the_bot_and_a_standby_takes_ove
     assert_eq!(h["instance"], "gw-a");
     assert_eq!(h["storage"], "sqlite");
     // A second gateway on the same home stands by, and says who reads the bot.
-    let b = spawn_at(root.path(), &fake.url(), "", &env("gw-b"));
+    let b = spawn_at(root.path(), &fake.url(), QUEUE, &env("gw-b"));
     let h = health_until(&b, Duration::from_secs(30), |h| {
         telegram(h)["state"] == "standby"
     })
@@ -732,7 +772,14 @@ async fn one_of_several_gateways_on_a_home_reads_the_bot_and_a_standby_takes_ove
     }
     // The two never polled at once (Telegram's 409 for a second poller).
     assert_eq!(tg.conflicts(), 0, "{}\n{}", a.log(), b.log());
-    // The holder dies between messages; the stream of messages goes on.
+    // The holder dies between messages (once it has recorded m2 as
+    // delivered: a crash between a send and its record is sent again, at
+    // least once); the stream of messages goes on.
+    until(Duration::from_secs(30), || {
+        (open_deliveries(&a.home) == 0).then_some(())
+    })
+    .await
+    .unwrap_or_else(|| panic!("m2 never recorded as delivered\n{}", a.log()));
     a.signal(libc::SIGKILL);
     let _ = a.wait_exit(Duration::from_secs(10));
     let killed = Instant::now();
@@ -771,7 +818,7 @@ async fn one_of_several_gateways_on_a_home_reads_the_bot_and_a_standby_takes_ove
 
     // A graceful stop gives the lease up at once: a third gateway standing
     // by takes over at its next try, without waiting for the lease to expire.
-    let c = spawn_at(root.path(), &fake.url(), "", &env("gw-c"));
+    let c = spawn_at(root.path(), &fake.url(), QUEUE, &env("gw-c"));
     health_until(&c, Duration::from_secs(30), |h| {
         telegram(h)["state"] == "standby"
     })
@@ -823,9 +870,7 @@ async fn a_standby_that_takes_over_finishes_the_answer_the_dead_holder_was_typin
     assert_eq!(state(&h), "standby", "{h}");
     let (_, asked) = tg.push_dm(42, "count to four hundred");
     until(Duration::from_secs(30), || {
-        let m = tg.messages(42);
-        let first = m.first()?;
-        (first.writes.len() >= 2 && first.text.ends_with('▌')).then_some(())
+        typed_and_recorded(&tg.messages(42), &a.home)
     })
     .await
     .unwrap_or_else(|| panic!("no preview: {:?}\n{}", tg.messages(42), a.log()));

@@ -28,6 +28,7 @@ use crate::deliveries::Deliveries;
 use crate::metrics::Metrics;
 use crate::platform_status::{LinkState, PlatformStatus};
 use crate::platforms::consumer::Leases;
+use crate::platforms::liveness::Liveness;
 use crate::store::Store;
 
 /// Bytes in a MiB (cache budgets are configured in MiB).
@@ -40,6 +41,8 @@ pub enum StartError {
     Store(#[from] crate::db::StoreError),
     #[error(transparent)]
     Keys(#[from] api::auth::KeyError),
+    #[error(transparent)]
+    Instance(#[from] crate::platforms::liveness::ClaimError),
     #[error("cannot listen on {host}:{port}: {source} (set API_SERVER_HOST / API_SERVER_PORT)")]
     Bind {
         host: String,
@@ -114,7 +117,10 @@ pub async fn start(loaded: &Loaded) -> Result<Running, StartError> {
         .instance_id
         .clone()
         .unwrap_or_else(crate::platforms::consumer::default_instance_id);
-    let leases = Leases::new(store.clone(), &instance);
+    // The gateways of one home are on one machine: a lock each holds for
+    // its life tells exactly which have ended (see `platforms::liveness`).
+    let liveness = Liveness::claim(&loaded.home, &instance)?;
+    let leases = Leases::new(store.clone(), &instance, Some(liveness));
     log::info!("instance {instance}, storage {}", leases.backend());
     let (router, chat) = match start_chat(loaded, &leases, &pool, &metrics, &platforms) {
         Some((router, chat)) => (Some(router), Some(chat)),

@@ -14,7 +14,10 @@
 //!
 //! With the embedded SQLite store the same rule keeps a second gateway
 //! started on the same home (by hand beside the service, say) from fighting
-//! the first over the bot: it stands by until the first stops.
+//! the first over the bot: it stands by until the first stops. There, the
+//! gateways are on one machine and can tell exactly when a holder's process
+//! ended ([`Liveness`]): its lease is then taken at once, not at its expiry,
+//! so a gateway restarted after a crash reads its bots again at once.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -23,6 +26,7 @@ use serde_json::json;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+use super::liveness::Liveness;
 use crate::platform_status::{LinkState, PlatformStatus};
 use crate::store::Store;
 use crate::store::leases::Lease;
@@ -68,6 +72,8 @@ struct Inner {
     /// One lock for both, so a lease taken while the instance stops is
     /// either released by [`Leases::release_all`] or never registered.
     held: Mutex<Holdings>,
+    /// Which gateways of this home are alive (SQLite: one home, one machine).
+    liveness: Option<Liveness>,
 }
 
 #[derive(Default)]
@@ -98,14 +104,26 @@ pub struct Held {
 
 impl Leases {
     /// The leases of instance `instance` in `store`.
-    pub fn new(store: Store, instance: &str) -> Self {
+    /// The leases of instance `instance` in `store`. With `liveness` (the
+    /// gateways of one home), a lease whose holder's process has ended is
+    /// taken over at once instead of after its expiry.
+    pub fn new(store: Store, instance: &str, liveness: Option<Liveness>) -> Self {
         Self {
             inner: Arc::new(Inner {
                 store,
                 instance: instance.to_string(),
                 held: Mutex::default(),
+                liveness,
             }),
         }
+    }
+
+    /// Whether `holder` is a gateway of this home whose process has ended.
+    fn is_gone(&self, holder: &str) -> bool {
+        self.inner
+            .liveness
+            .as_ref()
+            .is_some_and(|l| l.is_gone(holder))
     }
 
     /// This instance's id.
@@ -140,7 +158,19 @@ impl Leases {
                 return None;
             }
             let asked = Instant::now();
-            match self.inner.store.acquire_lease(&name, me, LEASE_TTL).await {
+            let store = &self.inner.store;
+            let mut taken = store.acquire_lease(&name, me, LEASE_TTL).await;
+            let mut holder = None;
+            if let Ok(None) = taken {
+                holder = store.lease(&name).await.ok().flatten();
+                if let Some(gone) = holder.as_ref().filter(|l| self.is_gone(&l.holder)) {
+                    log::info!("{platform}: {} has ended; taking over at once", gone.holder);
+                    taken = store
+                        .take_over_lease(&name, me, &gone.holder, LEASE_TTL)
+                        .await;
+                }
+            }
+            match taken {
                 Ok(Some(lease)) => {
                     if standing_by {
                         log::info!("{platform}: took over from the instance that held it");
@@ -149,7 +179,6 @@ impl Leases {
                     return self.start_renewing(platform, name, lease, asked, status);
                 }
                 Ok(None) => {
-                    let holder = self.inner.store.lease(&name).await.ok().flatten();
                     let who = holder.as_ref().map_or("another instance", |l| &l.holder);
                     if !standing_by {
                         log::info!("{platform}: {who} reads this bot; standing by");

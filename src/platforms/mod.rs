@@ -17,6 +17,7 @@ pub mod access;
 pub mod consumer;
 pub mod courier;
 pub mod discord;
+pub mod liveness;
 pub mod markup;
 pub mod pacing;
 pub mod slack;

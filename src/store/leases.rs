@@ -49,6 +49,18 @@ fn acquire_sql(now: &str) -> String {
     )
 }
 
+/// The statement that takes a lease from a holder known to be gone, whatever
+/// its expiry: `$1` new holder, `$2` time to live in milliseconds, `$3`
+/// name, `$4` the gone holder (in the order they appear, as SQLite numbers
+/// `$n` parameters by first appearance).
+fn take_over_sql(now: &str) -> String {
+    format!(
+        "UPDATE leases SET holder = $1, expires_at = {now} + $2, generation = generation + 1
+         WHERE name = $3 AND holder = $4
+         RETURNING holder, expires_at, generation"
+    )
+}
+
 const RELEASE_SQL: &str = "UPDATE leases SET expires_at = 0 WHERE name = $1 AND holder = $2";
 const READ_SQL: &str = "SELECT holder, expires_at, generation FROM leases WHERE name = $1";
 
@@ -102,6 +114,45 @@ impl Store {
                     let row = c
                         .query_opt(&acquire_sql(PG_NOW_MS), &[&name, &holder, &ttl])
                         .await?;
+                    Ok(row.as_ref().map(pg_lease))
+                })
+                .await
+            }
+        }
+    }
+
+    /// Takes `name` for `holder` from `gone`, a holder known to have ended
+    /// (see `platforms::liveness`), without waiting for its lease to
+    /// expire. `None` when `gone` no longer holds it.
+    pub async fn take_over_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        gone: &str,
+        ttl: Duration,
+    ) -> Result<Option<Lease>, StoreError> {
+        let (name, holder, gone, ttl) = (
+            name.to_string(),
+            holder.to_string(),
+            gone.to_string(),
+            millis(ttl),
+        );
+        match self {
+            Store::Sqlite(db) => {
+                db.call(move |c| {
+                    Ok(c.query_row(
+                        &take_over_sql(SQLITE_NOW_MS),
+                        rusqlite::params![holder, ttl, name, gone],
+                        sqlite_lease,
+                    )
+                    .optional()?)
+                })
+                .await
+            }
+            Store::Postgres(pg) => {
+                pg.call(move |c| async move {
+                    let sql = take_over_sql(PG_NOW_MS);
+                    let row = c.query_opt(&sql, &[&holder, &ttl, &name, &gone]).await?;
                     Ok(row.as_ref().map(pg_lease))
                 })
                 .await
@@ -192,6 +243,20 @@ mod tests {
             // a comes back: it no longer holds it, and cannot renew.
             assert_eq!(ok(s.acquire_lease("l", "a", TTL).await), None);
             assert!(!ok(s.release_lease("l", "a").await));
+        }
+    }
+
+    #[tokio::test]
+    async fn a_gone_holders_lease_is_taken_over_before_it_expires() {
+        for b in test_backends::all().await {
+            let s = &b.store;
+            assert!(ok(s.acquire_lease("l", "a", TTL).await).is_some());
+            let taken = ok(s.take_over_lease("l", "b", "a", TTL).await);
+            let taken = taken.unwrap_or_else(|| panic!("{}: take over", s.backend()));
+            assert_eq!((taken.holder.as_str(), taken.generation), ("b", 2));
+            // Only from the holder named: c cannot take b's lease as a's.
+            assert_eq!(ok(s.take_over_lease("l", "c", "a", TTL).await), None);
+            assert_eq!(ok(s.acquire_lease("l", "a", TTL).await), None);
         }
     }
 
