@@ -874,7 +874,7 @@ mod tests {
             pool.clone(),
             Arc::new(Metrics::default()),
             Arc::new(RouterStats::default()),
-            Deliveries::new(db2.into(), Arc::default(), "test"),
+            Deliveries::new(db2.into(), Arc::default(), "test", "gw"),
         )
         .start();
         let log = Rc::new(RefCell::new(Log::default()));

@@ -4,6 +4,7 @@
 //! its courier and its actor on the pool, and returns the inbound hooks (if
 //! any) the HTTP server must serve for it.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use actix::Addr;
@@ -19,7 +20,7 @@ use crate::metrics::Metrics;
 use crate::platform_status::PlatformStatus;
 use crate::platforms::Parsed;
 use crate::platforms::access::Dedup;
-use crate::platforms::consumer::Leases;
+use crate::platforms::consumer::{Leases, STANDBY_RETRY};
 use crate::store::Store;
 
 /// Everything a platform needs to start.
@@ -121,85 +122,119 @@ fn announce_online(out: &super::outbox::Outbox, home_channel: &str) {
 /// the user of a cut-off turn gets one notice to send it again. Turns are
 /// never re-run (their tools may have side effects). Called whenever the
 /// platform connects; only the first call of a process does it.
+///
+/// Obligations another gateway opened are left to it while it is alive (a
+/// gateway that handed the platform over as it stopped is still finishing
+/// its answers): they are looked at again every [`STANDBY_RETRY`] and taken
+/// up only if it ends before closing them.
 fn finish_left_over(start: &PlatformStart, out: &super::outbox::Outbox) {
-    use super::outbox::{EditText, StopStream};
-    use crate::platforms::Format;
     if !start.deliveries.claim_recovery(out.platform) {
         return;
     }
-    let (d, out) = (start.deliveries.clone(), out.clone());
+    let (d, leases, out) = (start.deliveries.clone(), start.leases.clone(), out.clone());
     actix::spawn(async move {
-        let left = match d.left_over(out.platform).await {
-            Ok(l) => l,
-            Err(e) => {
-                log::error!("{}: cannot read undelivered answers: {e}", out.platform);
-                return;
-            }
-        };
-        if !left.is_empty() {
-            log::warn!(
-                "{}: finishing {} answer(s) an earlier run did not deliver",
-                out.platform,
-                left.len()
-            );
-        }
-        for p in left {
-            let reply_to = p.reply_to.clone();
-            let done = match deliveries::recovery(&p) {
-                Recovery::Deliver(text) => out
-                    .send_split(&p.chat, &text, Format::Markdown, reply_to)
-                    .await
-                    .map(|_| ()),
-                Recovery::CutOff { finalise } => {
-                    if let Some(c) = finalise {
-                        let r = match (&out.stream, c.stream) {
-                            (Some(s), true) => s
-                                .stop
-                                .send(StopStream {
-                                    chat: p.chat.clone(),
-                                    id: c.id.clone(),
-                                    text: Some(deliveries::RESTART_MARK.to_string()),
-                                })
-                                .await
-                                .map_err(|e| e.to_string())
-                                .and_then(|r| r.map_err(|e| e.to_string())),
-                            _ => out
-                                .edit
-                                .send(EditText {
-                                    chat: p.chat.clone(),
-                                    message_id: c.id.clone(),
-                                    text: c.text.clone(),
-                                    format: Format::Markdown,
-                                })
-                                .await
-                                .map_err(|e| e.to_string())
-                                .and_then(|r| r.map_err(|e| e.to_string())),
-                        };
-                        if let Err(e) = r {
-                            log::warn!(
-                                "{}: could not finalise message {}: {e}",
-                                out.platform,
-                                c.id
-                            );
-                        }
-                    }
-                    out.send_split(&p.chat, deliveries::CUT_OFF_NOTICE, Format::Plain, reply_to)
-                        .await
-                        .map(|_| ())
+        let mut taken_up = HashSet::new();
+        let mut told_waiting = false;
+        // Ends once nothing is left that another live gateway is finishing.
+        loop {
+            let left = match d.left_over(out.platform).await {
+                Ok(l) => l,
+                Err(e) => {
+                    log::error!("{}: cannot read undelivered answers: {e}", out.platform);
+                    return;
                 }
             };
-            match done {
-                Ok(()) => {
-                    if let Err(e) = d.finished(p.id).await {
-                        log::warn!("{}: delivery {}: {e}", out.platform, p.id);
-                    }
-                }
-                Err(e) => log::error!(
-                    "{}: could not finish an undelivered answer in chat {}: {e}",
+            let (theirs, ours): (Vec<_>, Vec<_>) = left
+                .into_iter()
+                .filter(|p| !taken_up.contains(&p.id))
+                .partition(|p| leases.alive_elsewhere(p.instance.as_deref()));
+            if !ours.is_empty() {
+                log::warn!(
+                    "{}: finishing {} answer(s) an earlier run did not deliver",
                     out.platform,
-                    p.chat.id
-                ),
+                    ours.len()
+                );
             }
+            for p in ours {
+                taken_up.insert(p.id);
+                finish_one(&d, &out, p).await;
+            }
+            if theirs.is_empty() {
+                if told_waiting {
+                    log::info!(
+                        "{}: the answers another gateway was finishing are done",
+                        out.platform
+                    );
+                }
+                return;
+            }
+            if !told_waiting {
+                told_waiting = true;
+                log::info!(
+                    "{}: {} answer(s) are being finished by the gateway that opened them",
+                    out.platform,
+                    theirs.len()
+                );
+            }
+            tokio::time::sleep(STANDBY_RETRY).await;
         }
     });
+}
+
+/// Finishes one left-over obligation (see [`finish_left_over`]).
+async fn finish_one(d: &Deliveries, out: &super::outbox::Outbox, p: deliveries::Pending) {
+    use super::outbox::{EditText, StopStream};
+    use crate::platforms::Format;
+    let reply_to = p.reply_to.clone();
+    let done = match deliveries::recovery(&p) {
+        Recovery::Deliver(text) => out
+            .send_split(&p.chat, &text, Format::Markdown, reply_to)
+            .await
+            .map(|_| ()),
+        Recovery::CutOff { finalise } => {
+            if let Some(c) = finalise {
+                let r = match (&out.stream, c.stream) {
+                    (Some(s), true) => s
+                        .stop
+                        .send(StopStream {
+                            chat: p.chat.clone(),
+                            id: c.id.clone(),
+                            text: Some(deliveries::RESTART_MARK.to_string()),
+                        })
+                        .await
+                        .map_err(|e| e.to_string())
+                        .and_then(|r| r.map_err(|e| e.to_string())),
+                    _ => out
+                        .edit
+                        .send(EditText {
+                            chat: p.chat.clone(),
+                            message_id: c.id.clone(),
+                            text: c.text.clone(),
+                            format: Format::Markdown,
+                        })
+                        .await
+                        .map_err(|e| e.to_string())
+                        .and_then(|r| r.map_err(|e| e.to_string())),
+                };
+                if let Err(e) = r {
+                    log::warn!("{}: could not finalise message {}: {e}", out.platform, c.id);
+                }
+            }
+            out.send_split(&p.chat, deliveries::CUT_OFF_NOTICE, Format::Plain, reply_to)
+                .await
+                .map(|_| ())
+        }
+    };
+    match done {
+        Ok(()) => {
+            if let Err(e) = d.finished(p.id).await {
+                log::warn!("{}: delivery {}: {e}", out.platform, p.id);
+            }
+        }
+        Err(e) => log::error!(
+            "{}: could not finish an undelivered answer in chat {}: {e}",
+            out.platform,
+            p.chat.id
+        ),
+    }
 }

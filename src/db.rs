@@ -143,6 +143,10 @@ const MIGRATIONS: &[&str] = &[
         expires_at INTEGER NOT NULL,
         generation INTEGER NOT NULL DEFAULT 1
     );",
+    // 8: the gateway instance that opened each delivery obligation, so an
+    // instance taking a platform over leaves alone the answers another
+    // instance, still alive (draining), is finishing.
+    "ALTER TABLE deliveries ADD COLUMN instance TEXT;",
 ];
 
 /// Errors of the embedded store.

@@ -84,17 +84,21 @@ pub struct Deliveries {
     db: Store,
     open: Arc<OpenSet>,
     run: Arc<str>,
+    /// The gateway instance this process is (see `platforms::consumer`).
+    instance: Arc<str>,
     /// Platforms whose left-over obligations were taken up (once each).
     recovered: Arc<Mutex<Vec<String>>>,
 }
 
 impl Deliveries {
-    /// The obligations of this process (`run` tells them from earlier ones).
-    pub fn new(db: Store, open: Arc<OpenSet>, run: &str) -> Self {
+    /// The obligations of this process (`run` tells them from earlier
+    /// ones), recorded as opened by gateway `instance`.
+    pub fn new(db: Store, open: Arc<OpenSet>, run: &str, instance: &str) -> Self {
         Self {
             db,
             open,
             run: run.into(),
+            instance: instance.into(),
             recovered: Arc::default(),
         }
     }
@@ -127,14 +131,15 @@ impl Deliveries {
             reply_to.map(String::from),
             self.run.to_string(),
         );
+        let instance = self.instance.to_string();
         let now = now as i64;
         let inserted = match &self.db {
             Store::Sqlite(db) => {
                 db.call(move |c| {
                     c.execute(
-                        "INSERT INTO deliveries (platform, session_key, chat, reply_to, created_at, updated_at, run)
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?6)",
-                        params![platform, key, chat_json, reply_to, now, run],
+                        "INSERT INTO deliveries (platform, session_key, chat, reply_to, created_at, updated_at, run, instance)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?6, ?7)",
+                        params![platform, key, chat_json, reply_to, now, run, instance],
                     )?;
                     Ok(c.last_insert_rowid())
                 })
@@ -144,9 +149,9 @@ impl Deliveries {
                 pg.call_ordered(move |c| async move {
                     let row = c
                         .query_one(
-                            "INSERT INTO deliveries (platform, session_key, chat, reply_to, created_at, updated_at, run)
-                             VALUES ($1, $2, $3, $4, $5, $5, $6) RETURNING id",
-                            &[&platform, &key, &chat_json, &reply_to, &now, &run],
+                            "INSERT INTO deliveries (platform, session_key, chat, reply_to, created_at, updated_at, run, instance)
+                             VALUES ($1, $2, $3, $4, $5, $5, $6, $7) RETURNING id",
+                            &[&platform, &key, &chat_json, &reply_to, &now, &run, &instance],
                         )
                         .await?;
                     Ok(row.get(0))
@@ -186,6 +191,7 @@ impl Deliveries {
                         current_text: r.get(5)?,
                         current_stream: r.get(6)?,
                         final_text: r.get(7)?,
+                        instance: r.get(8)?,
                     })
                 })?;
                 Ok(pending(rows.collect::<Result<Vec<_>, _>>()?))
@@ -205,6 +211,7 @@ impl Deliveries {
                             current_text: r.get(5),
                             current_stream: r.get::<_, i32>(6) != 0,
                             final_text: r.get(7),
+                            instance: r.get(8),
                         })
                         .collect(),
                 ))
@@ -221,12 +228,13 @@ impl Deliveries {
 /// The columns of a left-over obligation, for both backends (SQLite numbers
 /// `$n` parameters in the order they first appear, which is `n` here).
 const LEFT_OVER_SQL: &str =
-    "SELECT id, chat, reply_to, messages, current_id, current_text, current_stream, final_text
-     FROM deliveries WHERE platform = $1 AND run != $2";
+    "SELECT id, chat, reply_to, messages, current_id, current_text, current_stream, final_text,
+       instance FROM deliveries WHERE platform = $1 AND run != $2";
 
 /// A stored obligation as read, before its JSON is decoded.
 struct Row {
     id: i64,
+    instance: Option<String>,
     chat: String,
     reply_to: Option<String>,
     messages: String,
@@ -259,6 +267,7 @@ fn pending(rows: Vec<Row>) -> Vec<Pending> {
                 stream: row.current_stream,
             }),
             final_text: row.final_text,
+            instance: row.instance,
         });
     }
     out
@@ -396,6 +405,9 @@ impl Obligation {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Pending {
     pub id: i64,
+    /// The gateway instance that opened it (`None`: before instances were
+    /// recorded).
+    pub instance: Option<String>,
     pub chat: ChatRef,
     pub reply_to: Option<String>,
     pub messages: Vec<String>,
@@ -478,7 +490,7 @@ mod tests {
     async fn survive_and_are_another_runs(db: &Store) {
         let open = Arc::new(OpenSet::default());
         {
-            let d = Deliveries::new(db.clone(), open.clone(), "run-1");
+            let d = Deliveries::new(db.clone(), open.clone(), "run-1", "gw");
             let a = d
                 .open("slack", "k", &chat(), Some("1.0"))
                 .await
@@ -505,7 +517,7 @@ mod tests {
             // Its own run's obligations are not left over.
             assert!(d.left_over("slack").await.unwrap_or_default().is_empty());
         }
-        let d = Deliveries::new(db.clone(), Arc::new(OpenSet::default()), "run-2");
+        let d = Deliveries::new(db.clone(), Arc::new(OpenSet::default()), "run-2", "gw");
         let left = d.left_over("slack").await.unwrap_or_default();
         assert_eq!(left.len(), 2, "{}", db.backend());
         assert_eq!(left[0].chat, chat());
@@ -534,7 +546,7 @@ mod tests {
         let path = dir.path().join("state.db");
         let open = |run| {
             let db = crate::db::Db::open(&path).unwrap_or_else(|e| panic!("{e}"));
-            Deliveries::new(db.into(), Arc::default(), run)
+            Deliveries::new(db.into(), Arc::default(), run, "gw")
         };
         let d = open("run-1");
         let a = d.open("slack", "k", &chat(), None).await;
@@ -564,6 +576,7 @@ mod tests {
     fn a_cut_off_stream_is_stopped_and_an_empty_answer_is_a_cut_off() {
         let p = Pending {
             id: 1,
+            instance: None,
             chat: chat(),
             reply_to: None,
             messages: vec!["s1".into()],

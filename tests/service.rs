@@ -893,6 +893,79 @@ async fn a_standby_that_takes_over_finishes_the_answer_the_dead_holder_was_typin
     assert!(b.log().contains("finishing 1 answer"), "{}", b.log());
 }
 
+#[actix_web::test]
+async fn a_stopping_holder_hands_the_bot_over_at_once_and_finishes_its_own_answer() {
+    use hermes::testing::fake_telegram::FakeTelegram;
+    const TOKEN: &str = "123456:drain-handover-token";
+    let tg = FakeTelegram::start(TOKEN);
+    let slow = Duration::from_millis(50);
+    // 20 s of answer for the first message; "ok" for the rest.
+    let fake = FakeUpstream::start(vec![Reply::numbered_stream(400, slow, slow)]);
+    let env = |id: &str| {
+        vec![
+            ("TELEGRAM_BOT_TOKEN", TOKEN.to_string()),
+            ("TELEGRAM_API_BASE_URL", tg.url()),
+            ("TELEGRAM_ALLOWED_USERS", "42".to_string()),
+            ("HERMES_STREAMING_ENABLED", "true".to_string()),
+            ("API_SERVER_ENABLED", "true".to_string()),
+            ("HERMES_INSTANCE_ID", id.to_string()),
+        ]
+    };
+    let state = |h: &Value| h["platforms"]["telegram"]["state"].clone();
+    let root = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let mut a = spawn_at(root.path(), &fake.url(), "", &env("gw-a"));
+    health_until(&a, Duration::from_secs(30), |h| state(h) == "connected").await;
+    let b = spawn_at(root.path(), &fake.url(), "", &env("gw-b"));
+    health_until(&b, Duration::from_secs(30), |h| state(h) == "standby").await;
+    tg.push_dm(42, "count to four hundred");
+    until(Duration::from_secs(30), || {
+        typed_and_recorded(&tg.messages(42), &a.home)
+    })
+    .await
+    .unwrap_or_else(|| panic!("no preview: {:?}\n{}", tg.messages(42), a.log()));
+    // The holder is told to stop mid-answer: the standby reads the bot at
+    // once, while the stopping gateway is still typing its answer out.
+    a.signal(libc::SIGTERM);
+    let h = health_until(&b, Duration::from_secs(30), |h| state(h) == "connected").await;
+    assert_eq!(
+        h["platforms"]["telegram"]["lease"]["holder"],
+        "gw-b",
+        "{h}\n{}",
+        b.log()
+    );
+    assert!(
+        a.child.try_wait().ok().flatten().is_none(),
+        "gw-a still drains"
+    );
+    let (_, hello) = tg.push_dm(42, "hello");
+    until(Duration::from_secs(30), || {
+        tg.messages(42)
+            .iter()
+            .any(|m| m.reply_to == Some(hello) && m.text == "ok")
+            .then_some(())
+    })
+    .await
+    .unwrap_or_else(|| panic!("hello not answered: {:?}\n{}", tg.messages(42), b.log()));
+    // The stopping gateway finishes its answer and exits; the standby left
+    // that answer to it (barrier: it says so once the answer is done).
+    assert_eq!(a.wait_exit(Duration::from_secs(60)), Some(0), "{}", a.log());
+    until(Duration::from_secs(30), || {
+        b.log()
+            .contains("the answers another gateway was finishing are done")
+            .then_some(())
+    })
+    .await
+    .unwrap_or_else(|| panic!("{}", b.log()));
+    let m = tg.messages(42);
+    assert_eq!(
+        m[0].text,
+        numbered_words(400).concat().trim_end(),
+        "{:?}",
+        m[0]
+    );
+    assert_eq!(m.len(), 2, "the answer, and the answer to hello: {m:?}");
+}
+
 /// Reads an SSE body until `stop` says so or it ends: (event, data, id) per event.
 async fn sse_events(
     res: &mut awc::ClientResponse,

@@ -5,14 +5,14 @@
 //!
 //! # Shutdown (SIGTERM, SIGINT)
 //!
-//! 1. `STOPPING=1`; new runs are refused with 503 `gateway_draining`.
+//! 1. `STOPPING=1`; new runs are refused with 503 `gateway_draining`; the
+//!    chat platforms' consumer leases are released, so a standby gateway
+//!    reads the bots from now on.
 //! 2. Running turns get up to `gateway.drain_timeout` to finish on their own.
 //! 3. What is left is interrupted: each stream still ends with its proper
 //!    final frames (a cancelled turn closes with a finish chunk and `[DONE]`),
 //!    given up to [`FINAL_FRAMES_GRACE`] to reach the client.
-//! 4. The chat platforms' consumer leases are released (a standby instance
-//!    takes the bots over at its next try), the HTTP server stops, the
-//!    database is checkpointed, the process exits 0.
+//! 4. The HTTP server stops, the database is checkpointed, the process exits 0.
 //!
 //! A second SIGINT exits at once (exit code 130).
 //!
@@ -257,6 +257,11 @@ async fn drain(server: Stopper, ctl: Control, notifier: Notifier, timeout: Durat
     );
     notifier.stopping(&format!("draining {running} run(s)"));
     state.start_draining();
+    // Stop reading the bots and hand them over at once: a standby gateway
+    // takes them at its next try and answers what comes now, while this one
+    // finishes its own answers (the standby leaves those to it while it
+    // lives; see `actors::start::finish_left_over`).
+    state.leases.release_all().await;
     if let Some(router) = &router {
         router.do_send(Drain);
     }
@@ -273,9 +278,6 @@ async fn drain(server: Stopper, ctl: Control, notifier: Notifier, timeout: Durat
             );
         }
     }
-    // Its turns are over: a standby instance may read the bots now. (Not
-    // earlier: it would finish this instance's answers still being typed.)
-    state.leases.release_all().await;
     server.stop().await;
 }
 

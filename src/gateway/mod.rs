@@ -204,7 +204,12 @@ fn start_chat(
     // This run's delivery obligations; those of earlier runs are finished
     // by each platform once it is connected.
     let run = uuid::Uuid::new_v4().simple().to_string();
-    let deliveries = Deliveries::new(leases.store().clone(), metrics.deliveries.clone(), &run);
+    let deliveries = Deliveries::new(
+        leases.store().clone(),
+        metrics.deliveries.clone(),
+        &run,
+        leases.instance(),
+    );
     let router = {
         let (store, pool2, metrics, stats, d) = (
             leases.store().clone(),

@@ -50,14 +50,20 @@ pub fn lease_name(platform: &str, credential: &str) -> String {
     format!("consumer:{platform}:{short}")
 }
 
-/// This instance's id by default: `<hostname>-<pid>`.
+/// This instance's id by default: `<hostname>-<pid>`, and `-2`, `-3`, ...
+/// for later gateways started in the same process (tests restart one in
+/// place while the first may still be shutting down).
 pub fn default_instance_id() -> String {
+    static STARTED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_string())
         .ok()
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| "localhost".into());
-    format!("{host}-{}", std::process::id())
+    match STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed) {
+        0 => format!("{host}-{}", std::process::id()),
+        n => format!("{host}-{}-{}", std::process::id(), n + 1),
+    }
 }
 
 /// The consumer leases of this instance; cheap to clone.
@@ -115,6 +121,17 @@ impl Leases {
                 held: Mutex::default(),
                 liveness,
             }),
+        }
+    }
+
+    /// Whether work opened by gateway `instance` (a delivery obligation) is
+    /// another live gateway's to finish: `instance` is not this one, and
+    /// its process is known to be alive. Work of unknown or older origin is
+    /// not: it is taken up as left over.
+    pub fn alive_elsewhere(&self, instance: Option<&str>) -> bool {
+        match (instance, &self.inner.liveness) {
+            (Some(other), Some(l)) if other != self.instance() => l.is_alive(other),
+            _ => false,
         }
     }
 

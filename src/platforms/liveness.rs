@@ -87,6 +87,12 @@ impl Liveness {
         Ok(Self { dir, _lock: lock })
     }
 
+    /// Whether the gateway `instance` on this home is certainly alive: its
+    /// lock file exists and is held.
+    pub fn is_alive(&self, instance: &str) -> bool {
+        File::open(self.dir.join(file_name(instance))).is_ok_and(|file| !try_lock(&file))
+    }
+
     /// Whether the gateway `instance` on this home has certainly ended: its
     /// lock file exists and nobody holds it. `false` when that cannot be
     /// told (no such file: another machine's instance, or one from before
@@ -110,15 +116,15 @@ mod tests {
         let a = Liveness::claim(home.path(), "host-1").unwrap_or_else(|e| panic!("{e}"));
         let b = Liveness::claim(home.path(), "host-2").unwrap_or_else(|e| panic!("{e}"));
         // flock is per open file: the same process sees its own other claims.
-        assert!(!b.is_gone("host-1"));
-        assert!(!a.is_gone("host-2"));
-        // An id with no lock file cannot be judged: it is not gone.
-        assert!(!a.is_gone("elsewhere-7"));
+        assert!(!b.is_gone("host-1") && b.is_alive("host-1"));
+        assert!(!a.is_gone("host-2") && a.is_alive("host-2"));
+        // An id with no lock file cannot be judged: neither gone nor alive.
+        assert!(!a.is_gone("elsewhere-7") && !a.is_alive("elsewhere-7"));
         // The same id twice on one home is refused.
         let twice = Liveness::claim(home.path(), "host-1");
         assert!(matches!(twice, Err(ClaimError::Taken(_))), "{twice:?}");
         drop(a);
-        assert!(b.is_gone("host-1"));
+        assert!(b.is_gone("host-1") && !b.is_alive("host-1"));
         // Checking did not take the id: it can be claimed again.
         assert!(Liveness::claim(home.path(), "host-1").is_ok());
     }

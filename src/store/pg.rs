@@ -93,6 +93,8 @@ const MIGRATIONS: &[&str] = &[
         run TEXT NOT NULL
     );
     CREATE INDEX deliveries_by_platform ON deliveries(platform, id);",
+    // 4: the gateway instance that opened each delivery obligation.
+    "ALTER TABLE deliveries ADD COLUMN instance TEXT;",
 ];
 
 /// A job for the ordered lane: given the pool, a future that does the work
