@@ -843,17 +843,25 @@ async fn one_of_several_gateways_on_a_home_reads_the_bot_and_a_standby_takes_ove
     assert_eq!(answered(8), 1);
 }
 
-#[actix_web::test]
-async fn a_standby_that_takes_over_finishes_the_answer_the_dead_holder_was_typing() {
-    use hermes::testing::fake_telegram::FakeTelegram;
-    const TOKEN: &str = "123456:takeover-delivery-token";
-    let tg = FakeTelegram::start(TOKEN);
+/// A fake bot, a model that streams a 20 s answer (then says "ok"), and two
+/// gateways on one home with streaming on: `a` (`gw-a`) reading the bot,
+/// `b` (`gw-b`) standing by. Fields drop in order: the gateways before
+/// their home.
+struct Pair {
+    tg: hermes::testing::fake_telegram::FakeTelegram,
+    fake: FakeUpstream,
+    a: Gateway,
+    b: Gateway,
+    _root: tempfile::TempDir,
+}
+
+async fn holder_and_standby(token: &str) -> Pair {
+    let tg = hermes::testing::fake_telegram::FakeTelegram::start(token);
     let slow = Duration::from_millis(50);
-    // 20 s of answer; the standby never asks the model again.
     let fake = FakeUpstream::start(vec![Reply::numbered_stream(400, slow, slow)]);
     let env = |id: &str| {
         vec![
-            ("TELEGRAM_BOT_TOKEN", TOKEN.to_string()),
+            ("TELEGRAM_BOT_TOKEN", token.to_string()),
             ("TELEGRAM_API_BASE_URL", tg.url()),
             ("TELEGRAM_ALLOWED_USERS", "42".to_string()),
             ("HERMES_STREAMING_ENABLED", "true".to_string()),
@@ -863,11 +871,31 @@ async fn a_standby_that_takes_over_finishes_the_answer_the_dead_holder_was_typin
     };
     let state = |h: &Value| h["platforms"]["telegram"]["state"].clone();
     let root = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    let mut a = spawn_at(root.path(), &fake.url(), "", &env("gw-a"));
+    let a = spawn_at(root.path(), &fake.url(), "", &env("gw-a"));
     health_until(&a, Duration::from_secs(30), |h| state(h) == "connected").await;
     let b = spawn_at(root.path(), &fake.url(), "", &env("gw-b"));
     let h = health_until(&b, Duration::from_secs(30), |h| state(h) == "standby").await;
-    assert_eq!(state(&h), "standby", "{h}");
+    assert_eq!(state(&h), "standby", "{h}\n{}", b.log());
+    Pair {
+        tg,
+        fake,
+        a,
+        b,
+        _root: root,
+    }
+}
+
+#[actix_web::test]
+async fn a_standby_that_takes_over_finishes_the_answer_the_dead_holder_was_typing() {
+    // 20 s of answer; the standby never asks the model again.
+    // Every field bound: what `..` leaves out is dropped at once.
+    let Pair {
+        tg,
+        fake,
+        mut a,
+        b,
+        _root,
+    } = holder_and_standby("123456:takeover-delivery-token").await;
     let (_, asked) = tg.push_dm(42, "count to four hundred");
     until(Duration::from_secs(30), || {
         typed_and_recorded(&tg.messages(42), &a.home)
@@ -895,28 +923,15 @@ async fn a_standby_that_takes_over_finishes_the_answer_the_dead_holder_was_typin
 
 #[actix_web::test]
 async fn a_stopping_holder_hands_the_bot_over_at_once_and_finishes_its_own_answer() {
-    use hermes::testing::fake_telegram::FakeTelegram;
-    const TOKEN: &str = "123456:drain-handover-token";
-    let tg = FakeTelegram::start(TOKEN);
-    let slow = Duration::from_millis(50);
     // 20 s of answer for the first message; "ok" for the rest.
-    let fake = FakeUpstream::start(vec![Reply::numbered_stream(400, slow, slow)]);
-    let env = |id: &str| {
-        vec![
-            ("TELEGRAM_BOT_TOKEN", TOKEN.to_string()),
-            ("TELEGRAM_API_BASE_URL", tg.url()),
-            ("TELEGRAM_ALLOWED_USERS", "42".to_string()),
-            ("HERMES_STREAMING_ENABLED", "true".to_string()),
-            ("API_SERVER_ENABLED", "true".to_string()),
-            ("HERMES_INSTANCE_ID", id.to_string()),
-        ]
-    };
+    let Pair {
+        tg,
+        fake: _fake,
+        mut a,
+        b,
+        _root,
+    } = holder_and_standby("123456:drain-handover-token").await;
     let state = |h: &Value| h["platforms"]["telegram"]["state"].clone();
-    let root = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    let mut a = spawn_at(root.path(), &fake.url(), "", &env("gw-a"));
-    health_until(&a, Duration::from_secs(30), |h| state(h) == "connected").await;
-    let b = spawn_at(root.path(), &fake.url(), "", &env("gw-b"));
-    health_until(&b, Duration::from_secs(30), |h| state(h) == "standby").await;
     tg.push_dm(42, "count to four hundred");
     until(Duration::from_secs(30), || {
         typed_and_recorded(&tg.messages(42), &a.home)
