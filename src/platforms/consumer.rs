@@ -84,9 +84,10 @@ struct Inner {
 
 #[derive(Default)]
 struct Holdings {
-    /// The leases held now: name and the switch that tells their consumer
-    /// to stop.
-    leases: Vec<(String, watch::Sender<bool>)>,
+    /// The leases held now: name, the switch that tells their consumer to
+    /// stop, and their renewer (stopped before a lease is released, so no
+    /// renewal can take it back).
+    leases: Vec<(String, watch::Sender<bool>, tokio::task::AbortHandle)>,
     /// Set by [`Leases::release_all`]: nothing is taken any more.
     stopping: bool,
 }
@@ -238,13 +239,10 @@ impl Leases {
         status: &PlatformStatus,
     ) -> Option<Held> {
         let (tell, lost) = watch::channel(false);
-        {
-            let mut holdings = self.holdings();
-            if holdings.stopping {
-                drop(self.inner.store.release_lease(&name, self.instance()));
-                return None;
-            }
-            holdings.leases.push((name.clone(), tell.clone()));
+        let mut holdings = self.holdings();
+        if holdings.stopping {
+            drop(self.inner.store.release_lease(&name, self.instance()));
+            return None;
         }
         let renewer = tokio::spawn(renew(
             self.inner.store.clone(),
@@ -252,9 +250,13 @@ impl Leases {
             self.inner.instance.clone(),
             lease.generation,
             asked + LEASE_TTL,
-            tell,
+            tell.clone(),
             (platform.to_string(), status.clone()),
         ));
+        holdings
+            .leases
+            .push((name.clone(), tell, renewer.abort_handle()));
+        drop(holdings);
         Some(Held {
             name,
             leases: self.clone(),
@@ -272,7 +274,8 @@ impl Leases {
             holdings.stopping = true;
             std::mem::take(&mut holdings.leases)
         };
-        for (name, tell) in held {
+        for (name, tell, renewer) in held {
+            renewer.abort();
             let _ = tell.send(true);
             match self.inner.store.release_lease(&name, self.instance()).await {
                 Ok(_) => log::info!("released the consumer lease {name}"),
@@ -305,6 +308,9 @@ async fn renew(
 ) {
     loop {
         tokio::time::sleep(RENEW_EVERY).await;
+        if *tell.borrow() {
+            return; // Given up meanwhile: never take it back.
+        }
         let asked = Instant::now();
         match store.acquire_lease(&name, &holder, LEASE_TTL).await {
             Ok(Some(l)) if l.generation == generation => {
@@ -346,7 +352,7 @@ impl Drop for Held {
         self.leases
             .holdings()
             .leases
-            .retain(|(n, _)| *n != self.name);
+            .retain(|(n, _, _)| *n != self.name);
         // A consumer that ends while it holds its lease (a fatal error, the
         // actor stopping) frees it for a standby instance.
         if still_held {
@@ -363,6 +369,93 @@ impl Drop for Held {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn sqlite() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let db =
+            crate::db::Db::open(&dir.path().join("state.db")).unwrap_or_else(|e| panic!("{e}"));
+        (dir, Store::from(db))
+    }
+
+    /// Waits (bounded) for `cond`. The clock is paused and the store does
+    /// real I/O, so this polls in short virtual steps rather than setting a
+    /// deadline that would pass while the store answers.
+    async fn eventually(cond: impl Fn() -> bool) -> bool {
+        for _ in 0..2_000 {
+            if cond() {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            tokio::task::yield_now().await;
+        }
+        false
+    }
+
+    fn status() -> PlatformStatus {
+        let s = PlatformStatus::default();
+        s.set("p", LinkState::Connecting, None);
+        s
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_holder_keeps_its_lease_and_stops_reading_once_another_took_it() {
+        let (_dir, store) = sqlite();
+        let status = status();
+        let a = Leases::new(store.clone(), "a", None);
+        let mut held = a
+            .hold("p", "token", &status)
+            .await
+            .unwrap_or_else(|| panic!("a free lease is taken"));
+        let name = lease_name("p", "token");
+        // Three renewals later it still holds it, in the same generation.
+        tokio::time::sleep(RENEW_EVERY * 3 + Duration::from_millis(1)).await;
+        assert!(held.is_held());
+        let l = store.lease(&name).await.ok().flatten();
+        assert_eq!(l.map(|l| (l.holder, l.generation)), Some(("a".into(), 1)));
+        assert_eq!(
+            status.snapshot()["p"]
+                .lease
+                .as_ref()
+                .map(|l| l["holder"].clone()),
+            Some("a".into())
+        );
+        // Another instance takes it over (as it would from a gone holder):
+        // the next renewal sees it and the consumer is told to stop.
+        let taken = store.take_over_lease(&name, "b", "a", LEASE_TTL).await;
+        assert!(matches!(taken, Ok(Some(_))), "{taken:?}");
+        assert!(eventually(|| !held.is_held()).await, "told to stop");
+        // It stands by now: the lease is b's.
+        let standby = {
+            let (a, status) = (a.clone(), status.clone());
+            tokio::spawn(async move { a.hold("p", "token", &status).await.is_some() })
+        };
+        let st = status.clone();
+        assert!(eventually(move || st.snapshot()["p"].state == LinkState::Standby).await);
+        assert!(!standby.is_finished(), "a waits while b holds it");
+        standby.abort();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn release_all_frees_the_leases_at_once_and_takes_none_again() {
+        let (_dir, store) = sqlite();
+        let status = status();
+        let a = Leases::new(store.clone(), "a", None);
+        let held = a.hold("p", "token", &status).await;
+        let held = held.unwrap_or_else(|| panic!("taken"));
+        a.release_all().await;
+        assert!(!held.is_held());
+        let l = store.lease(&lease_name("p", "token")).await.ok().flatten();
+        assert_eq!(l.map(|l| l.expires_at_ms), Some(0));
+        // Another instance takes it at once; this one takes nothing again.
+        let b = Leases::new(store.clone(), "b", None);
+        let taken = {
+            let status = status.clone();
+            tokio::spawn(async move { b.hold("p", "token", &status).await.is_some() })
+        };
+        assert!(eventually(|| taken.is_finished()).await, "b stands by");
+        assert!(matches!(taken.await, Ok(true)));
+        assert!(a.hold("p", "other", &status).await.is_none());
+    }
 
     #[test]
     fn lease_names_never_hold_the_credential() {

@@ -7,7 +7,9 @@
 //! generation grows with every change of holder: a holder that renews and
 //! sees a generation other than its own knows it lost the lease in between.
 //! Releasing sets the expiry to 0 (the row and its generation stay), so the
-//! next instance can take it at once.
+//! next instance can take it at once. On either backend an instance's lease
+//! operations land in the order it made them (PostgreSQL: the ordered lane),
+//! so a renewal already on its way never lands after a release.
 
 use std::time::Duration;
 
@@ -110,7 +112,7 @@ impl Store {
                 .await
             }
             Store::Postgres(pg) => {
-                pg.call(move |c| async move {
+                pg.call_ordered(move |c| async move {
                     let row = c
                         .query_opt(&acquire_sql(PG_NOW_MS), &[&name, &holder, &ttl])
                         .await?;
@@ -150,7 +152,7 @@ impl Store {
                 .await
             }
             Store::Postgres(pg) => {
-                pg.call(move |c| async move {
+                pg.call_ordered(move |c| async move {
                     let sql = take_over_sql(PG_NOW_MS);
                     let row = c.query_opt(&sql, &[&holder, &ttl, &name, &gone]).await?;
                     Ok(row.as_ref().map(pg_lease))
@@ -173,7 +175,7 @@ impl Store {
             Store::Sqlite(db) => {
                 Box::pin(db.call(move |c| Ok(c.execute(RELEASE_SQL, [&name, &holder])? > 0)))
             }
-            Store::Postgres(pg) => Box::pin(pg.call(move |c| async move {
+            Store::Postgres(pg) => Box::pin(pg.call_ordered(move |c| async move {
                 Ok(c.execute(RELEASE_SQL, &[&name, &holder]).await? > 0)
             })),
         };
@@ -189,7 +191,7 @@ impl Store {
                     .await
             }
             Store::Postgres(pg) => {
-                pg.call(move |c| async move {
+                pg.call_ordered(move |c| async move {
                     let row = c.query_opt(READ_SQL, &[&name]).await?;
                     Ok(row.as_ref().map(pg_lease))
                 })
@@ -277,10 +279,19 @@ mod tests {
     async fn racing_instances_never_both_hold_a_lease() {
         for b in test_backends::all().await {
             let s = &b.store;
-            // Eight would-be holders race for one free lease, many rounds.
+            // Eight instances (on PostgreSQL, each with its own pool: one
+            // instance's lease operations are ordered) race for one free
+            // lease, many rounds.
+            let mut contenders = Vec::new();
+            for _ in 0..8 {
+                contenders.push(match &b.url {
+                    Some(url) => Store::Postgres(ok(super::super::Pg::connect(url, 1).await)),
+                    None => s.clone(),
+                });
+            }
             for round in 0..20 {
                 let name = format!("race-{round}");
-                let tries = (0..8).map(|i| {
+                let tries = contenders.iter().enumerate().map(|(i, s)| {
                     let (s, name) = (s.clone(), name.clone());
                     async move { s.acquire_lease(&name, &format!("i{i}"), TTL).await }
                 });

@@ -70,6 +70,9 @@ pub mod test_backends {
     /// A store and what keeps it alive (the SQLite file's directory).
     pub struct Backend {
         pub store: Store,
+        /// The PostgreSQL database's URL, for tests that open more
+        /// instances on it.
+        pub url: Option<String>,
         _dir: Option<tempfile::TempDir>,
     }
 
@@ -111,6 +114,7 @@ pub mod test_backends {
         let db = Db::open(&dir.path().join("state.db")).unwrap_or_else(|e| panic!("{e}"));
         let mut out = vec![Backend {
             store: Store::Sqlite(db),
+            url: None,
             _dir: Some(dir),
         }];
         if let Some(url) = postgres_url() {
@@ -118,6 +122,7 @@ pub mod test_backends {
             let pg = Pg::connect(&url, 4).await.unwrap_or_else(|e| panic!("{e}"));
             out.push(Backend {
                 store: Store::Postgres(pg),
+                url: Some(url),
                 _dir: None,
             });
         }
