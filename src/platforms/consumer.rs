@@ -402,7 +402,7 @@ mod tests {
         let (_dir, store) = sqlite();
         let status = status();
         let a = Leases::new(store.clone(), "a", None);
-        let mut held = a
+        let held = a
             .hold("p", "token", &status)
             .await
             .unwrap_or_else(|| panic!("a free lease is taken"));
