@@ -22,8 +22,9 @@ pub async fn load(store: &Store, platform: &str, key: &str) -> Result<Option<Str
             })
             .await
         }
+        // Ordered: a load sees every save queued before it.
         Store::Postgres(pg) => {
-            pg.call(move |c| async move {
+            pg.call_ordered(move |c| async move {
                 let row = c.query_opt(LOAD_SQL, &[&platform, &key]).await?;
                 Ok(row.map(|r| r.get(0)))
             })

@@ -18,6 +18,10 @@ use std::path::{Path, PathBuf};
 
 /// The folder of the lock files, under the home.
 const DIR: &str = "instances";
+/// An unheld lock file older than this is removed when a gateway starts
+/// (default ids carry the pid, so every start makes a new one). Younger
+/// ones stay: they tell a restarted gateway that a crashed one is gone.
+const STALE_AFTER: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
 
 /// This process's claim on its instance id; the lock is held while it lives.
 #[derive(Debug)]
@@ -84,6 +88,7 @@ impl Liveness {
         if !try_lock(&lock) {
             return Err(ClaimError::Taken(instance.to_string()));
         }
+        remove_stale(&dir, &path, STALE_AFTER);
         Ok(Self { dir, _lock: lock })
     }
 
@@ -103,6 +108,29 @@ impl Liveness {
         };
         // The lock goes with `file` when it is dropped here.
         try_lock(&file)
+    }
+}
+
+/// Removes the lock files in `dir` (but `mine`) that nobody holds and that
+/// are older than `age`. Best effort: what cannot be read or removed stays.
+fn remove_stale(dir: &Path, mine: &Path, age: std::time::Duration) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let old = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|elapsed| elapsed >= age);
+        if path == mine || !old || path.extension().is_none_or(|e| e != "lock") {
+            continue;
+        }
+        if File::open(&path).is_ok_and(|f| try_lock(&f)) {
+            let _ = std::fs::remove_file(&path);
+        }
     }
 }
 
@@ -127,6 +155,22 @@ mod tests {
         assert!(b.is_gone("host-1") && !b.is_alive("host-1"));
         // Checking did not take the id: it can be claimed again.
         assert!(Liveness::claim(home.path(), "host-1").is_ok());
+    }
+
+    #[test]
+    fn old_unheld_lock_files_are_removed_and_held_or_young_ones_kept() {
+        let home = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let held = Liveness::claim(home.path(), "alive").unwrap_or_else(|e| panic!("{e}"));
+        drop(Liveness::claim(home.path(), "gone").unwrap_or_else(|e| panic!("{e}")));
+        let dir = home.path().join(DIR);
+        let mine = dir.join(file_name("me"));
+        // Young: nothing goes (a restart still needs to see "gone" is gone).
+        remove_stale(&dir, &mine, STALE_AFTER);
+        assert!(held.is_gone("gone"));
+        // Old enough: the unheld one goes, the held one stays.
+        remove_stale(&dir, &mine, std::time::Duration::ZERO);
+        assert!(!dir.join(file_name("gone")).exists());
+        assert!(dir.join(file_name("alive")).exists() && held.is_alive("alive"));
     }
 
     #[test]
