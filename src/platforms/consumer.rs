@@ -50,20 +50,14 @@ pub fn lease_name(platform: &str, credential: &str) -> String {
     format!("consumer:{platform}:{short}")
 }
 
-/// This instance's id by default: `<hostname>-<pid>`, and `-2`, `-3`, ...
-/// for later gateways started in the same process (tests restart one in
-/// place while the first may still be shutting down).
+/// This instance's id by default: `<hostname>-<pid>`.
 pub fn default_instance_id() -> String {
-    static STARTED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_string())
         .ok()
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| "localhost".into());
-    match STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed) {
-        0 => format!("{host}-{}", std::process::id()),
-        n => format!("{host}-{}-{}", std::process::id(), n + 1),
-    }
+    format!("{host}-{}", std::process::id())
 }
 
 /// The consumer leases of this instance; cheap to clone.

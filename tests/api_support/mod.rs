@@ -108,6 +108,9 @@ pub async fn start_in(
     c.terminal.cwd = Some(cwd.path().to_path_buf());
     c.api_server.port = 0;
     c.api_server.key = Some(KEY.into());
+    // Several gateways start in this one process (a restart test starts a
+    // second on the same home while the first shuts down): each its own id.
+    c.storage.instance_id = Some(format!("test-{}", uuid::Uuid::new_v4().simple()));
     tweak(&mut c);
     c.validate().unwrap_or_else(|e| panic!("{e}"));
     let loaded = Loaded {
