@@ -144,10 +144,14 @@ fn finish_left_over(start: &PlatformStart, out: &super::outbox::Outbox) {
                     return;
                 }
             };
-            let (theirs, ours): (Vec<_>, Vec<_>) = left
-                .into_iter()
-                .filter(|p| !taken_up.contains(&p.id))
-                .partition(|p| leases.alive_elsewhere(p.instance.as_deref()));
+            let (mut theirs, mut ours) = (Vec::new(), Vec::new());
+            for p in left.into_iter().filter(|p| !taken_up.contains(&p.id)) {
+                if leases.alive_elsewhere(p.instance.as_deref()).await {
+                    theirs.push(p);
+                } else {
+                    ours.push(p);
+                }
+            }
             if !ours.is_empty() {
                 log::warn!(
                     "{}: finishing {} answer(s) an earlier run did not deliver",

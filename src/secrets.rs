@@ -29,6 +29,30 @@ pub fn mask(secret: &str) -> String {
     format!("{head}…{tail}")
 }
 
+/// A database URL for display, with its password (if any) masked: the
+/// URL form `postgres://user:password@host/db` and the key-value form
+/// `host=… password=…` both hold one. The rest (host, database) stays, as
+/// it is what a reader checks.
+pub fn mask_url_password(url: &str) -> String {
+    if let Some((scheme, rest)) = url.split_once("://") {
+        // The credentials end at the last `@` before the path.
+        let authority_end = rest.find('/').unwrap_or(rest.len());
+        if let Some(at) = rest[..authority_end].rfind('@')
+            && let Some(colon) = rest[..at].find(':')
+        {
+            return format!("{scheme}://{}:…{}", &rest[..colon], &rest[at..]);
+        }
+        return url.to_string();
+    }
+    url.split_whitespace()
+        .map(|part| match part.split_once('=') {
+            Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=…"),
+            _ => part.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// Patterns of secrets that may appear inside free text. Each match is passed
 /// through [`mask`] (keeping any leading label such as `Bearer `).
 static SECRET_PATTERNS: LazyLock<Vec<Regex>> = LazyLock::new(|| {
@@ -113,5 +137,21 @@ mod tests {
         );
         assert!(!t.contains("AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw"), "{t}");
         assert_eq!(redact("nothing secret here"), "nothing secret here");
+    }
+
+    #[test]
+    fn database_urls_keep_everything_but_the_password() {
+        assert_eq!(
+            mask_url_password("postgres://hermes:p@ss:w@db.internal:5432/hermes"),
+            "postgres://hermes:…@db.internal:5432/hermes"
+        );
+        assert_eq!(
+            mask_url_password("postgres://hermes@db/x"),
+            "postgres://hermes@db/x"
+        );
+        assert_eq!(
+            mask_url_password("host=db user=h password=s3cret dbname=x"),
+            "host=db user=h password=… dbname=x"
+        );
     }
 }

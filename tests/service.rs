@@ -585,43 +585,108 @@ async fn until<T>(limit: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T
     }
 }
 
-/// How many delivery obligations the gateways of `home` have open.
-fn open_deliveries(home: &Path) -> i64 {
-    rusqlite::Connection::open_with_flags(
-        home.join("state.db"),
-        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-    )
-    .and_then(|db| db.query_row("SELECT COUNT(*) FROM deliveries", [], |r| r.get(0)))
-    .unwrap_or(-1)
+/// Where the gateways of a test keep their durable state: one home's
+/// `state.db` (SQLite: gateways on one machine share the home) or one
+/// PostgreSQL database (each gateway with a home of its own, as on
+/// machines of their own). Fields drop in order: the database's homes last.
+struct Shared {
+    postgres: Option<String>,
+    root: tempfile::TempDir,
 }
 
-/// The first message of `messages` once it is being typed out (edited at
-/// least once, cursor shown) and the gateway of `home` has recorded what it
-/// shows in its delivery obligation: the moment a kill -9 tests recovery
-/// from. (The record follows each edit by a moment; killing before it would
-/// test an older state than the one the user saw.)
-fn typed_and_recorded(
-    messages: &[hermes::testing::fake_telegram::Sent],
-    home: &Path,
-) -> Option<hermes::testing::fake_telegram::Sent> {
-    let first = messages.first()?;
-    if first.writes.len() < 2 || !first.text.ends_with('▌') {
-        return None;
+impl Shared {
+    fn sqlite() -> Self {
+        Self {
+            postgres: None,
+            root: tempfile::tempdir().unwrap_or_else(|e| panic!("{e}")),
+        }
     }
-    let db = rusqlite::Connection::open_with_flags(
-        home.join("state.db"),
-        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-    )
-    .ok()?;
-    let recorded: Option<String> = db
-        .query_row(
-            "SELECT current_text FROM deliveries ORDER BY id DESC LIMIT 1",
-            [],
-            |r| r.get(0),
-        )
-        .ok()?;
-    let shown = first.text.trim_end_matches('▌').trim_end();
-    (recorded?.trim_end() == shown).then(|| first.clone())
+
+    /// A fresh database on the test PostgreSQL; `None` (the test is skipped)
+    /// without one, unless one is required (`.ci/run`).
+    async fn postgres() -> Option<Self> {
+        use hermes::testing::postgres::{fresh_postgres_db, postgres_url};
+        Some(Self {
+            postgres: Some(fresh_postgres_db(&postgres_url()?).await),
+            root: tempfile::tempdir().unwrap_or_else(|e| panic!("{e}")),
+        })
+    }
+
+    fn backend(&self) -> &'static str {
+        if self.postgres.is_some() {
+            "postgres"
+        } else {
+            "sqlite"
+        }
+    }
+
+    /// Gateway `id` on this store.
+    fn spawn(&self, id: &str, upstream: &str, yaml: &str, env: &[(&str, String)]) -> Gateway {
+        let mut env = env.to_vec();
+        env.push(("HERMES_INSTANCE_ID", id.to_string()));
+        match &self.postgres {
+            None => spawn_at(self.root.path(), upstream, yaml, &env),
+            Some(url) => {
+                env.push(("HERMES_DATABASE_URL", url.clone()));
+                spawn_at(&self.root.path().join(id), upstream, yaml, &env)
+            }
+        }
+    }
+
+    /// One number from the store's `sql` (each backend's dialect takes it),
+    /// as the gateway `gw` sees the store; `None` when it cannot be read.
+    async fn query(&self, gw: &Gateway, sql: &str) -> Option<String> {
+        let Some(url) = &self.postgres else {
+            let db = rusqlite::Connection::open_with_flags(
+                gw.home.join("state.db"),
+                rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+            )
+            .ok()?;
+            return db.query_row(sql, [], |r| r.get(0)).ok();
+        };
+        let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+            .await
+            .ok()?;
+        let task = tokio::spawn(conn);
+        let v = client.query_one(sql, &[]).await.ok()?.get(0);
+        drop(client);
+        let _ = task.await;
+        v
+    }
+
+    /// How many delivery obligations the gateways have open.
+    async fn open_deliveries(&self, gw: &Gateway) -> Option<i64> {
+        let n = self
+            .query(gw, "SELECT CAST(COUNT(*) AS TEXT) FROM deliveries")
+            .await?;
+        n.parse().ok()
+    }
+
+    /// Waits (bounded) for the first message of `tg`'s chat 42 to be typed
+    /// out (edited at least once, cursor shown) and for `gw` to have recorded
+    /// what it shows in its delivery obligation: the moment a kill -9 tests
+    /// recovery from. (The record follows each edit by a moment; killing
+    /// before it would test an older state than the one the user saw.)
+    async fn typed_and_recorded(
+        &self,
+        tg: &hermes::testing::fake_telegram::FakeTelegram,
+        gw: &Gateway,
+    ) -> hermes::testing::fake_telegram::Sent {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            let sql = "SELECT current_text FROM deliveries ORDER BY id DESC LIMIT 1";
+            if let Some(first) = tg.messages(42).first()
+                && first.writes.len() >= 2
+                && first.text.ends_with('▌')
+                && let Some(recorded) = self.query(gw, sql).await
+                && recorded.trim_end() == first.text.trim_end_matches('▌').trim_end()
+            {
+                return first.clone();
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("no preview: {:?}\n{}", tg.messages(42), gw.log())
+    }
 }
 
 #[actix_web::test]
@@ -641,11 +706,7 @@ async fn kill_9_mid_answer_then_a_restart_finishes_the_message_and_tells_the_use
     ];
     let mut gw = spawn(&fake.url(), "", &env);
     let (_, asked) = tg.push_dm(42, "count to four hundred");
-    let shown = until(Duration::from_secs(30), || {
-        typed_and_recorded(&tg.messages(42), &gw.home)
-    })
-    .await
-    .unwrap_or_else(|| panic!("no preview: {:?}\n{}", tg.messages(42), gw.log()));
+    let shown = Shared::sqlite().typed_and_recorded(&tg, &gw).await;
     gw.signal(libc::SIGKILL);
     let _ = gw.wait_exit(Duration::from_secs(10));
     let dir = gw._dir.take().unwrap_or_else(|| panic!("no dir"));
@@ -708,6 +769,21 @@ async fn health_until(gw: &Gateway, limit: Duration, cond: impl Fn(&Value) -> bo
 #[actix_web::test]
 async fn one_of_several_gateways_on_a_home_reads_the_bot_and_a_standby_takes_over_after_kill_9_or_a_stop()
  {
+    one_reads_the_bot_and_a_standby_takes_over(Shared::sqlite()).await;
+}
+
+#[actix_web::test]
+async fn one_of_several_gateways_on_postgres_reads_the_bot_and_a_standby_takes_over_after_kill_9_or_a_stop()
+ {
+    if let Some(shared) = Shared::postgres().await {
+        one_reads_the_bot_and_a_standby_takes_over(shared).await;
+    }
+}
+
+/// Gateways `gw-a` and `gw-b` on `shared`: `a` reads the bot, `b` stands by
+/// and takes over when `a` is killed, under a steady stream of messages;
+/// then a stopping `b` hands the bot to `gw-c` at once.
+async fn one_reads_the_bot_and_a_standby_takes_over(shared: Shared) {
     use hermes::testing::fake_telegram::FakeTelegram;
     const TOKEN: &str = "123456:lease-test-token";
     let tg = FakeTelegram::start(TOKEN);
@@ -721,30 +797,28 @@ async fn one_of_several_gateways_on_a_home_reads_the_bot_and_a_standby_takes_ove
             .to_string();
         Reply::completion(&format!("re: {last}"), "stop", (1, 1))
     });
-    let env = |id: &str| {
+    let env = || {
         vec![
             ("TELEGRAM_BOT_TOKEN", TOKEN.to_string()),
             ("TELEGRAM_API_BASE_URL", tg.url()),
             ("TELEGRAM_ALLOWED_USERS", "42".to_string()),
             ("API_SERVER_ENABLED", "true".to_string()),
-            ("HERMES_INSTANCE_ID", id.to_string()),
         ]
     };
     let telegram = |h: &Value| h["platforms"]["telegram"].clone();
     // Each message its own turn, whenever it comes (the default policy
     // interrupts a turn and answers both messages together).
     const QUEUE: &str = "gateway:\n  busy_policy: queue\n";
-    let root = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    let mut a = spawn_at(root.path(), &fake.url(), QUEUE, &env("gw-a"));
+    let mut a = shared.spawn("gw-a", &fake.url(), QUEUE, &env());
     let h = health_until(&a, Duration::from_secs(30), |h| {
         telegram(h)["state"] == "connected"
     })
     .await;
     assert_eq!(telegram(&h)["lease"]["holder"], "gw-a", "{h}");
     assert_eq!(h["instance"], "gw-a");
-    assert_eq!(h["storage"], "sqlite");
-    // A second gateway on the same home stands by, and says who reads the bot.
-    let b = spawn_at(root.path(), &fake.url(), QUEUE, &env("gw-b"));
+    assert_eq!(h["storage"], shared.backend());
+    // A second gateway stands by, and says who reads the bot.
+    let b = shared.spawn("gw-b", &fake.url(), QUEUE, &env());
     let h = health_until(&b, Duration::from_secs(30), |h| {
         telegram(h)["state"] == "standby"
     })
@@ -775,11 +849,15 @@ async fn one_of_several_gateways_on_a_home_reads_the_bot_and_a_standby_takes_ove
     // The holder dies between messages (once it has recorded m2 as
     // delivered: a crash between a send and its record is sent again, at
     // least once); the stream of messages goes on.
-    until(Duration::from_secs(30), || {
-        (open_deliveries(&a.home) == 0).then_some(())
-    })
-    .await
-    .unwrap_or_else(|| panic!("m2 never recorded as delivered\n{}", a.log()));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while shared.open_deliveries(&a).await != Some(0) {
+        assert!(
+            Instant::now() < deadline,
+            "m2 never recorded as delivered\n{}",
+            a.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     a.signal(libc::SIGKILL);
     let _ = a.wait_exit(Duration::from_secs(10));
     let killed = Instant::now();
@@ -818,12 +896,13 @@ async fn one_of_several_gateways_on_a_home_reads_the_bot_and_a_standby_takes_ove
 
     // A graceful stop gives the lease up at once: a third gateway standing
     // by takes over at its next try, without waiting for the lease to expire.
-    let c = spawn_at(root.path(), &fake.url(), QUEUE, &env("gw-c"));
+    let c = shared.spawn("gw-c", &fake.url(), QUEUE, &env());
     health_until(&c, Duration::from_secs(30), |h| {
         telegram(h)["state"] == "standby"
     })
     .await;
     let mut b = b;
+    let stopping = Instant::now();
     b.signal(libc::SIGTERM);
     assert_eq!(b.wait_exit(Duration::from_secs(30)), Some(0), "{}", b.log());
     assert!(
@@ -835,6 +914,8 @@ async fn one_of_several_gateways_on_a_home_reads_the_bot_and_a_standby_takes_ove
         telegram(h)["state"] == "connected"
     })
     .await;
+    // Informational, as above (PostgreSQL hears the release at once).
+    eprintln!("handover after {:?}", stopping.elapsed());
     assert_eq!(telegram(&h)["lease"]["holder"], "gw-c", "{h}\n{}", c.log());
     tg.push_dm(42, "m8");
     until(Duration::from_secs(30), || (answered(8) > 0).then_some(()))
@@ -844,36 +925,34 @@ async fn one_of_several_gateways_on_a_home_reads_the_bot_and_a_standby_takes_ove
 }
 
 /// A fake bot, a model that streams a 20 s answer (then says "ok"), and two
-/// gateways on one home with streaming on: `a` (`gw-a`) reading the bot,
-/// `b` (`gw-b`) standing by. Fields drop in order: the gateways before
-/// their home.
+/// gateways sharing a store with streaming on: `a` (`gw-a`) reading the
+/// bot, `b` (`gw-b`) standing by. Fields drop in order: the gateways before
+/// their store.
 struct Pair {
     tg: hermes::testing::fake_telegram::FakeTelegram,
     fake: FakeUpstream,
     a: Gateway,
     b: Gateway,
-    _root: tempfile::TempDir,
+    shared: Shared,
 }
 
-async fn holder_and_standby(token: &str) -> Pair {
+async fn holder_and_standby(token: &str, shared: Shared) -> Pair {
     let tg = hermes::testing::fake_telegram::FakeTelegram::start(token);
     let slow = Duration::from_millis(50);
     let fake = FakeUpstream::start(vec![Reply::numbered_stream(400, slow, slow)]);
-    let env = |id: &str| {
+    let env = || {
         vec![
             ("TELEGRAM_BOT_TOKEN", token.to_string()),
             ("TELEGRAM_API_BASE_URL", tg.url()),
             ("TELEGRAM_ALLOWED_USERS", "42".to_string()),
             ("HERMES_STREAMING_ENABLED", "true".to_string()),
             ("API_SERVER_ENABLED", "true".to_string()),
-            ("HERMES_INSTANCE_ID", id.to_string()),
         ]
     };
     let state = |h: &Value| h["platforms"]["telegram"]["state"].clone();
-    let root = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    let a = spawn_at(root.path(), &fake.url(), "", &env("gw-a"));
+    let a = shared.spawn("gw-a", &fake.url(), "", &env());
     health_until(&a, Duration::from_secs(30), |h| state(h) == "connected").await;
-    let b = spawn_at(root.path(), &fake.url(), "", &env("gw-b"));
+    let b = shared.spawn("gw-b", &fake.url(), "", &env());
     let h = health_until(&b, Duration::from_secs(30), |h| state(h) == "standby").await;
     assert_eq!(state(&h), "standby", "{h}\n{}", b.log());
     Pair {
@@ -881,12 +960,23 @@ async fn holder_and_standby(token: &str) -> Pair {
         fake,
         a,
         b,
-        _root: root,
+        shared,
     }
 }
 
 #[actix_web::test]
 async fn a_standby_that_takes_over_finishes_the_answer_the_dead_holder_was_typing() {
+    standby_finishes_the_dead_holders_answer(Shared::sqlite()).await;
+}
+
+#[actix_web::test]
+async fn a_standby_on_postgres_finishes_the_answer_the_dead_holder_was_typing() {
+    if let Some(shared) = Shared::postgres().await {
+        standby_finishes_the_dead_holders_answer(shared).await;
+    }
+}
+
+async fn standby_finishes_the_dead_holders_answer(shared: Shared) {
     // 20 s of answer; the standby never asks the model again.
     // Every field bound: what `..` leaves out is dropped at once.
     let Pair {
@@ -894,14 +984,10 @@ async fn a_standby_that_takes_over_finishes_the_answer_the_dead_holder_was_typin
         fake,
         mut a,
         b,
-        _root,
-    } = holder_and_standby("123456:takeover-delivery-token").await;
+        shared,
+    } = holder_and_standby("123456:takeover-delivery-token", shared).await;
     let (_, asked) = tg.push_dm(42, "count to four hundred");
-    until(Duration::from_secs(30), || {
-        typed_and_recorded(&tg.messages(42), &a.home)
-    })
-    .await
-    .unwrap_or_else(|| panic!("no preview: {:?}\n{}", tg.messages(42), a.log()));
+    shared.typed_and_recorded(&tg, &a).await;
     a.signal(libc::SIGKILL);
     let _ = a.wait_exit(Duration::from_secs(10));
     let cut = tg.messages(42)[0].text.clone();
@@ -923,21 +1009,28 @@ async fn a_standby_that_takes_over_finishes_the_answer_the_dead_holder_was_typin
 
 #[actix_web::test]
 async fn a_stopping_holder_hands_the_bot_over_at_once_and_finishes_its_own_answer() {
+    stopping_holder_hands_over_and_finishes(Shared::sqlite()).await;
+}
+
+#[actix_web::test]
+async fn a_stopping_holder_on_postgres_hands_the_bot_over_and_finishes_its_own_answer() {
+    if let Some(shared) = Shared::postgres().await {
+        stopping_holder_hands_over_and_finishes(shared).await;
+    }
+}
+
+async fn stopping_holder_hands_over_and_finishes(shared: Shared) {
     // 20 s of answer for the first message; "ok" for the rest.
     let Pair {
         tg,
         fake: _fake,
         mut a,
         b,
-        _root,
-    } = holder_and_standby("123456:drain-handover-token").await;
+        shared,
+    } = holder_and_standby("123456:drain-handover-token", shared).await;
     let state = |h: &Value| h["platforms"]["telegram"]["state"].clone();
     tg.push_dm(42, "count to four hundred");
-    until(Duration::from_secs(30), || {
-        typed_and_recorded(&tg.messages(42), &a.home)
-    })
-    .await
-    .unwrap_or_else(|| panic!("no preview: {:?}\n{}", tg.messages(42), a.log()));
+    shared.typed_and_recorded(&tg, &a).await;
     // The holder is told to stop mid-answer: the standby reads the bot at
     // once, while the stopping gateway is still typing its answer out.
     a.signal(libc::SIGTERM);

@@ -158,9 +158,13 @@ impl Config {
             self.streaming.enabled = b;
         }
 
-        // This instance's name among others (leases, health).
+        // This instance's name among others (leases, health), and the
+        // PostgreSQL server instances share.
         if let Some(id) = env.get("HERMES_INSTANCE_ID") {
             self.storage.instance_id = Some(id.to_string());
+        }
+        if let Some(url) = env.get("HERMES_DATABASE_URL") {
+            self.storage.postgres_url = Some(url.to_string());
         }
 
         // Chat platforms: `<PLATFORM>_<KEY>` for what they share, then their own.

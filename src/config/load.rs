@@ -144,6 +144,12 @@ fn mask_secrets(v: &mut serde_json::Value, secret: bool) {
     match v {
         serde_json::Value::Object(map) => {
             for (k, child) in map.iter_mut() {
+                if k == "postgres_url"
+                    && let serde_json::Value::String(url) = child
+                {
+                    *url = secrets::mask_url_password(url);
+                    continue;
+                }
                 let is_secret =
                     secret || k.contains("key") || k.contains("token") || k.contains("secret");
                 // `api_server.keys` is a list of {name, key}: only `key` is secret.
@@ -361,7 +367,10 @@ mod tests {
             name: "alice".into(),
             key: "alice-key-0123456789".into(),
         }];
+        c.storage.postgres_url = Some("postgres://hermes:db-pass-4242@db.internal/hermes".into());
         let y = c.to_masked_yaml();
+        assert!(!y.contains("db-pass-4242"), "{y}");
+        assert!(y.contains("postgres://hermes:…@db.internal/hermes"), "{y}");
         assert!(!y.contains("abcdefghijkl"), "{y}");
         assert!(y.contains("sk-…9999"), "{y}");
         assert!(!y.contains("ABCDEFGHIJKLMNOPQRSTUVWXYZ"), "{y}");

@@ -587,14 +587,53 @@ pub struct MetricsConfig {
     pub public: bool,
 }
 
-/// Where durable state is kept (`scale-out.md`). The embedded SQLite
-/// `state.db` is the only backend offered so far.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+/// Which storage backend keeps the durable state.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum StorageBackend {
+    /// The embedded `state.db` in `HERMES_HOME`.
+    Sqlite,
+    /// A PostgreSQL server several instances share.
+    Postgres,
+}
+
+/// Where durable state is kept (`scale-out.md`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct StorageConfig {
+    /// `sqlite` or `postgres`. Unset: `postgres` when a URL is given
+    /// (`storage.postgres_url` or `HERMES_DATABASE_URL`), else `sqlite`.
+    pub backend: Option<StorageBackend>,
+    /// The PostgreSQL server (`HERMES_DATABASE_URL` wins).
+    pub postgres_url: Option<String>,
+    /// Pooled PostgreSQL connections per instance.
+    pub pool_size: usize,
     /// This instance's name in leases and `/health/detailed`; default
     /// `<hostname>-<pid>`.
     pub instance_id: Option<String>,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        Self {
+            backend: None,
+            postgres_url: None,
+            pool_size: crate::store::pg::DEFAULT_POOL_SIZE,
+            instance_id: None,
+        }
+    }
+}
+
+impl StorageConfig {
+    /// The backend in effect: the one set, else PostgreSQL when a URL is
+    /// given, else SQLite.
+    pub fn backend(&self) -> StorageBackend {
+        match (self.backend, &self.postgres_url) {
+            (Some(b), _) => b,
+            (None, Some(_)) => StorageBackend::Postgres,
+            (None, None) => StorageBackend::Sqlite,
+        }
+    }
 }
 
 /// Logging.

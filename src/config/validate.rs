@@ -4,7 +4,12 @@
 //! [`Config::validate`] runs after the environment overlay, so it sees the
 //! values in effect; every error names the key and the value at fault.
 
-use super::{Config, ConfigError, PLATFORMS, TOOLSETS};
+use super::{Config, ConfigError, PLATFORMS, StorageBackend, TOOLSETS};
+
+/// The most pooled PostgreSQL connections one instance may ask for: far
+/// beyond what a server allows by default (100 in all), so a larger number
+/// is a typo rather than a plan.
+const MAX_POOL_SIZE: usize = 1000;
 
 impl Config {
     /// Rejects values that parse but cannot work, naming key and value.
@@ -117,6 +122,21 @@ impl Config {
                 );
             }
         }
+        if self.storage.backend() == StorageBackend::Postgres && self.storage.postgres_url.is_none()
+        {
+            return bad(
+                "storage.postgres_url",
+                "(unset)".into(),
+                "storage.backend is postgres: set the server's URL (HERMES_DATABASE_URL)",
+            );
+        }
+        if self.storage.pool_size == 0 || self.storage.pool_size > MAX_POOL_SIZE {
+            return bad(
+                "storage.pool_size",
+                self.storage.pool_size.to_string(),
+                &format!("must be between 1 and {MAX_POOL_SIZE}"),
+            );
+        }
         if self.telegram.webhook_url.is_some() && self.telegram.webhook_secret.is_none() {
             return bad(
                 "telegram.webhook_secret",
@@ -173,6 +193,35 @@ mod tests {
         assert!(
             e.contains("streaming.edit_interval") && e.contains("-1"),
             "{e}"
+        );
+    }
+
+    #[test]
+    fn storage_backend_follows_the_url_and_postgres_needs_one() {
+        let c = |y: &str| {
+            Config::from_yaml(y, Path::new("config.yaml")).unwrap_or_else(|e| panic!("{e}"))
+        };
+        assert_eq!(c("").storage.backend(), StorageBackend::Sqlite);
+        let url = "storage:\n  postgres_url: postgres://h@db/h\n";
+        assert_eq!(c(url).storage.backend(), StorageBackend::Postgres);
+        // An explicit backend wins over a URL.
+        let explicit = format!("{url}  backend: sqlite\n");
+        assert_eq!(c(&explicit).storage.backend(), StorageBackend::Sqlite);
+        let e = invalid("storage:\n  backend: postgres\n");
+        assert!(
+            e.contains("storage.postgres_url") && e.contains("HERMES_DATABASE_URL"),
+            "{e}"
+        );
+        let e = invalid("storage:\n  pool_size: 0\n");
+        assert!(e.contains("storage.pool_size"), "{e}");
+        assert_eq!(invalid(url), "");
+        // The environment's URL wins over the file's.
+        let mut with_env = c(url);
+        let env = crate::config::Env::from_pairs([("HERMES_DATABASE_URL", "postgres://h@other/h")]);
+        with_env.apply_env(&env).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            with_env.storage.postgres_url.as_deref(),
+            Some("postgres://h@other/h")
         );
     }
 

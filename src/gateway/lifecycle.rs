@@ -148,6 +148,8 @@ pub fn run(loaded: Loaded, opts: LoadOptions) -> Outcome {
         };
         // Whatever way it stopped, a standby instance may read the bots now.
         state.leases.release_all().await;
+        // Its own answers are finished: other gateways may take up what is left.
+        state.leases.depart().await;
         // Flush the store before exiting.
         if let Err(e) = state.db.checkpoint().await {
             log::warn!("database checkpoint at shutdown failed: {e}");

@@ -22,7 +22,7 @@ use crate::actors::session_router::{RouterSettings, RouterStats, SessionRouter};
 use crate::actors::start::{PlatformStart, StartFn};
 use crate::api::state::ChatParts;
 use crate::api::{self, AppState, auth::ApiKeys, auth::KeySource, state::Live, state::Parts};
-use crate::config::Loaded;
+use crate::config::{Loaded, StorageBackend, StorageConfig};
 use crate::db::Db;
 use crate::deliveries::Deliveries;
 use crate::metrics::Metrics;
@@ -88,8 +88,8 @@ pub async fn start(loaded: &Loaded) -> Result<Running, StartError> {
     let platforms = PlatformStatus::default();
     let db = Db::open(&loaded.home.join("state.db"))?;
     // What has moved behind the storage interface goes through `store`;
-    // the rest still uses `db` (see `store`).
-    let store = Store::from(db.clone());
+    // the rest still uses this instance's `db` (see `store`).
+    let store = open_store(&c.storage, &db).await?;
     let pool = ArbiterPool::new(None);
     let (keys, source) = ApiKeys::resolve(&c.api_server, &loaded.home)?;
     match source {
@@ -121,6 +121,10 @@ pub async fn start(loaded: &Loaded) -> Result<Running, StartError> {
     // its life tells exactly which have ended (see `platforms::liveness`).
     let liveness = Liveness::claim(&loaded.home, &instance)?;
     let leases = Leases::new(store.clone(), &instance, Some(liveness));
+    // Instances on other machines see this one through the shared store.
+    if matches!(store, Store::Postgres(_)) && !leases.announce().await? {
+        return Err(crate::platforms::liveness::ClaimError::Taken(instance).into());
+    }
     log::info!("instance {instance}, storage {}", leases.backend());
     let (router, chat) = match start_chat(loaded, &leases, &pool, &metrics, &platforms) {
         Some((router, chat)) => (Some(router), Some(chat)),
@@ -172,6 +176,33 @@ pub async fn start(loaded: &Loaded) -> Result<Running, StartError> {
         pool,
         router,
     })
+}
+
+/// The store `storage` names: this home's `state.db` (`db`), or the
+/// PostgreSQL server, connected and migrated (a gateway never serves
+/// without its store, so `/health` answers only once this is done).
+async fn open_store(storage: &StorageConfig, db: &Db) -> Result<Store, StartError> {
+    match (storage.backend(), &storage.postgres_url) {
+        (StorageBackend::Postgres, Some(url)) => {
+            let pg = crate::store::Pg::connect(url, storage.pool_size).await?;
+            log::info!(
+                "storage: PostgreSQL at {} ({} connections at most)",
+                crate::store::pg::describe(url),
+                storage.pool_size
+            );
+            Ok(Store::Postgres(pg))
+        }
+        (StorageBackend::Postgres, None) => Err(crate::db::StoreError::Config(
+            "storage.backend is postgres but no URL is set (HERMES_DATABASE_URL)".into(),
+        )
+        .into()),
+        (StorageBackend::Sqlite, url) => {
+            if url.is_some() {
+                log::warn!("storage.backend is sqlite: the PostgreSQL URL set is not used");
+            }
+            Ok(Store::from(db.clone()))
+        }
+    }
 }
 
 /// The chat platforms this build connects to, by registry name, with

@@ -9,8 +9,9 @@
 //! STANDBY_RETRY` (12 s) and goes on from the stored offset or session. A
 //! holder that cannot confirm its lease before it could have expired stops
 //! reading at once: two readers would see each message twice. A stopping
-//! instance releases its leases at once ([`Leases::release_all`]), so a
-//! standby takes over at its next try.
+//! instance releases its leases at once ([`Leases::release_all`]); on
+//! PostgreSQL the release is announced (`NOTIFY`) and a standby takes over
+//! at once, on SQLite at its next try.
 //!
 //! With the embedded SQLite store the same rule keeps a second gateway
 //! started on the same home (by hand beside the service, say) from fighting
@@ -50,6 +51,13 @@ pub fn lease_name(platform: &str, credential: &str) -> String {
     format!("consumer:{platform}:{short}")
 }
 
+/// The lease that says instance `instance` is running: with a shared store
+/// (PostgreSQL) instances on other machines cannot see each other's lock
+/// files, so each keeps this lease while it runs (see [`Leases::announce`]).
+fn presence_name(instance: &str) -> String {
+    format!("instance:{instance}")
+}
+
 /// This instance's id by default: `<hostname>-<pid>`.
 pub fn default_instance_id() -> String {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
@@ -74,7 +82,12 @@ struct Inner {
     held: Mutex<Holdings>,
     /// Which gateways of this home are alive (SQLite: one home, one machine).
     liveness: Option<Liveness>,
+    /// This instance's presence lease, once announced.
+    presence: Mutex<Option<Presence>>,
 }
+
+/// The renewer of an instance's presence lease, and the token that holds it.
+type Presence = (tokio::task::AbortHandle, String);
 
 #[derive(Default)]
 struct Holdings {
@@ -115,18 +128,98 @@ impl Leases {
                 instance: instance.to_string(),
                 held: Mutex::default(),
                 liveness,
+                presence: Mutex::default(),
             }),
         }
     }
 
+    /// Says, in the store, that this instance runs, until [`Leases::depart`]:
+    /// gateways on other machines sharing the store then leave the work it
+    /// opened to it ([`Leases::alive_elsewhere`]). `false` when a running
+    /// instance already has this id (two gateways must never share one: each
+    /// would take the other's leases for its own).
+    pub async fn announce(&self) -> Result<bool, crate::db::StoreError> {
+        let (store, me) = (self.inner.store.clone(), self.instance().to_string());
+        let name = presence_name(&me);
+        // Held by this process, not by the id: a second process with the
+        // same id is then told apart and refused.
+        let token = format!("{me}#{}", uuid::Uuid::new_v4().simple());
+        let Some(lease) = store.acquire_lease(&name, &token, LEASE_TTL).await? else {
+            return Ok(false);
+        };
+        let (store2, token2) = (store.clone(), token.clone());
+        let renewer = tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(RENEW_EVERY).await;
+                match store2.acquire_lease(&name, &token2, LEASE_TTL).await {
+                    Ok(Some(l)) if l.generation == lease.generation => {}
+                    Ok(_) => log::error!(
+                        "another gateway runs with the instance id {me:?}; give each its own \
+                         storage.instance_id (HERMES_INSTANCE_ID)"
+                    ),
+                    Err(e) => log::warn!("cannot renew this instance's presence: {e}"),
+                }
+            }
+        });
+        let old = self.presence().replace((renewer.abort_handle(), token));
+        if let Some((old, _)) = old {
+            old.abort();
+        }
+        Ok(true)
+    }
+
+    /// Ends this instance's presence ([`Leases::announce`]): the very last
+    /// step of a stop, once its own answers are finished.
+    pub async fn depart(&self) {
+        let presence = self.presence().take();
+        if let Some((renewer, token)) = presence {
+            renewer.abort();
+            let name = presence_name(self.instance());
+            if let Err(e) = self.inner.store.release_lease(&name, &token).await {
+                log::warn!("cannot end this instance's presence: {e}");
+            }
+        }
+    }
+
+    fn presence(&self) -> std::sync::MutexGuard<'_, Option<Presence>> {
+        self.inner
+            .presence
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Whether work opened by gateway `instance` (a delivery obligation) is
     /// another live gateway's to finish: `instance` is not this one, and
-    /// its process is known to be alive. Work of unknown or older origin is
-    /// not: it is taken up as left over.
-    pub fn alive_elsewhere(&self, instance: Option<&str>) -> bool {
-        match (instance, &self.inner.liveness) {
-            (Some(other), Some(l)) if other != self.instance() => l.is_alive(other),
-            _ => false,
+    /// either its process on this home holds its lock, or its presence lease
+    /// in the store is live (a gateway on another machine). A store error
+    /// counts as alive: finishing another gateway's answer twice is worse
+    /// than finishing it late.
+    pub async fn alive_elsewhere(&self, instance: Option<&str>) -> bool {
+        let Some(other) = instance.filter(|&i| i != self.instance()) else {
+            return false;
+        };
+        if self
+            .inner
+            .liveness
+            .as_ref()
+            .is_some_and(|l| l.is_alive(other))
+        {
+            return true;
+        }
+        if self
+            .inner
+            .liveness
+            .as_ref()
+            .is_some_and(|l| l.is_gone(other))
+        {
+            return false;
+        }
+        match self.inner.store.live_lease(&presence_name(other)).await {
+            Ok(live) => live.is_some(),
+            Err(e) => {
+                log::warn!("cannot tell whether gateway {other} runs: {e}");
+                true
+            }
         }
     }
 
@@ -165,6 +258,9 @@ impl Leases {
         let name = lease_name(platform, credential);
         let me = self.instance();
         let mut standing_by = false;
+        // Subscribed before the first try: a release between a try and the
+        // wait after it is not missed.
+        let mut releases = self.inner.store.releases();
         loop {
             if self.holdings().stopping {
                 return None;
@@ -214,7 +310,7 @@ impl Leases {
                     );
                 }
             }
-            tokio::time::sleep(STANDBY_RETRY).await;
+            releases.wait(&name, STANDBY_RETRY).await;
         }
     }
 
@@ -427,6 +523,28 @@ mod tests {
         assert!(eventually(move || st.snapshot()["p"].state == LinkState::Standby).await);
         assert!(!standby.is_finished(), "a waits while b holds it");
         standby.abort();
+    }
+
+    #[tokio::test]
+    async fn an_announced_instance_is_alive_to_the_others_until_it_departs() {
+        for b in crate::store::test_backends::all().await {
+            let a = Leases::new(b.store.clone(), "a", None);
+            let other = Leases::new(b.store.clone(), "b", None);
+            // Nothing known of `a` yet: its work is anyone's to finish.
+            assert!(!other.alive_elsewhere(Some("a")).await);
+            assert!(a.announce().await.unwrap_or_else(|e| panic!("{e}")));
+            assert!(other.alive_elsewhere(Some("a")).await);
+            // Never "elsewhere" for its own work, nor for work of no instance.
+            assert!(!a.alive_elsewhere(Some("a")).await);
+            assert!(!other.alive_elsewhere(None).await);
+            // A second gateway with the same id is refused while `a` runs.
+            let twin = Leases::new(b.store.clone(), "a", None);
+            assert!(!twin.announce().await.unwrap_or_else(|e| panic!("{e}")));
+            a.depart().await;
+            assert!(!other.alive_elsewhere(Some("a")).await);
+            assert!(twin.announce().await.unwrap_or_else(|e| panic!("{e}")));
+            twin.depart().await;
+        }
     }
 
     #[tokio::test(start_paused = true)]

@@ -7,7 +7,9 @@
 //! generation grows with every change of holder: a holder that renews and
 //! sees a generation other than its own knows it lost the lease in between.
 //! Releasing sets the expiry to 0 (the row and its generation stay), so the
-//! next instance can take it at once. On either backend an instance's lease
+//! next instance can take it at once; on PostgreSQL the release is announced
+//! (`NOTIFY`), so a standby instance hears of it at once ([`Releases`]). On
+//! either backend an instance's lease
 //! operations land in the order it made them (PostgreSQL: the ordered lane),
 //! so a renewal already on its way never lands after a release.
 
@@ -15,8 +17,10 @@ use std::time::Duration;
 
 use futures_util::future::BoxFuture;
 use rusqlite::OptionalExtension;
+use tokio::sync::broadcast;
 
 use super::Store;
+use super::pg_listen::{self, Notice};
 use crate::db::StoreError;
 
 /// A lease as it stands in the store.
@@ -64,7 +68,48 @@ fn take_over_sql(now: &str) -> String {
 }
 
 const RELEASE_SQL: &str = "UPDATE leases SET expires_at = 0 WHERE name = $1 AND holder = $2";
+/// [`RELEASE_SQL`] that also announces the release on
+/// [`pg_listen::LEASES`], so standby instances take the lease at once.
+const PG_RELEASE_SQL: &str = "WITH r AS (
+        UPDATE leases SET expires_at = 0 WHERE name = $1 AND holder = $2 RETURNING name
+    ) SELECT pg_notify('hermes_leases', name) FROM r";
 const READ_SQL: &str = "SELECT holder, expires_at, generation FROM leases WHERE name = $1";
+
+/// [`READ_SQL`] for a lease that has not expired, by the database's clock.
+fn read_live_sql(now: &str) -> String {
+    format!("{READ_SQL} AND expires_at > {now}")
+}
+
+/// The leases given up by instances sharing a PostgreSQL store, as they
+/// announce them. SQLite has no such news: there, waiting is plain waiting.
+pub struct Releases(Option<broadcast::Receiver<Notice>>);
+
+impl Releases {
+    /// Waits `limit`, or less once lease `name` is given up (or when news may
+    /// have been missed: the caller re-reads the lease either way).
+    pub async fn wait(&mut self, name: &str, limit: Duration) {
+        let Some(rx) = &mut self.0 else {
+            tokio::time::sleep(limit).await;
+            return;
+        };
+        let deadline = tokio::time::sleep(limit);
+        tokio::pin!(deadline);
+        loop {
+            tokio::select! {
+                _ = &mut deadline => return,
+                notice = rx.recv() => match notice {
+                    Ok(n) if n.channel == pg_listen::LEASES && n.payload == name => return,
+                    Ok(_) => {}
+                    Err(broadcast::error::RecvError::Lagged(_)) => return,
+                    Err(broadcast::error::RecvError::Closed) => {
+                        deadline.await;
+                        return;
+                    }
+                },
+            }
+        }
+    }
+}
 
 /// A lease from a row of `holder, expires_at, generation`.
 fn sqlite_lease(r: &rusqlite::Row<'_>) -> rusqlite::Result<Lease> {
@@ -176,23 +221,49 @@ impl Store {
                 Box::pin(db.call(move |c| Ok(c.execute(RELEASE_SQL, [&name, &holder])? > 0)))
             }
             Store::Postgres(pg) => Box::pin(pg.call_ordered(move |c| async move {
-                Ok(c.execute(RELEASE_SQL, &[&name, &holder]).await? > 0)
+                Ok(!c.query(PG_RELEASE_SQL, &[&name, &holder]).await?.is_empty())
             })),
         };
         queued
     }
 
+    /// From now on, the leases other instances give up (see [`Releases`]).
+    pub fn releases(&self) -> Releases {
+        match self {
+            Store::Sqlite(_) => Releases(None),
+            Store::Postgres(pg) => Releases(Some(pg.subscribe())),
+        }
+    }
+
     /// The lease on `name` as it stands (expired or not), if it was ever taken.
     pub async fn lease(&self, name: &str) -> Result<Option<Lease>, StoreError> {
+        self.read_lease(name, READ_SQL.to_string(), READ_SQL.to_string())
+            .await
+    }
+
+    /// The lease on `name` if it is held now (not expired by the database's
+    /// clock, not released).
+    pub async fn live_lease(&self, name: &str) -> Result<Option<Lease>, StoreError> {
+        self.read_lease(name, read_live_sql(SQLITE_NOW_MS), read_live_sql(PG_NOW_MS))
+            .await
+    }
+
+    /// Reads one lease row with the statement for this backend.
+    async fn read_lease(
+        &self,
+        name: &str,
+        sqlite_sql: String,
+        pg_sql: String,
+    ) -> Result<Option<Lease>, StoreError> {
         let name = name.to_string();
         match self {
             Store::Sqlite(db) => {
-                db.call(move |c| Ok(c.query_row(READ_SQL, [&name], sqlite_lease).optional()?))
+                db.call(move |c| Ok(c.query_row(&sqlite_sql, [&name], sqlite_lease).optional()?))
                     .await
             }
             Store::Postgres(pg) => {
                 pg.call_ordered(move |c| async move {
-                    let row = c.query_opt(READ_SQL, &[&name]).await?;
+                    let row = c.query_opt(&pg_sql, &[&name]).await?;
                     Ok(row.as_ref().map(pg_lease))
                 })
                 .await
@@ -228,8 +299,13 @@ mod tests {
             assert!(renewed.expires_at_ms >= a.expires_at_ms);
             // Other names are independent.
             assert!(ok(s.acquire_lease("discord:bot", "b", TTL).await).is_some());
-            assert_eq!(ok(s.lease("telegram:bot").await), Some(renewed));
+            assert_eq!(ok(s.lease("telegram:bot").await), Some(renewed.clone()));
+            assert_eq!(ok(s.live_lease("telegram:bot").await), Some(renewed));
             assert_eq!(ok(s.lease("never").await), None);
+            // Released: still readable, no longer live.
+            assert!(ok(s.release_lease("discord:bot", "b").await));
+            assert!(ok(s.lease("discord:bot").await).is_some());
+            assert_eq!(ok(s.live_lease("discord:bot").await), None);
         }
     }
 
@@ -273,6 +349,55 @@ mod tests {
             let b_has = ok(s.acquire_lease("l", "b", TTL).await);
             assert_eq!(b_has.map(|l| l.generation), Some(2), "{}", s.backend());
         }
+    }
+
+    #[tokio::test]
+    async fn another_instance_hears_a_release_at_once_on_postgres() {
+        let Some(url) = test_backends::postgres_url() else {
+            return;
+        };
+        let url = test_backends::fresh_postgres_db(&url).await;
+        let (holder, standby) = (
+            Store::Postgres(ok(super::super::Pg::connect(&url, 1).await)),
+            Store::Postgres(ok(super::super::Pg::connect(&url, 1).await)),
+        );
+        assert!(ok(holder.acquire_lease("l", "a", TTL).await).is_some());
+        let mut releases = standby.releases();
+        // Barrier: the standby's listener is up once it hears a probe.
+        let mut heard = false;
+        for _ in 0..100 {
+            if let Store::Postgres(pg) = &holder {
+                ok(pg
+                    .call(|c| async move {
+                        c.batch_execute("NOTIFY hermes_leases, 'probe'").await?;
+                        Ok(())
+                    })
+                    .await);
+            }
+            let probe = releases.wait("probe", Duration::from_millis(100));
+            if tokio::time::timeout(Duration::from_millis(90), probe)
+                .await
+                .is_ok()
+            {
+                heard = true;
+                break;
+            }
+        }
+        assert!(heard, "the listener never came up");
+        // Released by its holder: the standby's minute-long wait ends at once.
+        assert!(ok(holder.release_lease("l", "a").await));
+        let woke = tokio::time::timeout(
+            Duration::from_secs(10),
+            releases.wait("l", Duration::from_secs(60)),
+        )
+        .await;
+        assert!(woke.is_ok(), "the release was not heard");
+        assert!(ok(standby.acquire_lease("l", "b", TTL).await).is_some());
+        // SQLite has no news of releases: the wait is the whole limit.
+        let mut plain = Releases(None);
+        let t = std::time::Instant::now();
+        plain.wait("l", Duration::from_millis(50)).await;
+        assert!(t.elapsed() >= Duration::from_millis(50));
     }
 
     #[tokio::test]

@@ -21,6 +21,7 @@
 
 pub mod leases;
 pub mod pg;
+pub mod pg_listen;
 pub mod pg_sessions;
 
 use futures_util::future::BoxFuture;
@@ -66,6 +67,7 @@ impl From<Db> for Store {
 #[cfg(test)]
 pub mod test_backends {
     use super::*;
+    pub use crate::testing::postgres::{fresh_postgres_db, postgres_url};
 
     /// A store and what keeps it alive (the SQLite file's directory).
     pub struct Backend {
@@ -74,38 +76,6 @@ pub mod test_backends {
         /// instances on it.
         pub url: Option<String>,
         _dir: Option<tempfile::TempDir>,
-    }
-
-    /// The URL of the test server, if any (panics when one is required).
-    pub fn postgres_url() -> Option<String> {
-        let url = std::env::var("HERMES_TEST_POSTGRES_URL")
-            .ok()
-            .filter(|u| !u.is_empty());
-        if url.is_none() && std::env::var("HERMES_REQUIRE_POSTGRES").as_deref() == Ok("1") {
-            panic!("HERMES_REQUIRE_POSTGRES=1 but HERMES_TEST_POSTGRES_URL is not set");
-        }
-        if url.is_none() {
-            eprintln!("HERMES_TEST_POSTGRES_URL is not set: the PostgreSQL half is skipped");
-        }
-        url
-    }
-
-    /// A new, empty database on the test server, and its URL.
-    pub async fn fresh_postgres_db(url: &str) -> String {
-        let name = format!("hermes_t_{}", uuid::Uuid::new_v4().simple());
-        let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
-            .await
-            .unwrap_or_else(|e| panic!("cannot reach the test PostgreSQL: {e}"));
-        let task = tokio::spawn(conn);
-        client
-            .batch_execute(&format!("CREATE DATABASE {name}"))
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
-        drop(client);
-        let _ = task.await;
-        // Swap the database name at the end of the URL.
-        let base = url.rsplit_once('/').map_or(url, |(base, _)| base);
-        format!("{base}/{name}")
     }
 
     /// Every backend the tests can reach, each with a fresh, migrated database.
@@ -188,6 +158,10 @@ mod tests {
             .unwrap_or_default();
         assert!(e.contains("PostgreSQL"), "{e}");
         assert!(!e.contains(secret), "{e}");
+        // What the logs show of a URL: where it points, not who logs in.
+        let shown = pg::describe(&format!("postgres://u:{secret}@db.internal:6543/hermes"));
+        assert_eq!(shown, "db.internal:6543/hermes");
+        assert_eq!(pg::describe("host=/run/pg dbname=x"), "/run/pg/x");
     }
 
     #[tokio::test]

@@ -19,10 +19,11 @@ use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
 use futures_util::future::BoxFuture;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio_postgres::NoTls;
 use tokio_postgres::config::SslMode;
 
+use super::pg_listen::{self, Notice};
 use crate::db::StoreError;
 
 /// Default number of pooled connections per instance (`storage.pool_size`).
@@ -109,6 +110,8 @@ pub struct Pg {
 
 struct Inner {
     pool: Pool,
+    /// Every notification this instance hears (see [`super::pg_listen`]).
+    notices: broadcast::Sender<Notice>,
     rt: tokio::runtime::Handle,
     ordered: mpsc::UnboundedSender<OrderedJob>,
     /// Dropped with the last handle: the runtime thread then ends.
@@ -132,6 +135,34 @@ fn config_error(what: &str) -> StoreError {
     StoreError::Config(what.to_string())
 }
 
+/// Where `url` points, for the logs: hosts, ports and database, never the
+/// user or password.
+pub fn describe(url: &str) -> String {
+    let Ok(c) = tokio_postgres::Config::from_str(url) else {
+        return "(an invalid URL)".into();
+    };
+    let hosts: Vec<String> = c
+        .get_hosts()
+        .iter()
+        .enumerate()
+        .map(|(i, h)| {
+            let host = match h {
+                tokio_postgres::config::Host::Tcp(name) => name.clone(),
+                tokio_postgres::config::Host::Unix(path) => path.display().to_string(),
+            };
+            match c.get_ports().get(i).or(c.get_ports().first()) {
+                Some(port) => format!("{host}:{port}"),
+                None => host,
+            }
+        })
+        .collect();
+    format!(
+        "{}/{}",
+        hosts.join(","),
+        c.get_dbname().or(c.get_user()).unwrap_or("")
+    )
+}
+
 impl Pg {
     /// Parses `url`, starts the runtime thread, opens the pool and applies
     /// the migrations this database has not seen. Fails when the server
@@ -151,6 +182,7 @@ impl Pg {
         if config.get_application_name().is_none() {
             config.application_name("hermes");
         }
+        let listen_config = config.clone();
         let manager = Manager::from_config(
             config,
             NoTls,
@@ -169,9 +201,12 @@ impl Pg {
         let (rt, stop) = spawn_runtime()?;
         let (ordered, jobs) = mpsc::unbounded_channel::<OrderedJob>();
         rt.spawn(run_ordered(pool.clone(), jobs));
+        let (notices, _) = broadcast::channel(pg_listen::BUFFER);
+        rt.spawn(pg_listen::run(listen_config, notices.clone()));
         let pg = Self {
             inner: Arc::new(Inner {
                 pool,
+                notices,
                 rt,
                 ordered,
                 _stop: stop,
@@ -180,6 +215,11 @@ impl Pg {
         pg.call(|mut c| async move { migrate(&mut c).await })
             .await?;
         Ok(pg)
+    }
+
+    /// The notifications this instance hears from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<Notice> {
+        self.inner.notices.subscribe()
     }
 
     /// Runs `f` with a pooled connection on the PostgreSQL runtime. The job is

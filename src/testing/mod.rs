@@ -10,6 +10,7 @@ pub mod fake_discord;
 pub mod fake_slack;
 pub mod fake_telegram;
 pub mod fake_upstream;
+pub mod postgres;
 
 /// How long a fake server may take to start.
 const START_TIMEOUT: Duration = Duration::from_secs(10);

@@ -1,0 +1,87 @@
+//! PostgreSQL `LISTEN`/`NOTIFY` (`scale-out.md`): what one instance does
+//! that others should act on at once (a lease given up as it stops) is
+//! announced on a channel, and every instance hears it on one connection of
+//! its own, outside the pool.
+//!
+//! A notification is a hint, never the only way news travels: while the
+//! listening connection is down (it reconnects every [`RECONNECT_AFTER`])
+//! the waiters fall back to their timers and re-read the store.
+
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use tokio::sync::broadcast;
+use tokio_postgres::{AsyncMessage, NoTls};
+
+/// The channel a released lease's name is announced on.
+pub const LEASES: &str = "hermes_leases";
+/// Every channel an instance listens on.
+const CHANNELS: &[&str] = &[LEASES];
+/// How long the listener waits before connecting again after losing its
+/// connection (or failing to open one).
+const RECONNECT_AFTER: Duration = Duration::from_secs(1);
+/// Notifications kept for a subscriber that has not read them yet; one that
+/// falls further behind misses the oldest (and re-reads the store on its
+/// timer, as when the connection is down).
+pub const BUFFER: usize = 256;
+
+/// One notification: its channel and payload.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Notice {
+    pub channel: String,
+    pub payload: String,
+}
+
+/// Listens on [`CHANNELS`] with a connection of its own and passes each
+/// notification to `tx`, connecting again whenever the connection ends.
+/// Runs until its runtime stops.
+pub async fn run(config: tokio_postgres::Config, tx: broadcast::Sender<Notice>) {
+    let mut said_down = false;
+    loop {
+        match config.connect(NoTls).await {
+            Ok((client, mut conn)) => {
+                // The connection must be polled for the LISTEN to complete,
+                // so its messages are read on a task of their own.
+                let forward = {
+                    let tx = tx.clone();
+                    tokio::spawn(async move {
+                        let mut messages =
+                            futures_util::stream::poll_fn(move |cx| conn.poll_message(cx));
+                        while let Some(Ok(m)) = messages.next().await {
+                            if let AsyncMessage::Notification(n) = m {
+                                let _ = tx.send(Notice {
+                                    channel: n.channel().to_string(),
+                                    payload: n.payload().to_string(),
+                                });
+                            }
+                        }
+                    })
+                };
+                let listen: String = CHANNELS.iter().map(|c| format!("LISTEN {c};")).collect();
+                match client.batch_execute(&listen).await {
+                    Ok(()) => {
+                        if said_down {
+                            log::info!("PostgreSQL notifications: listening again");
+                        }
+                        // Ends when the connection does; `client` lives till then.
+                        let _ = forward.await;
+                        log::warn!("PostgreSQL notifications: connection lost; reconnecting");
+                    }
+                    Err(e) => {
+                        forward.abort();
+                        log::warn!("PostgreSQL notifications: cannot listen ({e}); retrying");
+                    }
+                }
+                said_down = true;
+                drop(client);
+            }
+            Err(e) => {
+                if !said_down {
+                    log::warn!("PostgreSQL notifications: cannot connect ({e}); retrying");
+                    said_down = true;
+                }
+            }
+        }
+        tokio::time::sleep(RECONNECT_AFTER).await;
+    }
+}
