@@ -19,9 +19,10 @@ use crate::cache::ByteLru;
 use actix::prelude::*;
 use serde_json::Value;
 
-use crate::db::{Db, StoreError};
+use crate::db::StoreError;
 use crate::openai::Message;
-use crate::response_db::{self, StoredApproval, StoredResponse};
+use crate::response_db::{StoredApproval, StoredResponse};
+use crate::store::Store;
 
 /// How often responses past their age are removed.
 const TTL_SWEEP_EVERY: Duration = Duration::from_secs(3600);
@@ -110,7 +111,7 @@ pub struct Limits {
 
 /// The actor.
 pub struct ResponseStoreActor {
-    db: Db,
+    store: Store,
     cache: ByteLru<String, Arc<StoredResponse>>,
     limits: Limits,
     /// Responses on disk (kept in memory to avoid counting on every write).
@@ -122,14 +123,20 @@ fn now() -> i64 {
 }
 
 impl ResponseStoreActor {
-    /// A store over `db`; `count` is the number of responses already stored.
-    pub fn new(db: Db, limits: Limits, count: usize) -> Self {
+    /// A store over `store`; `count` is the number of responses already stored.
+    pub fn new(store: Store, limits: Limits, count: usize) -> Self {
         Self {
-            db,
+            store,
             cache: ByteLru::new(limits.cache_bytes, limits.cache_size),
             limits,
             count,
         }
+    }
+
+    /// Whether other instances share the store (their writes and deletes
+    /// do not pass through this actor).
+    fn shared(&self) -> bool {
+        matches!(self.store, Store::Postgres(_))
     }
 
     fn min_created_at(&self) -> i64 {
@@ -139,14 +146,15 @@ impl ResponseStoreActor {
     /// Runs eviction on the database thread and drops evicted ids from the cache.
     fn evict(&mut self, ctx: &mut Context<Self>) {
         let (max, min_at) = (self.limits.max_responses, self.min_created_at());
-        let job = self.db.call(move |c| {
+        let store = self.store.clone();
+        let job = async move {
             // `/v1/runs` runs are kept as long as responses are.
-            let runs = crate::run_db::evict(c, min_at)?;
+            let runs = store.evict_runs(min_at).await?;
             if runs > 0 {
                 log::info!("run store: evicted {runs} finished run(s)");
             }
-            response_db::evict(c, max, min_at)
-        });
+            store.evict_responses(max, min_at).await
+        };
         ctx.spawn(job.into_actor(self).map(|res, act, _| match res {
             Ok(ids) => {
                 if !ids.is_empty() {
@@ -200,12 +208,15 @@ impl Handler<Put> for ResponseStoreActor {
     fn handle(&mut self, msg: Put, _: &mut Context<Self>) -> Self::Result {
         let stored = Arc::new(msg.response);
         let id = stored.id.clone();
-        // Cached at once: a GET while the write commits sees it.
-        self.cache(stored.clone());
+        // Cached at once: a GET while the write commits sees it. With other
+        // instances a running response is not cached: another may end it.
+        if !(stored.live && self.shared()) {
+            self.cache(stored.clone());
+        }
         let (conversation, events) = (msg.conversation, msg.events);
         let job = self
-            .db
-            .call(move |c| response_db::insert(c, &stored, conversation.as_deref(), &events));
+            .store
+            .insert_response((*stored).clone(), conversation, events);
         Box::pin(job.into_actor(self).map(move |res, act, ctx| {
             match &res {
                 Ok(()) => {
@@ -228,13 +239,24 @@ impl Handler<Get> for ResponseStoreActor {
     fn handle(&mut self, msg: Get, _: &mut Context<Self>) -> Self::Result {
         if let Some(hit) = self.cache.get(&msg.id) {
             let hit = hit.clone();
-            return Box::pin(actix::fut::ready(Ok(Some(hit))));
+            if !self.shared() {
+                return Box::pin(actix::fut::ready(Ok(Some(hit))));
+            }
+            // Another instance may have deleted it (and its note of that may
+            // come late): served only while its row exists.
+            let job = self.store.response_exists(&msg.id);
+            return Box::pin(job.into_actor(self).map(move |res, act, _| {
+                if res? {
+                    return Ok(Some(hit));
+                }
+                act.cache.pop(&hit.id);
+                Ok(None)
+            }));
         }
-        let id = msg.id;
-        let job = self.db.call(move |c| response_db::get(c, &id));
+        let job = self.store.response(&msg.id);
         Box::pin(job.into_actor(self).map(|res, act, _| {
             let found = res?.map(Arc::new);
-            if let Some(r) = &found {
+            if let Some(r) = found.as_ref().filter(|r| !(r.live && act.shared())) {
                 act.cache(r.clone());
             }
             Ok(found)
@@ -247,8 +269,7 @@ impl Handler<Delete> for ResponseStoreActor {
 
     fn handle(&mut self, msg: Delete, _: &mut Context<Self>) -> Self::Result {
         self.cache.pop(&msg.id);
-        let id = msg.id;
-        let job = self.db.call(move |c| response_db::delete(c, &id));
+        let job = self.store.delete_response(&msg.id);
         Box::pin(job.into_actor(self).map(|res, act, _| {
             if let Ok(true) = res {
                 act.count = act.count.saturating_sub(1);
@@ -262,9 +283,10 @@ impl Handler<Chain> for ResponseStoreActor {
     type Result = ResponseActFuture<Self, Result<Option<Vec<Message>>, StoreError>>;
 
     fn handle(&mut self, msg: Chain, _: &mut Context<Self>) -> Self::Result {
-        // Hot chains are walked in the cache; any gap sends the whole walk to disk.
+        // Hot chains are walked in the cache; any gap sends the whole walk to
+        // disk. With other instances (which may delete a link) always on disk.
         let mut turns: Vec<Arc<StoredResponse>> = Vec::new();
-        let mut next = Some(msg.id.clone());
+        let mut next = (!self.shared()).then(|| msg.id.clone());
         while let Some(id) = next {
             match self.cache.peek(&id) {
                 Some(r) => {
@@ -287,8 +309,7 @@ impl Handler<Chain> for ResponseStoreActor {
             let conversation = Self::parse_chain(&texts);
             return Box::pin(actix::fut::ready(Ok(Some(conversation))));
         }
-        let id = msg.id;
-        let job = self.db.call(move |c| response_db::chain(c, &id));
+        let job = self.store.response_chain(&msg.id);
         Box::pin(job.into_actor(self).map(|res, _, _| {
             let turns = res?;
             if turns.is_empty() {
@@ -300,31 +321,25 @@ impl Handler<Chain> for ResponseStoreActor {
     }
 }
 
-/// A handler that only runs a closure on the database thread.
-macro_rules! on_db {
-    ($msg:ty, $out:ty, |$m:ident, $c:ident| $body:expr) => {
+/// A handler that only runs one store operation.
+macro_rules! on_store {
+    ($msg:ty, $out:ty, |$m:ident, $s:ident| $body:expr) => {
         impl Handler<$msg> for ResponseStoreActor {
             type Result = ResponseActFuture<Self, Result<$out, StoreError>>;
 
             fn handle(&mut self, $m: $msg, _: &mut Context<Self>) -> Self::Result {
-                Box::pin(self.db.call(move |$c| $body).into_actor(self))
+                let $s = &self.store;
+                Box::pin($body.into_actor(self))
             }
         }
     };
 }
 
-on_db!(ResolveItems, HashMap<String, Value>, |m, c| response_db::items(
-    c, &m.owner, &m.ids
-));
-on_db!(FindApprovals, Vec<StoredApproval>, |m, c| {
-    response_db::approvals(c, &m.owner, &m.ids)
-});
-on_db!(AnswerApprovals, bool, |m, c| response_db::answer_approvals(
-    c, &m.ids
-));
-on_db!(InChain, bool, |m, c| response_db::in_chain(
-    c, &m.head, &m.id
-));
-on_db!(ResolveConversation, Option<String>, |m, c| {
-    response_db::conversation(c, &m.name)
-});
+on_store!(ResolveItems, HashMap<String, Value>, |m, s| s
+    .response_items(&m.owner, m.ids));
+on_store!(FindApprovals, Vec<StoredApproval>, |m, s| s
+    .approvals(&m.owner, m.ids));
+on_store!(AnswerApprovals, bool, |m, s| s.answer_approvals(m.ids));
+on_store!(InChain, bool, |m, s| s.in_chain(&m.head, &m.id));
+on_store!(ResolveConversation, Option<String>, |m, s| s
+    .conversation(&m.name));

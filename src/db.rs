@@ -147,6 +147,10 @@ const MIGRATIONS: &[&str] = &[
     // instance taking a platform over leaves alone the answers another
     // instance, still alive (draining), is finishing.
     "ALTER TABLE deliveries ADD COLUMN instance TEXT;",
+    // 9: the gateway instance running each live response and active run, so
+    // a gateway starting beside a live one ends only what was cut off.
+    "ALTER TABLE responses ADD COLUMN instance TEXT;
+    ALTER TABLE runs ADD COLUMN instance TEXT;",
 ];
 
 /// Errors of the embedded store.

@@ -3,7 +3,7 @@
 //! of readers can come and go and each sees every event once, in order.
 //!
 //! The writer of a stream (the task that drives the run) writes each batch
-//! of events to `state.db` first and only then publishes it to the live
+//! of events to the store first and only then publishes it to the live
 //! [`Journal`]: an event a client saw is on disk, with the same number, after
 //! a crash. A live journal holds every event of its run in memory, so a
 //! reader that comes back while the run goes on replays from memory and then
@@ -20,7 +20,9 @@ use futures_util::Stream;
 use rusqlite::{Connection, params};
 use tokio::sync::watch;
 
-use crate::db::{Db, StoreError};
+use crate::db::StoreError;
+use crate::run_db::RunRow;
+use crate::store::Store;
 
 /// One event of a stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -152,24 +154,6 @@ impl Journals {
     }
 }
 
-/// Every event of `id` after `after` (live, or replayed from the database
-/// once the run ended), as one stream.
-pub async fn read(
-    journals: &Journals,
-    db: &Db,
-    id: &str,
-    after: i64,
-) -> Result<std::pin::Pin<Box<dyn Stream<Item = Arc<Event>>>>, StoreError> {
-    if let Some(j) = journals.get(id) {
-        return Ok(Box::pin(j.follow(after)));
-    }
-    let id = id.to_string();
-    let stored = db.call(move |c| read_after(c, &id, after)).await?;
-    Ok(Box::pin(futures_util::stream::iter(
-        stored.into_iter().map(Arc::new),
-    )))
-}
-
 /// Writes events of a stream in one transaction.
 pub fn write(c: &mut Connection, id: &str, events: &[Arc<Event>]) -> Result<(), StoreError> {
     let tx = c.transaction()?;
@@ -213,7 +197,7 @@ pub fn delete(c: &Connection, id: &str) -> Result<(), StoreError> {
 
 /// The writing side of one stream: numbers events, writes them, publishes.
 pub struct Writer {
-    db: Db,
+    store: Store,
     id: String,
     journal: Arc<Journal>,
     next: u64,
@@ -221,9 +205,9 @@ pub struct Writer {
 
 impl Writer {
     /// A writer for a new stream whose first event has number `first`.
-    pub fn new(db: Db, journals: &Journals, id: &str, first: u64) -> Self {
+    pub fn new(store: Store, journals: &Journals, id: &str, first: u64) -> Self {
         Self {
-            db,
+            store,
             id: id.to_string(),
             journal: journals.open(id),
             next: first,
@@ -281,29 +265,18 @@ impl Writer {
     where
         I: IntoIterator<Item = (String, String)>,
     {
-        self.emit_with(events, |_| Ok(())).await
+        self.emit_with(events, None).await
     }
 
-    /// [`Writer::emit`], with `also` run in the same transaction first (the
-    /// state the events report: a GET is never behind them, a crash never
-    /// splits them).
-    pub async fn emit_with<I, F>(&mut self, events: I, also: F) -> Result<(), StoreError>
+    /// [`Writer::emit`], with the run's row written in the same transaction
+    /// when given (the state the events report: a GET is never behind them,
+    /// a crash never splits them).
+    pub async fn emit_with<I>(&mut self, events: I, run: Option<RunRow>) -> Result<(), StoreError>
     where
         I: IntoIterator<Item = (String, String)>,
-        F: FnOnce(&Connection) -> Result<(), StoreError> + Send + 'static,
     {
         let batch = self.number(events);
-        let (id, stored) = (self.id.clone(), batch.clone());
-        let written = self
-            .db
-            .call(move |c| {
-                let tx = c.transaction()?;
-                also(&tx)?;
-                write_in(&tx, &id, &stored)?;
-                tx.commit()?;
-                Ok(())
-            })
-            .await;
+        let written = self.store.record_events(&self.id, run, batch.clone()).await;
         match written {
             Ok(()) => {
                 self.publish(&batch);
@@ -369,11 +342,14 @@ mod tests {
     #[tokio::test]
     async fn an_ended_stream_replays_from_the_database() {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-        let db = Db::open(&dir.path().join("state.db")).unwrap_or_else(|e| panic!("{e}"));
+        let db =
+            crate::db::Db::open(&dir.path().join("state.db")).unwrap_or_else(|e| panic!("{e}"));
+        let store = Store::from(db);
         let journals = Journals::default();
-        let mut w = Writer::new(db.clone(), &journals, "run_1", 1);
+        let mut w = Writer::new(store.clone(), &journals, "run_1", 1);
         let mut live = Box::pin(
-            read(&journals, &db, "run_1", 0)
+            store
+                .read_stream(&journals, "run_1", 0)
                 .await
                 .unwrap_or_else(|e| panic!("{e}")),
         );
@@ -385,7 +361,8 @@ mod tests {
         assert_eq!(live.next().await.map(|e| e.seq), Some(2));
         assert_eq!(live.next().await, None);
         assert_eq!(journals.count(), 0);
-        let replay: Vec<u64> = read(&journals, &db, "run_1", 1)
+        let replay: Vec<u64> = store
+            .read_stream(&journals, "run_1", 1)
             .await
             .unwrap_or_else(|e| panic!("{e}"))
             .map(|e| e.seq)

@@ -37,6 +37,9 @@ pub struct StoredResponse {
     pub approvals: Vec<StoredApproval>,
     /// Still running: a restart finds it and ends it as interrupted.
     pub live: bool,
+    /// The gateway instance running it while it is live (another instance
+    /// ends it as interrupted only once that one is gone).
+    pub instance: Option<String>,
 }
 
 /// A dangerous call a paused turn waits on, and the client's approval id for it.
@@ -62,8 +65,8 @@ pub fn insert(
     let tx = c.transaction()?;
     tx.execute(
         "INSERT OR REPLACE INTO responses
-         (id, previous_id, session_id, created_at, instructions, input_items, turn_messages, response, owner, live)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+         (id, previous_id, session_id, created_at, instructions, input_items, turn_messages, response, owner, live, instance)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
         params![
             r.id,
             r.previous_id,
@@ -74,7 +77,8 @@ pub fn insert(
             r.turn_messages,
             r.response,
             r.owner,
-            r.live
+            r.live,
+            r.instance
         ],
     )?;
     {
@@ -127,6 +131,7 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredResponse> {
         item_ids: Vec::new(),
         approvals: Vec::new(),
         live: false,
+        instance: None,
     })
 }
 
@@ -216,22 +221,38 @@ pub fn items(
         else {
             continue;
         };
-        let inputs: Value = serde_json::from_str(&inputs).unwrap_or(Value::Null);
-        let object: Value = serde_json::from_str(&object).unwrap_or(Value::Null);
-        let all = inputs
-            .as_array()
-            .into_iter()
-            .flatten()
-            .chain(object["output"].as_array().into_iter().flatten());
-        for item in all {
-            if let Some(id) = item["id"].as_str()
-                && wanted.iter().any(|w| *w == id)
-            {
-                found.entry(id.to_string()).or_insert_with(|| item.clone());
-            }
-        }
+        pick_items(
+            &inputs,
+            &object,
+            |id| wanted.iter().any(|w| *w == id),
+            &mut found,
+        );
     }
     Ok(found)
+}
+
+/// Adds to `found` the items of one stored response (its input items, then
+/// its object's output) whose id is `wanted`; the first holder of an id wins.
+pub fn pick_items(
+    input_items: &str,
+    object: &str,
+    wanted: impl Fn(&str) -> bool,
+    found: &mut HashMap<String, Value>,
+) {
+    let inputs: Value = serde_json::from_str(input_items).unwrap_or(Value::Null);
+    let object: Value = serde_json::from_str(object).unwrap_or(Value::Null);
+    let all = inputs
+        .as_array()
+        .into_iter()
+        .flatten()
+        .chain(object["output"].as_array().into_iter().flatten());
+    for item in all {
+        if let Some(id) = item["id"].as_str()
+            && wanted(id)
+        {
+            found.entry(id.to_string()).or_insert_with(|| item.clone());
+        }
+    }
 }
 
 /// `owner`'s approvals with these ids (answered or not); unknown ids are absent.
@@ -290,20 +311,29 @@ pub fn conversation(c: &Connection, name: &str) -> Result<Option<String>, StoreE
     Ok(stmt.query_row([name], |r| r.get(0)).optional()?)
 }
 
-/// Ids of the responses that were still running (a restart cut them off).
-pub fn live(c: &Connection) -> Result<Vec<String>, StoreError> {
-    let mut stmt = c.prepare("SELECT id FROM responses WHERE live = 1")?;
+/// The responses still running, with the instance running each.
+pub fn live(c: &Connection) -> Result<Vec<(String, Option<String>)>, StoreError> {
+    let mut stmt = c.prepare("SELECT id, instance FROM responses WHERE live = 1")?;
     Ok(stmt
-        .query_map([], |r| r.get(0))?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
         .collect::<Result<_, _>>()?)
 }
 
-/// Replaces a response object and marks it no longer running.
-pub fn settle(c: &Connection, id: &str, response: &str) -> Result<(), StoreError> {
-    c.execute(
-        "UPDATE responses SET response = ?2, live = 0 WHERE id = ?1",
+/// Replaces a response object and marks it no longer running, with the
+/// events that close it, in one transaction.
+pub fn settle(
+    c: &mut Connection,
+    id: &str,
+    response: &str,
+    events: &[std::sync::Arc<crate::journal::Event>],
+) -> Result<(), StoreError> {
+    let tx = c.transaction()?;
+    crate::journal::write_in(&tx, id, events)?;
+    tx.execute(
+        "UPDATE responses SET response = ?2, live = 0, instance = NULL WHERE id = ?1",
         params![id, response],
     )?;
+    tx.commit()?;
     Ok(())
 }
 
@@ -346,118 +376,4 @@ pub fn evict(
     }
     tx.commit()?;
     Ok(ids)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn open() -> Connection {
-        let mut c = Connection::open_in_memory().unwrap_or_else(|e| panic!("{e}"));
-        crate::db::migrate(&mut c).unwrap_or_else(|e| panic!("{e}"));
-        c
-    }
-
-    fn resp(id: &str, prev: Option<&str>, at: i64) -> StoredResponse {
-        StoredResponse {
-            id: id.into(),
-            previous_id: prev.map(String::from),
-            session_id: "s".into(),
-            created_at: at,
-            instructions: None,
-            input_items: "[]".into(),
-            turn_messages: format!("[\"{id}\"]"),
-            response: "{}".into(),
-            owner: "k".into(),
-            item_ids: Vec::new(),
-            approvals: Vec::new(),
-            live: false,
-        }
-    }
-
-    #[test]
-    fn chain_delete_and_eviction() {
-        let mut c = open();
-        insert(&mut c, &resp("a", None, 1), Some("conv"), &[]).unwrap_or_default();
-        insert(&mut c, &resp("b", Some("a"), 2), Some("conv"), &[]).unwrap_or_default();
-        insert(&mut c, &resp("c", Some("b"), 3), None, &[]).unwrap_or_default();
-        assert_eq!(
-            chain(&c, "c").unwrap_or_default(),
-            vec!["[\"a\"]", "[\"b\"]", "[\"c\"]"]
-        );
-        assert_eq!(
-            conversation(&c, "conv").unwrap_or_default().as_deref(),
-            Some("b")
-        );
-        // Capacity 2: the oldest goes; a name pointing at it would be cleared.
-        assert_eq!(
-            evict(&mut c, 2, 0).unwrap_or_default(),
-            vec!["a".to_string()]
-        );
-        assert_eq!(count(&c).unwrap_or(0), 2);
-        assert!(delete(&mut c, "b").unwrap_or(false));
-        assert_eq!(
-            conversation(&c, "conv").unwrap_or_default(),
-            None,
-            "deleting clears the name"
-        );
-        assert!(!delete(&mut c, "b").unwrap_or(true));
-        // Age: everything created before 4 goes.
-        assert_eq!(
-            evict(&mut c, 100, 4).unwrap_or_default(),
-            vec!["c".to_string()]
-        );
-    }
-
-    #[test]
-    fn items_and_approvals_belong_to_their_key() {
-        let mut c = open();
-        let mut r = resp("r1", None, 1);
-        r.input_items = r#"[{"id":"msg_in","type":"message","role":"user","content":"hi"}]"#.into();
-        r.response = r#"{"output":[{"id":"mcp_1","type":"mcp_call","name":"t"},{"id":"mcpr_1","type":"mcp_approval_request"}]}"#.into();
-        r.item_ids = vec!["msg_in".into(), "mcp_1".into(), "mcpr_1".into()];
-        r.approvals = vec![StoredApproval {
-            approval_id: "mcpr_1".into(),
-            response_id: "r1".into(),
-            call_id: "call_9".into(),
-            name: "terminal".into(),
-            arguments: "{}".into(),
-            answered: false,
-        }];
-        insert(&mut c, &r, None, &[]).unwrap_or_else(|e| panic!("{e}"));
-        insert(&mut c, &resp("r2", Some("r1"), 2), None, &[]).unwrap_or_else(|e| panic!("{e}"));
-        let ids = vec![
-            "mcp_1".to_string(),
-            "msg_in".to_string(),
-            "nope".to_string(),
-        ];
-        let found = items(&c, "k", &ids).unwrap_or_default();
-        assert_eq!(found.len(), 2);
-        assert_eq!(found["mcp_1"]["type"], "mcp_call");
-        assert!(items(&c, "other-key", &ids).unwrap_or_default().is_empty());
-        assert!(in_chain(&c, "r2", "r1").unwrap_or(false));
-        assert!(!in_chain(&c, "r1", "r2").unwrap_or(true));
-
-        let ids = vec!["mcpr_1".to_string()];
-        assert_eq!(approvals(&c, "k", &ids).unwrap_or_default().len(), 1);
-        assert!(
-            approvals(&c, "other-key", &ids)
-                .unwrap_or_default()
-                .is_empty()
-        );
-        assert!(answer_approvals(&mut c, &ids).unwrap_or(false));
-        assert!(
-            !answer_approvals(&mut c, &ids).unwrap_or(true),
-            "answered once"
-        );
-        assert!(approvals(&c, "k", &ids).unwrap_or_default()[0].answered);
-        // Deleting the response takes its items and approvals with it.
-        assert!(delete(&mut c, "r1").unwrap_or(false));
-        assert!(
-            items(&c, "k", &["mcp_1".to_string()])
-                .unwrap_or_default()
-                .is_empty()
-        );
-        assert!(approvals(&c, "k", &ids).unwrap_or_default().is_empty());
-    }
 }

@@ -35,6 +35,9 @@ pub struct RunRow {
     pub error: Option<String>,
     /// `{approval_id, command, reason, expires_at}` as JSON.
     pub pending_approval: Option<String>,
+    /// The gateway instance running it while it is active (another instance
+    /// ends it as interrupted only once that one is gone).
+    pub instance: Option<String>,
 }
 
 impl RunRow {
@@ -67,7 +70,7 @@ impl RunRow {
 }
 
 const COLUMNS: &str = "id, owner, session_id, status, created_at, started_at, finished_at, \
-                       output_text, usage, error, pending_approval";
+                       output_text, usage, error, pending_approval, instance";
 
 fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunRow> {
     Ok(RunRow {
@@ -82,6 +85,7 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunRow> {
         usage: r.get(8)?,
         error: r.get(9)?,
         pending_approval: r.get(10)?,
+        instance: r.get(11)?,
     })
 }
 
@@ -136,8 +140,9 @@ pub fn insert(
     }
     let (key, hash) = idempotency.unzip();
     tx.execute(
-        "INSERT INTO runs (id, owner, session_id, status, created_at, idempotency_key, body_hash)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        "INSERT INTO runs (id, owner, session_id, status, created_at, idempotency_key, body_hash,
+           instance)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
         params![
             run.id,
             run.owner,
@@ -145,7 +150,8 @@ pub fn insert(
             run.status,
             run.created_at,
             key,
-            hash
+            hash,
+            run.instance
         ],
     )?;
     tx.commit()?;
@@ -162,7 +168,7 @@ pub fn remove(c: &Connection, id: &str) -> Result<(), StoreError> {
 pub fn update(c: &Connection, r: &RunRow) -> Result<(), StoreError> {
     c.prepare_cached(
         "UPDATE runs SET status = ?2, started_at = ?3, finished_at = ?4, output_text = ?5,
-           usage = ?6, error = ?7, pending_approval = ?8 WHERE id = ?1",
+           usage = ?6, error = ?7, pending_approval = ?8, instance = ?9 WHERE id = ?1",
     )?
     .execute(params![
         r.id,
@@ -172,7 +178,8 @@ pub fn update(c: &Connection, r: &RunRow) -> Result<(), StoreError> {
         r.output_text,
         r.usage,
         r.error,
-        r.pending_approval
+        r.pending_approval,
+        r.instance
     ])?;
     Ok(())
 }
@@ -195,142 +202,57 @@ pub fn evict(c: &mut Connection, min_created_at: i64) -> Result<usize, StoreErro
     Ok(n)
 }
 
-/// Ends every run an earlier process left going: `interrupted`, with a
-/// `run.interrupted` event after its last one. Returns their ids.
-pub fn interrupt_left_over(c: &mut Connection, now: i64) -> Result<Vec<String>, StoreError> {
-    let tx = c.transaction()?;
-    let ids: Vec<String> = {
-        let mut stmt = tx.prepare(
-            "SELECT id FROM runs WHERE status IN ('queued', 'running', 'requires_approval')",
-        )?;
-        stmt.query_map([], |r| r.get(0))?
-            .collect::<Result<_, _>>()?
-    };
-    for id in &ids {
-        // The text it had streamed is what it said.
-        let text: String = journal::read_after(&tx, id, 0)?
-            .iter()
-            .filter(|e| e.kind == "message.delta")
-            .filter_map(|e| serde_json::from_str::<Value>(&e.data).ok())
-            .filter_map(|v| v["delta"].as_str().map(String::from))
-            .collect();
-        tx.execute(
-            "UPDATE runs SET status = 'interrupted', finished_at = ?2, pending_approval = NULL,
-               output_text = ?3 WHERE id = ?1",
-            params![id, now, text],
-        )?;
-        let last: i64 = tx.query_row(
-            "SELECT COALESCE(MAX(seq), 0) FROM stream_events WHERE stream_id = ?1",
-            [id],
-            |r| r.get(0),
-        )?;
-        let closing = std::sync::Arc::new(journal::Event {
-            seq: (last + 1).max(1) as u64,
-            kind: "run.interrupted".into(),
-            data: json!({"run_id": id}).to_string(),
-        });
-        journal::write_in(&tx, id, &[closing])?;
-    }
-    tx.commit()?;
-    Ok(ids)
+/// The runs still active (queued, running or waiting on an approval), with
+/// the instance running each.
+pub fn active(c: &Connection) -> Result<Vec<(String, Option<String>)>, StoreError> {
+    let mut stmt = c.prepare(
+        "SELECT id, instance FROM runs WHERE status IN ('queued', 'running', 'requires_approval')",
+    )?;
+    Ok(stmt
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<Result<_, _>>()?)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+/// The text a run had streamed when it was cut off: what it said.
+pub fn streamed_text(events: &[journal::Event]) -> String {
+    events
+        .iter()
+        .filter(|e| e.kind == "message.delta")
+        .filter_map(|e| serde_json::from_str::<Value>(&e.data).ok())
+        .filter_map(|v| v["delta"].as_str().map(String::from))
+        .collect()
+}
 
-    fn open() -> Connection {
-        let mut c = Connection::open_in_memory().unwrap_or_else(|e| panic!("{e}"));
-        crate::db::migrate(&mut c).unwrap_or_else(|e| panic!("{e}"));
-        c
-    }
+/// The `run.interrupted` event that closes run `id` after its event `last`.
+pub fn interrupted_event(id: &str, last: i64) -> std::sync::Arc<journal::Event> {
+    std::sync::Arc::new(journal::Event {
+        seq: (last + 1).max(1) as u64,
+        kind: "run.interrupted".into(),
+        data: json!({"run_id": id}).to_string(),
+    })
+}
 
-    fn run(id: &str, owner: &str, at: i64) -> RunRow {
-        RunRow {
-            id: id.into(),
-            owner: owner.into(),
-            session_id: "s".into(),
-            status: "queued".into(),
-            created_at: at,
-            ..RunRow::default()
-        }
+/// Ends run `id`, cut off while active (its instance is gone):
+/// `interrupted`, with the text it had streamed and a `run.interrupted`
+/// event after its last one. Nothing when it is no longer active.
+pub fn interrupt(c: &mut Connection, id: &str, now: i64) -> Result<(), StoreError> {
+    let tx = c.transaction()?;
+    let events = journal::read_after(&tx, id, 0)?;
+    let n = tx.execute(
+        "UPDATE runs SET status = 'interrupted', finished_at = ?2, pending_approval = NULL,
+           output_text = ?3, instance = NULL
+         WHERE id = ?1 AND status IN ('queued', 'running', 'requires_approval')",
+        params![id, now, streamed_text(&events)],
+    )?;
+    if n == 0 {
+        return Ok(());
     }
-
-    #[test]
-    fn an_idempotency_key_replays_conflicts_and_expires_per_owner() {
-        let mut c = open();
-        let ins = |c: &mut Connection, r: RunRow, hash: &str, now| {
-            insert(c, &r, Some(("k1", hash)), now).unwrap_or_else(|e| panic!("{e}"))
-        };
-        assert_eq!(
-            ins(&mut c, run("run_a", "alice", 100), "h", 100),
-            Claim::Inserted
-        );
-        match ins(&mut c, run("run_b", "alice", 200), "h", 200) {
-            Claim::Replay(r) => assert_eq!(r.id, "run_a"),
-            other => panic!("{other:?}"),
-        }
-        assert_eq!(
-            ins(&mut c, run("run_c", "alice", 200), "other", 200),
-            Claim::Conflict
-        );
-        // Another key's namespace is its own.
-        assert_eq!(
-            ins(&mut c, run("run_d", "bob", 200), "x", 200),
-            Claim::Inserted
-        );
-        // After 24 h the key is free again.
-        let later = 100 + IDEMPOTENCY_TTL_SECS + 1;
-        assert_eq!(
-            ins(&mut c, run("run_e", "alice", later), "other", later),
-            Claim::Inserted
-        );
-    }
-
-    #[test]
-    fn runs_left_going_end_interrupted_with_a_last_event() {
-        let mut c = open();
-        insert(&mut c, &run("run_a", "k", 1), None, 1).unwrap_or_else(|e| panic!("{e}"));
-        let mut done = run("run_b", "k", 1);
-        insert(&mut c, &done, None, 1).unwrap_or_else(|e| panic!("{e}"));
-        done.status = "completed".into();
-        update(&c, &done).unwrap_or_else(|e| panic!("{e}"));
-        let ev = |seq, kind: &str, data: &str| {
-            std::sync::Arc::new(journal::Event {
-                seq,
-                kind: kind.into(),
-                data: data.into(),
-            })
-        };
-        let events = [
-            ev(1, "run.started", "{}"),
-            ev(2, "message.delta", r#"{"delta":"Hel"}"#),
-            ev(3, "message.delta", r#"{"delta":"lo"}"#),
-        ];
-        journal::write(&mut c, "run_a", &events).unwrap_or_else(|e| panic!("{e}"));
-        let ids = interrupt_left_over(&mut c, 5).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(ids, vec!["run_a".to_string()]);
-        let a = get(&c, "run_a").unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(
-            a.map(|r| (r.status, r.finished_at, r.output_text)),
-            Some(("interrupted".into(), Some(5), "Hello".into()))
-        );
-        let events = journal::read_after(&c, "run_a", 0).unwrap_or_else(|e| panic!("{e}"));
-        let kinds: Vec<_> = events.iter().map(|e| (e.seq, e.kind.as_str())).collect();
-        assert_eq!(
-            kinds,
-            vec![
-                (1, "run.started"),
-                (2, "message.delta"),
-                (3, "message.delta"),
-                (4, "run.interrupted")
-            ]
-        );
-        // Old finished runs go with their events; running ones stay.
-        insert(&mut c, &run("run_c", "k", 1), None, 1).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(evict(&mut c, 2).unwrap_or_else(|e| panic!("{e}")), 2);
-        assert!(get(&c, "run_c").unwrap_or_else(|e| panic!("{e}")).is_some());
-        let left = journal::read_after(&c, "run_a", 0).unwrap_or_else(|e| panic!("{e}"));
-        assert!(left.is_empty());
-    }
+    let last: i64 = tx.query_row(
+        "SELECT COALESCE(MAX(seq), 0) FROM stream_events WHERE stream_id = ?1",
+        [id],
+        |r| r.get(0),
+    )?;
+    journal::write_in(&tx, id, &[interrupted_event(id, last)])?;
+    tx.commit()?;
+    Ok(())
 }

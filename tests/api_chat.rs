@@ -1353,6 +1353,9 @@ async fn a_stream_the_client_stops_is_recorded_interrupted_and_counted() {
 
 #[actix_web::test]
 async fn a_turn_that_cannot_be_stored_is_an_error_not_a_silent_200() {
+    if on_postgres() {
+        return; // A full disk is made with an SQLite trigger.
+    }
     let app = spawn_app(vec![]).await;
     // Make every transcript write fail, as a full disk would.
     let db =

@@ -549,14 +549,8 @@ async fn store_false_leaves_no_trace() {
     // one is answered every earlier write would be on disk too.
     let (s, _, _) = create(&app, json!({"input": "y"})).await;
     assert_eq!(s, 200);
-    let conn =
-        rusqlite::Connection::open(app.home.join("state.db")).unwrap_or_else(|e| panic!("{e}"));
-    let n: i64 = conn
-        .query_row("SELECT COUNT(*) FROM responses", [], |r| r.get(0))
-        .unwrap_or(-1);
-    let names: i64 = conn
-        .query_row("SELECT COUNT(*) FROM conversations", [], |r| r.get(0))
-        .unwrap_or(-1);
+    let n = count_rows(&app.home, "responses").await;
+    let names = count_rows(&app.home, "conversations").await;
     assert_eq!((n, names), (1, 0), "only the second response is stored");
 }
 
@@ -680,12 +674,8 @@ async fn a_chain_of_fifty_survives_a_restart_with_a_cold_cache() {
         prev = r["id"].as_str().map(String::from);
     }
     // Wait until every write reached the database, then restart.
-    let conn =
-        rusqlite::Connection::open(home.path().join("state.db")).unwrap_or_else(|e| panic!("{e}"));
     for _ in 0..200 {
-        let n: i64 = conn
-            .query_row("SELECT COUNT(*) FROM responses", [], |r| r.get(0))
-            .unwrap_or(0);
+        let n = count_rows(home.path(), "responses").await;
         if n == 50 {
             break;
         }
@@ -875,6 +865,9 @@ async fn a_context_overflow_is_400_and_a_stream_says_why() {
 
 #[actix_web::test]
 async fn a_response_that_cannot_be_stored_fails_instead_of_completing() {
+    if on_postgres() {
+        return; // A full disk is made with an SQLite trigger.
+    }
     let app = spawn_app(vec![]).await;
     let db =
         rusqlite::Connection::open(app.home.join("state.db")).unwrap_or_else(|e| panic!("{e}"));

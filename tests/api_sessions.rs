@@ -72,14 +72,7 @@ async fn set_updated(app: &App, times: &[(&str, i64)]) {
         .iter()
         .map(|(key, t)| format!("UPDATE sessions SET updated_at = {t} WHERE key = '{key}';"))
         .collect();
-    app.state
-        .db
-        .call(move |c| {
-            c.execute_batch(&sql)?;
-            Ok(())
-        })
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    exec_sql(&app.home, &sql).await;
 }
 
 fn ids(page: &Value) -> Vec<&str> {

@@ -585,6 +585,15 @@ async fn until<T>(limit: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T
     }
 }
 
+/// The text of the last message a request to the model server sent.
+fn last_text(r: &hermes::testing::fake_upstream::Recorded) -> &str {
+    r.body["messages"]
+        .as_array()
+        .and_then(|m| m.last())
+        .and_then(|m| m["content"].as_str())
+        .unwrap_or_default()
+}
+
 /// Where the gateways of a test keep their durable state: one home's
 /// `state.db` (SQLite: gateways on one machine share the home) or one
 /// PostgreSQL database (each gateway with a home of its own, as on
@@ -789,13 +798,7 @@ async fn one_reads_the_bot_and_a_standby_takes_over(shared: Shared) {
     let tg = FakeTelegram::start(TOKEN);
     // Each message is answered "re: <its text>".
     let fake = FakeUpstream::start_with(vec![], |r| {
-        let last = r.body["messages"]
-            .as_array()
-            .and_then(|m| m.last())
-            .and_then(|m| m["content"].as_str())
-            .unwrap_or_default()
-            .to_string();
-        Reply::completion(&format!("re: {last}"), "stop", (1, 1))
+        Reply::completion(&format!("re: {}", last_text(r)), "stop", (1, 1))
     });
     let env = || {
         vec![
@@ -1212,4 +1215,140 @@ async fn kill_9_mid_run_then_a_restart_ends_responses_and_runs_interrupted_with_
     let again: Value = res.json().await.unwrap_or_default();
     assert_eq!(again["id"].as_str(), Some(run_id.as_str()));
     assert_eq!(fake.requests().len(), 2, "nothing is run again");
+}
+
+/// POSTs `body` to `path` on `gw`; status and JSON body.
+async fn post_json(gw: &Gateway, path: &str, body: &Value, key: Option<&str>) -> (u16, Value) {
+    let mut req = client().post(gw.url(path)).bearer_auth(KEY);
+    if let Some(k) = key {
+        req = req.insert_header(("Idempotency-Key", k));
+    }
+    let mut res = req.send_json(body).await.unwrap_or_else(|e| panic!("{e}"));
+    let v: Value = res.json().limit(1 << 20).await.unwrap_or_default();
+    (res.status().as_u16(), v)
+}
+
+/// GETs `path` on `gw`; status and JSON body.
+async fn get_json(gw: &Gateway, path: &str) -> (u16, Value) {
+    let mut res = client()
+        .get(gw.url(path))
+        .bearer_auth(KEY)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let v: Value = res.json().limit(1 << 20).await.unwrap_or_default();
+    (res.status().as_u16(), v)
+}
+
+#[actix_web::test]
+async fn gateways_on_postgres_serve_each_others_responses_and_runs_and_end_a_dead_ones_work() {
+    let Some(shared) = Shared::postgres().await else {
+        return;
+    };
+    // "long run" streams for a long while; anything else is answered
+    // "re: <the last message>".
+    let slow = Duration::from_millis(20);
+    let fake = FakeUpstream::start_with(vec![], move |r| match last_text(r) {
+        "long run" => Reply::numbered_stream(2000, slow, slow),
+        last => Reply::completion(&format!("re: {last}"), "stop", (1, 1)),
+    });
+    let mut a = shared.spawn("gw-a", &fake.url(), "", &[]);
+    let b = shared.spawn("gw-b", &fake.url(), "", &[]);
+    let h = detailed(&b).await;
+    assert_eq!(
+        (h["instance"].as_str(), h["storage"].as_str()),
+        (Some("gw-b"), Some("postgres"))
+    );
+
+    // Created on one, read and chained on the other.
+    let (s, first) = post_json(&a, "/v1/responses", &json!({"input": "one"}), None).await;
+    assert_eq!(s, 200, "{first}");
+    let id1 = first["id"].as_str().unwrap_or_default().to_string();
+    let (s, got) = get_json(&b, &format!("/v1/responses/{id1}")).await;
+    assert_eq!(
+        (s, got["output_text"].as_str()),
+        (200, Some("re: one")),
+        "{got}"
+    );
+    let (s, second) = post_json(
+        &b,
+        "/v1/responses",
+        &json!({"input": "two", "previous_response_id": id1}),
+        None,
+    )
+    .await;
+    assert_eq!(s, 200, "{second}");
+    let asked = &fake.requests()[1].body["messages"];
+    let texts: Vec<&str> = asked
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|m| m["role"] != "system")
+        .filter_map(|m| m["content"].as_str())
+        .collect();
+    assert_eq!(texts, vec!["one", "re: one", "two"], "{asked}");
+    // Deleted on one: the other (which has it cached) no longer serves it.
+    let (s, _) = get_json(&a, &format!("/v1/responses/{id1}")).await;
+    assert_eq!(s, 200);
+    let mut res = client()
+        .delete(b.url(&format!("/v1/responses/{id1}")))
+        .bearer_auth(KEY)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(res.status(), 200);
+    let _ = res.body().await;
+    assert_eq!(get_json(&a, &format!("/v1/responses/{id1}")).await.0, 404);
+
+    // A run started on `a`, watched through `b` as it goes.
+    let run_body = json!({"input": "long run"});
+    let (s, run) = post_json(&a, "/v1/runs", &run_body, Some("shared-key")).await;
+    assert_eq!(s, 202, "{run}");
+    let run_id = run["id"].as_str().unwrap_or_default().to_string();
+    let mut watch = client()
+        .get(b.url(&format!("/v1/runs/{run_id}/events")))
+        .bearer_auth(KEY)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let seen = sse_events(&mut watch, |e| e.len() >= 5).await;
+    assert_eq!(seen.first().map(|e| e.0.as_str()), Some("run.started"));
+    let ids: Vec<u64> = seen.iter().filter_map(|e| e.2).collect();
+    assert_eq!(
+        ids,
+        (1..=ids.len() as u64).collect::<Vec<_>>(),
+        "in order, none missed"
+    );
+    // The same key on the other instance names the same run.
+    let (s, again) = post_json(&b, "/v1/runs", &run_body, Some("shared-key")).await;
+    assert_eq!((s, again["id"].as_str()), (202, Some(run_id.as_str())));
+
+    // `a` dies mid-run: `b` ends the run as interrupted once `a`'s presence
+    // runs out, and the reader following it through `b` sees that end.
+    a.signal(libc::SIGKILL);
+    let _ = a.wait_exit(Duration::from_secs(10));
+    let killed = Instant::now();
+    let rest = sse_events(&mut watch, |e| e.iter().any(|e| e.0 == "run.interrupted")).await;
+    eprintln!("the dead gateway's run ended after {:?}", killed.elapsed());
+    assert_eq!(
+        rest.last().map(|e| e.0.as_str()),
+        Some("run.interrupted"),
+        "{}",
+        b.log()
+    );
+    let (_, r) = get_json(&b, &format!("/v1/runs/{run_id}")).await;
+    assert_eq!(r["status"], "interrupted", "{r}");
+    assert!(
+        r["output_text"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("w0 w1 "),
+        "{r}"
+    );
+    let runs_asked = fake
+        .requests()
+        .iter()
+        .filter(|q| q.body.to_string().contains("long run"))
+        .count();
+    assert_eq!(runs_asked, 1, "nothing is run twice");
 }

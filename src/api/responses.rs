@@ -37,7 +37,9 @@ use crate::db::StoreError;
 use crate::journal;
 use crate::openai::Message;
 use crate::openai::{FunctionCall, ToolCall};
+use crate::platforms::consumer::Leases;
 use crate::response_db::{StoredApproval, StoredResponse};
+use crate::store::Store;
 
 /// Route label for metrics.
 const ROUTE: &str = "/v1/responses";
@@ -80,6 +82,8 @@ struct Record {
     input_items: Vec<Value>,
     /// This turn's input as chat messages (the user input last).
     turn: Vec<Message>,
+    /// This gateway instance (recorded on a response while it runs).
+    instance: String,
 }
 
 impl Record {
@@ -127,6 +131,7 @@ impl Record {
             item_ids,
             approvals,
             live: outcome.is_none(),
+            instance: outcome.is_none().then(|| self.instance.clone()),
         }
     }
 
@@ -465,6 +470,7 @@ pub async fn create(
         instructions,
         input_items: items,
         turn,
+        instance: state.leases.instance().to_string(),
     };
     let builder = ResponseBuilder::new(head, mode).resuming(approval_of);
     let (done_tx, done_rx) = oneshot::channel();
@@ -486,7 +492,7 @@ pub async fn create(
             owner: record.owner.clone(),
         };
         state.lock_live_responses().insert(id.clone(), live);
-        let writer = journal::Writer::new(state.db.clone(), &state.journals, &id, 0);
+        let writer = journal::Writer::new(state.store.clone(), &state.journals, &id, 0);
         Sink::Journal {
             writer,
             cancel,
@@ -874,7 +880,9 @@ pub async fn get(
     if !stream {
         return Ok(HttpResponse::Ok().json(object));
     }
-    let events = journal::read(&state.journals, &state.db, &id, after)
+    let events = state
+        .store
+        .read_stream(&state.journals, &id, after)
         .await
         .map_err(store_error)?;
     state.metrics.inc(
@@ -968,43 +976,48 @@ pub async fn input_items(
     Ok(HttpResponse::Ok().json(page_items(&items, limit, q.after.as_deref(), ascending)))
 }
 
-/// Ends the responses an earlier process left running (at start, before
-/// serving): `incomplete` with `incomplete_details.reason: "interrupted"`,
-/// the output they had, and a closing `response.incomplete` event so a
-/// replay ends as a stream does.
-pub async fn interrupt_left_over(db: &crate::db::Db) -> Result<usize, StoreError> {
-    db.call(|c| {
-        let ids = crate::response_db::live(c)?;
-        for id in &ids {
-            let events = journal::read_after(c, id, -1)?;
-            let next = events.last().map_or(0, |e| e.seq + 1);
-            let stored = crate::response_db::get(c, id)?
-                .and_then(|r| serde_json::from_str::<Value>(&r.response).ok());
-            let Some(obj) =
-                object_from_events(events.iter().map(|e| (e.kind.as_str(), e.data.as_str())))
-                    .or(stored)
-            else {
-                continue;
-            };
-            let (kind, data) = interrupted_event(obj, next);
-            let object = serde_json::from_str::<Value>(&data)
-                .map(|v| v["response"].to_string())
-                .unwrap_or_default();
-            let last = std::sync::Arc::new(journal::Event {
-                seq: next,
-                kind,
-                data,
-            });
-            journal::write(c, id, &[last])?;
-            crate::response_db::settle(c, id, &object)?;
+/// Ends the responses left running by a gateway that is gone (this one's
+/// earlier process at start, or another instance that died): `incomplete`
+/// with `incomplete_details.reason: "interrupted"`, the output they had,
+/// and a closing `response.incomplete` event so a replay ends as a stream
+/// does. `at_start`: this instance's own id marks what its earlier process
+/// left; later, what it runs now.
+pub async fn interrupt_left_over(
+    store: &Store,
+    leases: &Leases,
+    at_start: bool,
+) -> Result<usize, StoreError> {
+    let mut ended = 0;
+    for (id, instance) in store.live_responses().await? {
+        if !leases.cut_off(instance.as_deref(), at_start).await {
+            continue;
         }
-        if !ids.is_empty() {
-            log::warn!(
-                "{} response(s) cut off by the last stop end incomplete (interrupted)",
-                ids.len()
-            );
-        }
-        Ok(ids.len())
-    })
-    .await
+        let events = store.events_after(&id, -1).await?;
+        let next = events.last().map_or(0, |e| e.seq + 1);
+        let stored = store
+            .response(&id)
+            .await?
+            .and_then(|r| serde_json::from_str::<Value>(&r.response).ok());
+        let Some(obj) =
+            object_from_events(events.iter().map(|e| (e.kind.as_str(), e.data.as_str())))
+                .or(stored)
+        else {
+            continue;
+        };
+        let (kind, data) = interrupted_event(obj, next);
+        let object = serde_json::from_str::<Value>(&data)
+            .map(|v| v["response"].to_string())
+            .unwrap_or_default();
+        let last = Arc::new(journal::Event {
+            seq: next,
+            kind,
+            data,
+        });
+        store.settle_response(&id, object, vec![last]).await?;
+        ended += 1;
+    }
+    if ended > 0 {
+        log::warn!("{ended} response(s) cut off by a stopped gateway end incomplete (interrupted)");
+    }
+    Ok(ended)
 }

@@ -27,9 +27,9 @@ use super::sse_out;
 use super::state::AppState;
 use crate::agent::{AgentEvent, Steer, TurnOutcome, TurnStatus};
 use crate::db::StoreError;
-use crate::journal::{self, Writer};
+use crate::journal::Writer;
 use crate::openai::{Message, Role};
-use crate::run_db::{self, Claim, RunRow};
+use crate::run_db::{Claim, RunRow};
 use crate::tools::{APPROVAL_TIMEOUT, ApprovalRequest, Approver};
 
 /// Route label for metrics.
@@ -186,12 +186,7 @@ fn parse_input(body: &Value) -> Result<RunInput, ApiError> {
 
 /// The run `id` if this key may see it.
 async fn owned(state: &AppState, req: &HttpRequest, id: &str) -> Result<RunRow, ApiError> {
-    let key = id.to_string();
-    let row = state
-        .db
-        .call(move |c| run_db::get(c, &key))
-        .await
-        .map_err(db_error)?;
+    let row = state.store.run(id).await.map_err(db_error)?;
     match row {
         Some(r) if r.owner == super::edge::key_name(req) => Ok(r),
         _ => Err(not_found(id)),
@@ -248,22 +243,17 @@ pub async fn create(
             .unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
         status: "queued".into(),
         created_at: now(),
+        instance: Some(state.leases.instance().to_string()),
         ..RunRow::default()
     };
     // The body as parsed, so a client that re-serialises its JSON (other
     // spacing or key order) is still recognised.
     let claim_key = idem.map(|k| (k, body_hash(body.to_string().as_bytes())));
-    let claim = {
-        let (row, claim_key) = (row.clone(), claim_key.clone());
-        state
-            .db
-            .call(move |c| {
-                let idem = claim_key.as_ref().map(|(k, h)| (k.as_str(), h.as_str()));
-                run_db::insert(c, &row, idem, now())
-            })
-            .await
-            .map_err(db_error)?
-    };
+    let claim = state
+        .store
+        .insert_run(row.clone(), claim_key.clone(), now())
+        .await
+        .map_err(db_error)?;
     match claim {
         Claim::Inserted => {}
         Claim::Replay(existing) => {
@@ -287,8 +277,7 @@ pub async fn create(
         let result = start(&st, &rq, &rw, input).await;
         if result.is_err() {
             // Never started: nothing to find, and the key is free again.
-            let id = rw.id.clone();
-            if let Err(err) = st.db.call(move |c| run_db::remove(c, &id)).await {
+            if let Err(err) = st.store.remove_run(&rw.id).await {
                 log::error!(
                     "run {}: could not be removed after its start failed: {err}",
                     rw.id
@@ -349,7 +338,7 @@ async fn start(
         decisions,
     });
     state.api_runs.lock().insert(row.id.clone(), live.clone());
-    let writer = Writer::new(state.db.clone(), &state.journals, &row.id, 1);
+    let writer = Writer::new(state.store.clone(), &state.journals, &row.id, 1);
     state
         .metrics
         .inc("hermes_runs_total", vec![("outcome", "started".into())], 1);
@@ -381,13 +370,7 @@ impl Progress {
     /// a GET is never behind an event sent, a crash never splits them.
     async fn record(&mut self, changed: bool, events: Vec<(String, String)>) {
         let row = changed.then(|| self.row.clone());
-        let written = self
-            .writer
-            .emit_with(events, move |c| match &row {
-                Some(r) => run_db::update(c, r),
-                None => Ok(()),
-            })
-            .await;
+        let written = self.writer.emit_with(events, row).await;
         if let Err(e) = written {
             log::error!("run {}: its state could not be stored: {e}", self.row.id);
         }
@@ -626,7 +609,9 @@ pub async fn events(
 ) -> Result<HttpResponse, ApiError> {
     let after = resume_point(&req, q.after.as_deref())?;
     let row = owned(&state, &req, &id).await?;
-    let events = journal::read(&state.journals, &state.db, &id, after)
+    let events = state
+        .store
+        .read_stream(&state.journals, &id, after)
         .await
         .map_err(db_error)?;
     if after > 0 {
@@ -773,16 +758,24 @@ pub async fn approval(
         .json(json!({"id": *id, "approval_id": approval_id, "decision": decision})))
 }
 
-/// Ends the runs an earlier process left going (at start, before serving).
-pub async fn interrupt_left_over(db: &crate::db::Db) -> Result<usize, StoreError> {
-    let ids = db.call(|c| run_db::interrupt_left_over(c, now())).await?;
-    if !ids.is_empty() {
-        log::warn!(
-            "{} run(s) cut off by the last stop end interrupted",
-            ids.len()
-        );
+/// Ends the runs left going by a gateway that is gone (see
+/// [`super::responses::interrupt_left_over`] for `at_start`).
+pub async fn interrupt_left_over(
+    store: &crate::store::Store,
+    leases: &crate::platforms::consumer::Leases,
+    at_start: bool,
+) -> Result<usize, StoreError> {
+    let mut ended = 0;
+    for (id, instance) in store.active_runs().await? {
+        if leases.cut_off(instance.as_deref(), at_start).await {
+            store.interrupt_run(&id, now()).await?;
+            ended += 1;
+        }
     }
-    Ok(ids.len())
+    if ended > 0 {
+        log::warn!("{ended} run(s) cut off by a stopped gateway end interrupted");
+    }
+    Ok(ended)
 }
 
 #[cfg(test)]

@@ -81,6 +81,11 @@ fn raise_fd_limit() {
     }
 }
 
+/// How often each gateway looks for responses and runs left going by a
+/// gateway that has died (sharing the store): with the 10 s presence lease,
+/// such work ends within about 15 s.
+const LEFT_OVER_SWEEP: Duration = Duration::from_secs(5);
+
 /// Builds and binds everything. Must run inside an actix system.
 pub async fn start(loaded: &Loaded) -> Result<Running, StartError> {
     let c = &loaded.config;
@@ -111,7 +116,6 @@ pub async fn start(loaded: &Loaded) -> Result<Running, StartError> {
     }
     let metrics = Arc::new(Metrics::default());
     let max_runs = c.api_server.max_concurrent_runs;
-    let responses = start_response_store(&db, &pool, &c.api_server.response_store).await?;
     let instance = c
         .storage
         .instance_id
@@ -126,6 +130,7 @@ pub async fn start(loaded: &Loaded) -> Result<Running, StartError> {
         return Err(crate::platforms::liveness::ClaimError::Taken(instance).into());
     }
     log::info!("instance {instance}, storage {}", leases.backend());
+    let responses = start_response_store(&leases, &pool, &c.api_server.response_store).await?;
     let (router, chat) = match start_chat(loaded, &leases, &pool, &metrics, &platforms) {
         Some((router, chat)) => (Some(router), Some(chat)),
         None => (None, None),
@@ -281,15 +286,33 @@ fn start_chat(
 
 /// Starts the `ResponseStoreActor` on its own arbiter.
 async fn start_response_store(
-    db: &Db,
+    leases: &Leases,
     pool: &ArbiterPool,
     cfg: &crate::config::ResponseStoreConfig,
 ) -> Result<actix::Addr<ResponseStoreActor>, StartError> {
     use actix::Actor;
     // What the last stop cut off ends before anyone can ask for it.
-    crate::api::responses::interrupt_left_over(db).await?;
-    crate::api::runs::interrupt_left_over(db).await?;
-    let count = db.call(|c| crate::response_db::count(c)).await?;
+    let store = leases.store().clone();
+    crate::api::responses::interrupt_left_over(&store, leases, true).await?;
+    crate::api::runs::interrupt_left_over(&store, leases, true).await?;
+    // Later, what other gateways sharing the store leave when they die.
+    let sweeper = leases.clone();
+    actix::spawn(async move {
+        let mut tick = tokio::time::interval(LEFT_OVER_SWEEP);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            let store = sweeper.store();
+            let swept = async {
+                crate::api::responses::interrupt_left_over(store, &sweeper, false).await?;
+                crate::api::runs::interrupt_left_over(store, &sweeper, false).await
+            };
+            if let Err(e) = swept.await {
+                log::warn!("cannot end the work of stopped gateways: {e}");
+            }
+        }
+    });
+    let count = store.response_count().await?;
     log::info!("response store: {count} stored response(s)");
     let limits = Limits {
         cache_size: cfg.cache_size,
@@ -297,9 +320,8 @@ async fn start_response_store(
         max_responses: cfg.max_responses,
         ttl: Duration::from_secs(u64::from(cfg.ttl_days) * 86_400),
     };
-    let db = db.clone();
     Ok(ResponseStoreActor::start_in_arbiter(
         &pool.pick(),
-        move |_| ResponseStoreActor::new(db, limits, count),
+        move |_| ResponseStoreActor::new(store, limits, count),
     ))
 }

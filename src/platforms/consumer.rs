@@ -223,6 +223,18 @@ impl Leases {
         }
     }
 
+    /// Whether work marked as run by gateway `instance` (a live response, an
+    /// active run) was cut off: no instance recorded (older rows), one that
+    /// is no longer alive, or this one's own id `at_start` (its earlier
+    /// process; later, what it runs now).
+    pub async fn cut_off(&self, instance: Option<&str>, at_start: bool) -> bool {
+        match instance {
+            None => true,
+            Some(i) if i == self.instance() => at_start,
+            other => !self.alive_elsewhere(other).await,
+        }
+    }
+
     /// Whether `holder` is a gateway of this home whose process has ended.
     fn is_gone(&self, holder: &str) -> bool {
         self.inner

@@ -12,17 +12,21 @@
 //! `match`, not a trait object: two backends, known at compile time, and no
 //! boxed futures on the hot path.
 //!
-//! Behind the interface so far: platform state ([`crate::platform_state`]),
-//! leases ([`leases`]), session transcripts ([`crate::sessions`]) and
-//! delivery obligations ([`crate::deliveries`]): everything the chat
-//! platforms keep. Stored responses, runs, their events and idempotency keys
-//! still go to [`crate::db::Db`] directly; they move here next, and
-//! `storage.backend: postgres` is offered only once all of them have.
+//! Behind the interface: platform state ([`crate::platform_state`]), leases
+//! ([`leases`]), session transcripts ([`crate::sessions`]), delivery
+//! obligations ([`crate::deliveries`]), stored responses and runs with their
+//! idempotency keys ([`responses`]) and the events of both ([`events`]).
+//! `pg_*` files hold the PostgreSQL side of each; [`pg_listen`] hears what
+//! other instances announce (`NOTIFY`).
 
+pub mod events;
 pub mod leases;
 pub mod pg;
 pub mod pg_listen;
+pub mod pg_responses;
+pub mod pg_runs;
 pub mod pg_sessions;
+pub mod responses;
 
 use futures_util::future::BoxFuture;
 

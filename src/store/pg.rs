@@ -96,6 +96,79 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX deliveries_by_platform ON deliveries(platform, id);",
     // 4: the gateway instance that opened each delivery obligation.
     "ALTER TABLE deliveries ADD COLUMN instance TEXT;",
+    // 5: the HTTP API's durable state, as on SQLite: stored responses (one
+    // turn each, linked to their predecessor), conversation names, the items
+    // `item_reference` finds, approvals a paused turn waits on, the events of
+    // responses and runs (replayed to clients that come back), and runs with
+    // their idempotency keys. `live` is 0 or 1, as on SQLite; `seq` orders
+    // responses created in one second as SQLite's rowid does; `instance` is
+    // the gateway running a live response or an active run (a restart or
+    // another instance ends it as interrupted only once that one is gone).
+    "CREATE TABLE responses (
+        id TEXT PRIMARY KEY,
+        previous_id TEXT,
+        session_id TEXT NOT NULL,
+        created_at BIGINT NOT NULL,
+        instructions TEXT,
+        input_items TEXT NOT NULL,
+        turn_messages TEXT NOT NULL,
+        response TEXT NOT NULL,
+        owner TEXT NOT NULL DEFAULT '',
+        live INTEGER NOT NULL DEFAULT 0,
+        instance TEXT,
+        seq BIGSERIAL
+    );
+    CREATE INDEX responses_by_age ON responses(created_at, seq);
+    CREATE INDEX responses_live ON responses(live) WHERE live = 1;
+    CREATE TABLE conversations (
+        name TEXT PRIMARY KEY,
+        response_id TEXT NOT NULL,
+        updated_at BIGINT NOT NULL
+    );
+    CREATE INDEX conversations_by_response ON conversations(response_id);
+    CREATE TABLE response_items (
+        owner TEXT NOT NULL,
+        item_id TEXT NOT NULL,
+        response_id TEXT NOT NULL,
+        PRIMARY KEY (owner, item_id)
+    );
+    CREATE INDEX response_items_by_response ON response_items(response_id);
+    CREATE TABLE approvals (
+        approval_id TEXT PRIMARY KEY,
+        owner TEXT NOT NULL,
+        response_id TEXT NOT NULL,
+        call_id TEXT NOT NULL,
+        name TEXT NOT NULL,
+        arguments TEXT NOT NULL,
+        answered INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE INDEX approvals_by_response ON approvals(response_id);
+    CREATE TABLE stream_events (
+        stream_id TEXT NOT NULL,
+        seq BIGINT NOT NULL,
+        kind TEXT NOT NULL,
+        data TEXT NOT NULL,
+        PRIMARY KEY (stream_id, seq)
+    );
+    CREATE TABLE runs (
+        id TEXT PRIMARY KEY,
+        owner TEXT NOT NULL,
+        session_id TEXT NOT NULL,
+        status TEXT NOT NULL,
+        created_at BIGINT NOT NULL,
+        started_at BIGINT,
+        finished_at BIGINT,
+        output_text TEXT NOT NULL DEFAULT '',
+        usage TEXT,
+        error TEXT,
+        pending_approval TEXT,
+        idempotency_key TEXT,
+        body_hash TEXT,
+        instance TEXT
+    );
+    CREATE UNIQUE INDEX runs_by_idempotency ON runs(owner, idempotency_key)
+        WHERE idempotency_key IS NOT NULL;
+    CREATE INDEX runs_by_status ON runs(status);",
 ];
 
 /// A job for the ordered lane: given the pool, a future that does the work

@@ -15,8 +15,10 @@ use tokio_postgres::{AsyncMessage, NoTls};
 
 /// The channel a released lease's name is announced on.
 pub const LEASES: &str = "hermes_leases";
+/// The channel the id of a stream with new events is announced on.
+pub const EVENTS: &str = "hermes_events";
 /// Every channel an instance listens on.
-const CHANNELS: &[&str] = &[LEASES];
+const CHANNELS: &[&str] = &[LEASES, EVENTS];
 /// How long the listener waits before connecting again after losing its
 /// connection (or failing to open one).
 const RECONNECT_AFTER: Duration = Duration::from_secs(1);

@@ -111,6 +111,7 @@ pub async fn start_in(
     // Several gateways start in this one process (a restart test starts a
     // second on the same home while the first shuts down): each its own id.
     c.storage.instance_id = Some(format!("test-{}", uuid::Uuid::new_v4().simple()));
+    c.storage.postgres_url = test_postgres(home_path).await;
     tweak(&mut c);
     c.validate().unwrap_or_else(|e| panic!("{e}"));
     let loaded = Loaded {
@@ -136,6 +137,84 @@ pub async fn start_in(
         pool: running.pool,
         handle,
     }
+}
+
+/// With `HERMES_TEST_API_BACKEND=postgres` (`.ci/run` runs the API suites
+/// once more so), the database on the test PostgreSQL of the gateway home
+/// `home`: a fresh one at its first start, the same one when a test starts
+/// a gateway on that home again. `None` (the home's SQLite) otherwise.
+async fn test_postgres(home: &std::path::Path) -> Option<String> {
+    if std::env::var("HERMES_TEST_API_BACKEND").as_deref() != Ok("postgres") {
+        return None;
+    }
+    let file = home.join("test-postgres-url");
+    if let Ok(url) = std::fs::read_to_string(&file) {
+        return Some(url);
+    }
+    let server = hermes::testing::postgres::postgres_url().unwrap_or_else(|| {
+        panic!("HERMES_TEST_API_BACKEND=postgres needs HERMES_TEST_POSTGRES_URL")
+    });
+    let url = hermes::testing::postgres::fresh_postgres_db(&server).await;
+    std::fs::write(&file, &url).unwrap_or_else(|e| panic!("{e}"));
+    Some(url)
+}
+
+/// Whether this run of the suites keeps state in PostgreSQL (tests that
+/// look into the home's `state.db` itself apply to SQLite only).
+pub fn on_postgres() -> bool {
+    std::env::var("HERMES_TEST_API_BACKEND").as_deref() == Ok("postgres")
+}
+
+/// A connection to the PostgreSQL database of the gateway home `home`, if
+/// it keeps its state there (see [`test_postgres`]).
+async fn pg_client(
+    home: &std::path::Path,
+) -> Option<(tokio_postgres::Client, tokio::task::JoinHandle<()>)> {
+    let url = std::fs::read_to_string(home.join("test-postgres-url")).ok()?;
+    let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let task = tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    Some((client, task))
+}
+
+/// Runs `sql` (statements both dialects take) on the store of the gateway
+/// home `home`: its `state.db`, or its PostgreSQL database.
+pub async fn exec_sql(home: &std::path::Path, sql: &str) {
+    match pg_client(home).await {
+        Some((client, task)) => {
+            client
+                .batch_execute(sql)
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+            drop(client);
+            let _ = task.await;
+        }
+        None => rusqlite::Connection::open(home.join("state.db"))
+            .and_then(|db| db.execute_batch(sql))
+            .unwrap_or_else(|e| panic!("{e}")),
+    }
+}
+
+/// How many rows `table` holds in the store of the gateway home `home`;
+/// -1 when it cannot be read.
+pub async fn count_rows(home: &std::path::Path, table: &str) -> i64 {
+    let sql = format!("SELECT COUNT(*) FROM {table}");
+    let Some((client, task)) = pg_client(home).await else {
+        let Ok(db) = rusqlite::Connection::open(home.join("state.db")) else {
+            return -1;
+        };
+        return db.query_row(&sql, [], |r| r.get(0)).unwrap_or(-1);
+    };
+    let n = match client.query_one(sql.as_str(), &[]).await {
+        Ok(row) => row.get(0),
+        Err(_) => -1,
+    };
+    drop(client);
+    let _ = task.await;
+    n
 }
 
 /// Starts a gateway whose upstream follows `script`.
