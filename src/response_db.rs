@@ -130,12 +130,12 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredResponse> {
         owner: r.get(8)?,
         item_ids: Vec::new(),
         approvals: Vec::new(),
-        live: false,
-        instance: None,
+        live: r.get(9)?,
+        instance: r.get(10)?,
     })
 }
 
-const COLUMNS: &str = "id, previous_id, session_id, created_at, instructions, input_items, turn_messages, response, owner";
+const COLUMNS: &str = "id, previous_id, session_id, created_at, instructions, input_items, turn_messages, response, owner, live, instance";
 
 /// One response by id.
 pub fn get(c: &Connection, id: &str) -> Result<Option<StoredResponse>, StoreError> {

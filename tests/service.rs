@@ -1249,7 +1249,9 @@ async fn gateways_on_postgres_serve_each_others_responses_and_runs_and_end_a_dea
     // "re: <the last message>".
     let slow = Duration::from_millis(20);
     let fake = FakeUpstream::start_with(vec![], move |r| match last_text(r) {
-        "long run" => Reply::numbered_stream(2000, slow, slow),
+        "long run" | "stop me" | "background" => Reply::numbered_stream(2000, slow, slow),
+        "steer me" => Reply::numbered_stream(150, slow, slow),
+        "and then stop" => Reply::completion("Steered.", "stop", (1, 1)),
         last => Reply::completion(&format!("re: {last}"), "stop", (1, 1)),
     });
     let mut a = shared.spawn("gw-a", &fake.url(), "", &[]);
@@ -1299,6 +1301,66 @@ async fn gateways_on_postgres_serve_each_others_responses_and_runs_and_end_a_dea
     assert_eq!(res.status(), 200);
     let _ = res.body().await;
     assert_eq!(get_json(&a, &format!("/v1/responses/{id1}")).await.0, 404);
+
+    // Runs and responses on `a` are steered, stopped and cancelled through
+    // `b`, which passes each request on to `a`.
+    let (s, run) = post_json(&a, "/v1/runs", &json!({"input": "steer me"}), None).await;
+    assert_eq!(s, 202, "{run}");
+    let steered = run["id"].as_str().unwrap_or_default().to_string();
+    let mut res = client()
+        .get(b.url(&format!("/v1/runs/{steered}/events")))
+        .bearer_auth(KEY)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    sse_events(&mut res, |e| e.iter().any(|e| e.0 == "message.delta")).await;
+    let (_, now) = get_json(&b, &format!("/v1/runs/{steered}")).await;
+    assert!(
+        now["output_text"].as_str().unwrap_or("").starts_with("w0"),
+        "{now}"
+    );
+    let path = format!("/v1/runs/{steered}/steer");
+    let (s, body) = post_json(&b, &path, &json!({"input": "and then stop"}), None).await;
+    assert_eq!(s, 202, "{body}\n{}", b.log());
+    let done = sse_events(&mut res, |e| e.iter().any(|e| e.0 == "run.completed")).await;
+    assert_eq!(done.last().map(|e| e.0.as_str()), Some("run.completed"));
+    let (_, r) = get_json(&b, &format!("/v1/runs/{steered}")).await;
+    assert_eq!(r["output_text"], "Steered.", "{r}");
+    let (s, e) = post_json(&b, &path, &json!({"input": "late"}), None).await;
+    assert_eq!(
+        (s, e["error"]["code"].as_str()),
+        (409, Some("run_not_running"))
+    );
+
+    let (_, run) = post_json(&a, "/v1/runs", &json!({"input": "stop me"}), None).await;
+    let stopped = run["id"].as_str().unwrap_or_default().to_string();
+    let mut res = client()
+        .get(b.url(&format!("/v1/runs/{stopped}/events")))
+        .bearer_auth(KEY)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    sse_events(&mut res, |e| e.iter().any(|e| e.0 == "message.delta")).await;
+    let (s, r) = post_json(&b, &format!("/v1/runs/{stopped}/stop"), &json!({}), None).await;
+    assert_eq!((s, r["status"].as_str()), (200, Some("cancelled")), "{r}");
+
+    let body = json!({"input": "background", "background": true});
+    let (_, resp) = post_json(&a, "/v1/responses", &body, None).await;
+    let bg = resp["id"].as_str().unwrap_or_default().to_string();
+    let mut res = client()
+        .get(b.url(&format!("/v1/responses/{bg}?stream=true")))
+        .bearer_auth(KEY)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    sse_events(&mut res, |e| {
+        e.iter().any(|e| e.0 == "response.output_text.delta")
+    })
+    .await;
+    let (_, now) = get_json(&b, &format!("/v1/responses/{bg}")).await;
+    assert_eq!(now["status"], "in_progress", "{now}");
+    let (s, r) = post_json(&b, &format!("/v1/responses/{bg}/cancel"), &json!({}), None).await;
+    assert_eq!((s, r["status"].as_str()), (200, Some("cancelled")), "{r}");
 
     // A run started on `a`, watched through `b` as it goes.
     let run_body = json!({"input": "long run"});

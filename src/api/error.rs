@@ -130,6 +130,18 @@ impl ApiError {
         }
     }
 
+    /// 503 when the gateway instance running the work did not answer.
+    pub fn instance_unavailable(message: impl Into<String>) -> Self {
+        Self {
+            retry_after: Some(5),
+            ..Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                message,
+                Some("instance_unavailable"),
+            )
+        }
+    }
+
     /// 503 when no upstream model is configured.
     pub fn no_upstream(reason: &str) -> Self {
         Self::new(StatusCode::SERVICE_UNAVAILABLE, reason, Some("no_upstream"))

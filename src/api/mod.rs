@@ -15,6 +15,7 @@ pub mod edge;
 pub mod error;
 pub mod hooks;
 pub mod idempotency;
+pub mod remote;
 pub mod responses;
 pub mod responses_format;
 pub mod run;

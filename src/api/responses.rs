@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 use super::body::read_json;
 use super::chat_format::Frame;
 use super::error::ApiError;
+use super::remote::{self, Outcome};
 use super::responses_format::{
     ResponseBuilder, ResponseHead, TRUNCATION_MAX_MESSAGES, interrupted_event, mark_cut_off,
     object_from_events, page_items, parse_request, split_input, to_messages, truncate,
@@ -831,18 +832,43 @@ async fn owned(
 
 /// Cancels `id` if it is running and waits (bounded) until it stored its
 /// last state and closed its streams.
-async fn stop_running(state: &AppState, id: &str) {
+async fn stop_running(state: &AppState, r: &StoredResponse) -> Result<(), ApiError> {
+    let id = &r.id;
+    if cancel_here(state, id) == Outcome::NotRunning {
+        // Running on another instance: it cancels it there.
+        match remote::elsewhere(state, r.instance.as_deref()).filter(|_| r.live) {
+            Some(other) => {
+                remote::pass_on(state, other, id, remote::Op::CancelResponse).await?;
+            }
+            None => return Ok(()),
+        }
+    }
+    // Ends once its last state and event are written (read from the store
+    // when another instance runs it).
+    match state.store.read_stream(&state.journals, id, i64::MAX).await {
+        Ok(rest) => {
+            let closed = rest.for_each(|_| async {});
+            if tokio::time::timeout(CANCEL_WAIT, closed).await.is_err() {
+                log::warn!("response {id}: still running {CANCEL_WAIT:?} after it was cancelled");
+            }
+        }
+        Err(e) => log::warn!("response {id}: cannot wait for its end: {e}"),
+    }
+    Ok(())
+}
+
+/// Cancels response `id` if this instance runs it.
+pub(super) fn cancel_here(state: &AppState, id: &str) -> Outcome {
     let cancel = state
         .lock_live_responses()
         .get(id)
         .map(|l| l.cancel.clone());
-    let (Some(cancel), Some(j)) = (cancel, state.journals.get(id)) else {
-        return;
-    };
-    cancel.cancel();
-    let closed = j.follow(i64::MAX).for_each(|_| async {});
-    if tokio::time::timeout(CANCEL_WAIT, closed).await.is_err() {
-        log::warn!("response {id}: still running {CANCEL_WAIT:?} after it was cancelled");
+    match cancel {
+        Some(cancel) => {
+            cancel.cancel();
+            Outcome::Done
+        }
+        None => Outcome::NotRunning,
     }
 }
 
@@ -851,6 +877,18 @@ async fn current(state: &AppState, req: &HttpRequest, id: &str) -> Result<Value,
     let r = owned(state, req, id).await?;
     if let Some(j) = state.journals.get(id) {
         let events = j.snapshot();
+        if let Some(obj) =
+            object_from_events(events.iter().map(|e| (e.kind.as_str(), e.data.as_str())))
+        {
+            return Ok(obj);
+        }
+    } else if r.live {
+        // Running on another instance: its events so far are in the store.
+        let events = state
+            .store
+            .events_after(id, -1)
+            .await
+            .map_err(|e| storage_error(&e))?;
         if let Some(obj) =
             object_from_events(events.iter().map(|e| (e.kind.as_str(), e.data.as_str())))
         {
@@ -908,8 +946,8 @@ pub async fn cancel(
     state: web::Data<AppState>,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    owned(&state, &req, &id).await?;
-    stop_running(&state, &id).await;
+    let r = owned(&state, &req, &id).await?;
+    stop_running(&state, &r).await?;
     let r = owned(&state, &req, &id).await?;
     Ok(HttpResponse::Ok()
         .content_type("application/json")
@@ -923,8 +961,8 @@ pub async fn delete(
     state: web::Data<AppState>,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    owned(&state, &req, &id).await?;
-    stop_running(&state, &id).await;
+    let r = owned(&state, &req, &id).await?;
+    stop_running(&state, &r).await?;
     let existed = ask(&state.responses, Delete { id: id.clone() })
         .await?
         .map_err(store_error)?;

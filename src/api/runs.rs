@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 use super::body::read_json;
 use super::chat_format::Frame;
 use super::error::ApiError;
+use super::remote::{self, Op, Outcome};
 use super::run::{Run, RunExtras, RunRequest, RunSession, SESSION_HEADER, storage_error};
 use super::sampling::ModelParams;
 use super::sse_out;
@@ -566,6 +567,10 @@ pub async fn get(
     let mut row = owned(&state, &req, &id).await?;
     if let Some(live) = state.api_runs.get(&id).filter(|_| !row.finished()) {
         row.output_text = live.text.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    } else if !row.finished() {
+        // Running on another instance: what it streamed so far is stored.
+        let events = state.store.events_after(&id, 0).await.map_err(db_error)?;
+        row.output_text = crate::run_db::streamed_text(&events);
     }
     Ok(HttpResponse::Ok().json(row.to_json()))
 }
@@ -662,20 +667,106 @@ pub async fn stop(
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let (row, live) = live_run(&state, &req, &id).await?;
-    let Some(live) = live else {
+    if row.finished() {
         return Ok(HttpResponse::Ok().json(row.to_json()));
-    };
-    let journal = state.journals.get(&id);
-    live.cancel.cancel();
-    if let Some(j) = journal {
-        // Ends once the run wrote its last state and event.
-        let closed = j.follow(i64::MAX).for_each(|_| async {});
-        if tokio::time::timeout(STOP_WAIT, closed).await.is_err() {
-            log::warn!("run {id}: still running {STOP_WAIT:?} after it was stopped");
+    }
+    if live.is_some() {
+        stop_here(&state, &id);
+    } else if let Some(other) = remote::elsewhere(&state, row.instance.as_deref()) {
+        remote::pass_on(&state, other, &id, Op::StopRun).await?;
+    }
+    // Ends once the run wrote its last state and event (read from the
+    // store when another instance runs it).
+    match state
+        .store
+        .read_stream(&state.journals, &id, i64::MAX)
+        .await
+    {
+        Ok(rest) => {
+            if tokio::time::timeout(STOP_WAIT, rest.for_each(|_| async {}))
+                .await
+                .is_err()
+            {
+                log::warn!("run {id}: still running {STOP_WAIT:?} after it was stopped");
+            }
         }
+        Err(e) => log::warn!("run {id}: cannot wait for its end: {e}"),
     }
     let row = owned(&state, &req, &id).await?;
     Ok(HttpResponse::Ok().json(row.to_json()))
+}
+
+/// Stops run `id` if this instance runs it.
+pub(super) fn stop_here(state: &AppState, id: &str) -> Outcome {
+    match state.api_runs.get(id) {
+        Some(live) => {
+            live.cancel.cancel();
+            Outcome::Done
+        }
+        None => Outcome::NotRunning,
+    }
+}
+
+/// Queues `text` for run `id` if this instance runs it.
+pub(super) fn steer_here(state: &AppState, id: &str, text: String) -> Outcome {
+    match state.api_runs.get(id) {
+        Some(live) => {
+            live.steer
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(text);
+            Outcome::Done
+        }
+        None => Outcome::NotRunning,
+    }
+}
+
+/// Answers the approval `approval_id` run `id` waits for, if this instance
+/// runs it and that approval is pending.
+pub(super) async fn decide_here(
+    state: &AppState,
+    id: &str,
+    approval_id: &str,
+    approve: bool,
+) -> Outcome {
+    let Some(live) = state.api_runs.get(id) else {
+        return Outcome::NotPending;
+    };
+    {
+        // Taken here, so a second answer to the same approval is 409.
+        let mut pending = live.pending.lock().unwrap_or_else(|e| e.into_inner());
+        if pending.as_deref() != Some(approval_id) {
+            return Outcome::NotPending;
+        }
+        *pending = None;
+    }
+    match live
+        .decisions
+        .send((approval_id.to_string(), approve))
+        .await
+    {
+        Ok(()) => Outcome::Done,
+        Err(_) => Outcome::NotPending,
+    }
+}
+
+/// Where a command about an active run `row` goes: this instance's live
+/// task (`live`), or the instance running it.
+async fn act(state: &AppState, row: &RunRow, live: bool, op: Op) -> Result<Outcome, ApiError> {
+    if live {
+        return Ok(match op {
+            Op::SteerRun(text) => steer_here(state, &row.id, text),
+            Op::Decide {
+                approval_id,
+                approve,
+            } => decide_here(state, &row.id, &approval_id, approve).await,
+            Op::StopRun | Op::CancelResponse => stop_here(state, &row.id),
+        });
+    }
+    match remote::elsewhere(state, row.instance.as_deref()).filter(|_| !row.finished()) {
+        Some(other) => remote::pass_on(state, other, &row.id, op).await,
+        None => Ok(Outcome::NotRunning),
+    }
 }
 
 /// The `input` text of a steer body.
@@ -700,11 +791,9 @@ pub async fn steer(
     let (body, _) = read_json(&req, payload, &state.live()).await?;
     let text = steer_text(&body)?;
     let (row, live) = live_run(&state, &req, &id).await?;
-    let live = live.ok_or_else(|| not_running(&id))?;
-    live.steer
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .push(text);
+    if act(&state, &row, live.is_some(), Op::SteerRun(text)).await? != Outcome::Done {
+        return Err(not_running(&id));
+    }
     Ok(HttpResponse::Accepted()
         .json(json!({"id": row.id, "object": "hermes.run.steer", "queued": true})))
 }
@@ -733,26 +822,17 @@ pub async fn approval(
             "approval_id",
         ));
     };
-    let (_, live) = live_run(&state, &req, &id).await?;
-    let not_pending = || {
-        ApiError::conflict(
+    let (row, live) = live_run(&state, &req, &id).await?;
+    let op = Op::Decide {
+        approval_id: approval_id.to_string(),
+        approve,
+    };
+    if act(&state, &row, live.is_some(), op).await? != Outcome::Done {
+        return Err(ApiError::conflict(
             format!("Approval {approval_id} is not pending"),
             "approval_not_pending",
-        )
-    };
-    let live = live.ok_or_else(not_pending)?;
-    {
-        // Taken here, so a second answer to the same approval is 409.
-        let mut pending = live.pending.lock().unwrap_or_else(|e| e.into_inner());
-        if pending.as_deref() != Some(approval_id) {
-            return Err(not_pending());
-        }
-        *pending = None;
+        ));
     }
-    live.decisions
-        .send((approval_id.to_string(), approve))
-        .await
-        .map_err(|_| not_pending())?;
     let decision = if approve { "approve" } else { "deny" };
     Ok(HttpResponse::Ok()
         .json(json!({"id": *id, "approval_id": approval_id, "decision": decision})))

@@ -149,6 +149,8 @@ pub async fn start(loaded: &Loaded) -> Result<Running, StartError> {
         idempotency_cache_bytes: c.api_server.idempotency_cache_mb.saturating_mul(MIB),
     };
     let state = web::Data::new(AppState::new(live, parts));
+    // Requests about its work that reach other instances come here.
+    api::remote::serve(state.clone());
     let any_platform = !c.configured_platforms().is_empty();
     let hooks = state.chat.as_ref().is_some_and(|c| !c.hooks.is_empty());
     if any_platform && !c.api_server.enabled && !hooks {

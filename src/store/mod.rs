@@ -19,6 +19,7 @@
 //! `pg_*` files hold the PostgreSQL side of each; [`pg_listen`] hears what
 //! other instances announce (`NOTIFY`).
 
+pub mod commands;
 pub mod events;
 pub mod leases;
 pub mod pg;

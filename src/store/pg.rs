@@ -169,6 +169,19 @@ const MIGRATIONS: &[&str] = &[
     CREATE UNIQUE INDEX runs_by_idempotency ON runs(owner, idempotency_key)
         WHERE idempotency_key IS NOT NULL;
     CREATE INDEX runs_by_status ON runs(status);",
+    // 6: commands for work another instance runs (stop, steer or answer a
+    // run's approval, cancel a response): addressed to the instance running
+    // it, taken once (`taken` 0 or 1), answered in `answer`.
+    "CREATE TABLE commands (
+        id BIGSERIAL PRIMARY KEY,
+        instance TEXT NOT NULL,
+        target TEXT NOT NULL,
+        body TEXT NOT NULL,
+        taken INTEGER NOT NULL DEFAULT 0,
+        answer TEXT,
+        created_at BIGINT NOT NULL
+    );
+    CREATE INDEX commands_to_take ON commands(instance) WHERE taken = 0;",
 ];
 
 /// A job for the ordered lane: given the pool, a future that does the work
@@ -385,6 +398,9 @@ fn spawn_runtime() -> Result<(tokio::runtime::Handle, oneshot::Sender<()>), Stor
 async fn migrate(c: &mut Object) -> Result<(), StoreError> {
     let tx = c.transaction().await?;
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+        .await?;
+    // "already exists, skipping" notices are expected here, not news.
+    tx.batch_execute("SET LOCAL client_min_messages = warning")
         .await?;
     tx.batch_execute(
         "CREATE TABLE IF NOT EXISTS hermes_schema (version INTEGER NOT NULL);

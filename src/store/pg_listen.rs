@@ -17,8 +17,12 @@ use tokio_postgres::{AsyncMessage, NoTls};
 pub const LEASES: &str = "hermes_leases";
 /// The channel the id of a stream with new events is announced on.
 pub const EVENTS: &str = "hermes_events";
+/// The channel the instance a command is for is announced on.
+pub const COMMANDS: &str = "hermes_commands";
+/// The channel the id of an answered command is announced on.
+pub const ANSWERS: &str = "hermes_answers";
 /// Every channel an instance listens on.
-const CHANNELS: &[&str] = &[LEASES, EVENTS];
+const CHANNELS: &[&str] = &[LEASES, EVENTS, COMMANDS, ANSWERS];
 /// How long the listener waits before connecting again after losing its
 /// connection (or failing to open one).
 const RECONNECT_AFTER: Duration = Duration::from_secs(1);

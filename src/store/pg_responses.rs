@@ -95,13 +95,12 @@ pub async fn insert(
     Ok(())
 }
 
-/// One response by id (without its item ids and approvals, and not marked
-/// live, as on SQLite).
+/// One response by id (without its item ids and approvals, as on SQLite).
 pub async fn get(c: &Object, id: &str) -> Result<Option<StoredResponse>, StoreError> {
     let found = c
         .query_opt(
             "SELECT id, previous_id, session_id, created_at, instructions, input_items,
-               turn_messages, response, owner
+               turn_messages, response, owner, live, instance
              FROM responses WHERE id = $1",
             &[&id],
         )
@@ -118,8 +117,8 @@ pub async fn get(c: &Object, id: &str) -> Result<Option<StoredResponse>, StoreEr
         owner: r.get(8),
         item_ids: Vec::new(),
         approvals: Vec::new(),
-        live: false,
-        instance: None,
+        live: r.get::<_, i32>(9) != 0,
+        instance: r.get(10),
     }))
 }
 
