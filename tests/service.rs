@@ -1228,14 +1228,19 @@ async fn post_json(gw: &Gateway, path: &str, body: &Value, key: Option<&str>) ->
     (res.status().as_u16(), v)
 }
 
-/// GETs `path` on `gw`; status and JSON body.
-async fn get_json(gw: &Gateway, path: &str) -> (u16, Value) {
-    let mut res = client()
+/// GETs `path` on `gw` (with the key), its body left to read.
+async fn open_get(gw: &Gateway, path: &str) -> awc::ClientResponse {
+    client()
         .get(gw.url(path))
         .bearer_auth(KEY)
         .send()
         .await
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// GETs `path` on `gw`; status and JSON body.
+async fn get_json(gw: &Gateway, path: &str) -> (u16, Value) {
+    let mut res = open_get(gw, path).await;
     let v: Value = res.json().limit(1 << 20).await.unwrap_or_default();
     (res.status().as_u16(), v)
 }
@@ -1307,12 +1312,7 @@ async fn gateways_on_postgres_serve_each_others_responses_and_runs_and_end_a_dea
     let (s, run) = post_json(&a, "/v1/runs", &json!({"input": "steer me"}), None).await;
     assert_eq!(s, 202, "{run}");
     let steered = run["id"].as_str().unwrap_or_default().to_string();
-    let mut res = client()
-        .get(b.url(&format!("/v1/runs/{steered}/events")))
-        .bearer_auth(KEY)
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    let mut res = open_get(&b, &format!("/v1/runs/{steered}/events")).await;
     sse_events(&mut res, |e| e.iter().any(|e| e.0 == "message.delta")).await;
     let (_, now) = get_json(&b, &format!("/v1/runs/{steered}")).await;
     assert!(
@@ -1334,12 +1334,7 @@ async fn gateways_on_postgres_serve_each_others_responses_and_runs_and_end_a_dea
 
     let (_, run) = post_json(&a, "/v1/runs", &json!({"input": "stop me"}), None).await;
     let stopped = run["id"].as_str().unwrap_or_default().to_string();
-    let mut res = client()
-        .get(b.url(&format!("/v1/runs/{stopped}/events")))
-        .bearer_auth(KEY)
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    let mut res = open_get(&b, &format!("/v1/runs/{stopped}/events")).await;
     sse_events(&mut res, |e| e.iter().any(|e| e.0 == "message.delta")).await;
     let (s, r) = post_json(&b, &format!("/v1/runs/{stopped}/stop"), &json!({}), None).await;
     assert_eq!((s, r["status"].as_str()), (200, Some("cancelled")), "{r}");
@@ -1347,12 +1342,7 @@ async fn gateways_on_postgres_serve_each_others_responses_and_runs_and_end_a_dea
     let body = json!({"input": "background", "background": true});
     let (_, resp) = post_json(&a, "/v1/responses", &body, None).await;
     let bg = resp["id"].as_str().unwrap_or_default().to_string();
-    let mut res = client()
-        .get(b.url(&format!("/v1/responses/{bg}?stream=true")))
-        .bearer_auth(KEY)
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    let mut res = open_get(&b, &format!("/v1/responses/{bg}?stream=true")).await;
     sse_events(&mut res, |e| {
         e.iter().any(|e| e.0 == "response.output_text.delta")
     })
@@ -1367,12 +1357,7 @@ async fn gateways_on_postgres_serve_each_others_responses_and_runs_and_end_a_dea
     let (s, run) = post_json(&a, "/v1/runs", &run_body, Some("shared-key")).await;
     assert_eq!(s, 202, "{run}");
     let run_id = run["id"].as_str().unwrap_or_default().to_string();
-    let mut watch = client()
-        .get(b.url(&format!("/v1/runs/{run_id}/events")))
-        .bearer_auth(KEY)
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    let mut watch = open_get(&b, &format!("/v1/runs/{run_id}/events")).await;
     let seen = sse_events(&mut watch, |e| e.len() >= 5).await;
     assert_eq!(seen.first().map(|e| e.0.as_str()), Some("run.started"));
     let ids: Vec<u64> = seen.iter().filter_map(|e| e.2).collect();

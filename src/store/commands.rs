@@ -42,31 +42,6 @@ fn now() -> i64 {
     crate::clock::unix_now() as i64
 }
 
-/// Waits up to `limit` for a notice on `channel` with `payload`.
-async fn notice(
-    rx: &mut broadcast::Receiver<Notice>,
-    channel: &str,
-    payload: &str,
-    limit: Duration,
-) {
-    let deadline = tokio::time::sleep(limit);
-    tokio::pin!(deadline);
-    loop {
-        tokio::select! {
-            _ = &mut deadline => return,
-            n = rx.recv() => match n {
-                Ok(n) if n.channel == channel && n.payload == payload => return,
-                Ok(_) => {}
-                Err(broadcast::error::RecvError::Lagged(_)) => return,
-                Err(broadcast::error::RecvError::Closed) => {
-                    deadline.await;
-                    return;
-                }
-            },
-        }
-    }
-}
-
 impl Store {
     /// Sends `body` about `target` to `instance` and waits for its answer;
     /// `None` when none came within [`COMMAND_WAIT`] (or on SQLite, where
@@ -109,7 +84,7 @@ impl Store {
             if left.is_zero() {
                 break None;
             }
-            notice(
+            pg_listen::wait_for(
                 &mut news,
                 pg_listen::ANSWERS,
                 &id.to_string(),
@@ -183,7 +158,7 @@ impl Store {
     /// is announced. `news` comes from [`Store::command_news`].
     pub async fn wait_for_commands(news: &mut Option<broadcast::Receiver<Notice>>, instance: &str) {
         match news {
-            Some(rx) => notice(rx, pg_listen::COMMANDS, instance, COMMAND_POLL).await,
+            Some(rx) => pg_listen::wait_for(rx, pg_listen::COMMANDS, instance, COMMAND_POLL).await,
             None => tokio::time::sleep(COMMAND_POLL).await,
         }
     }

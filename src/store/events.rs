@@ -172,22 +172,6 @@ impl Follow {
 
     /// Waits for news of this stream, or [`FOLLOW_POLL`].
     async fn wait(&mut self) {
-        let deadline = tokio::time::sleep(FOLLOW_POLL);
-        tokio::pin!(deadline);
-        loop {
-            tokio::select! {
-                _ = &mut deadline => return,
-                notice = self.news.recv() => match notice {
-                    Ok(n) if n.channel == pg_listen::EVENTS && n.payload == self.id => return,
-                    Ok(_) => {}
-                    // Missed some: re-read now.
-                    Err(broadcast::error::RecvError::Lagged(_)) => return,
-                    Err(broadcast::error::RecvError::Closed) => {
-                        deadline.await;
-                        return;
-                    }
-                },
-            }
-        }
+        pg_listen::wait_for(&mut self.news, pg_listen::EVENTS, &self.id, FOLLOW_POLL).await;
     }
 }

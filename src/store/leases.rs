@@ -92,22 +92,7 @@ impl Releases {
             tokio::time::sleep(limit).await;
             return;
         };
-        let deadline = tokio::time::sleep(limit);
-        tokio::pin!(deadline);
-        loop {
-            tokio::select! {
-                _ = &mut deadline => return,
-                notice = rx.recv() => match notice {
-                    Ok(n) if n.channel == pg_listen::LEASES && n.payload == name => return,
-                    Ok(_) => {}
-                    Err(broadcast::error::RecvError::Lagged(_)) => return,
-                    Err(broadcast::error::RecvError::Closed) => {
-                        deadline.await;
-                        return;
-                    }
-                },
-            }
-        }
+        pg_listen::wait_for(rx, pg_listen::LEASES, name, limit).await;
     }
 }
 

@@ -91,3 +91,30 @@ pub async fn run(config: tokio_postgres::Config, tx: broadcast::Sender<Notice>) 
         tokio::time::sleep(RECONNECT_AFTER).await;
     }
 }
+
+/// Waits up to `limit`, or less once `rx` hears `payload` on `channel` (or
+/// may have missed news: it lagged behind). Callers re-read the store
+/// either way, so waking early is always safe.
+pub async fn wait_for(
+    rx: &mut broadcast::Receiver<Notice>,
+    channel: &str,
+    payload: &str,
+    limit: Duration,
+) {
+    let deadline = tokio::time::sleep(limit);
+    tokio::pin!(deadline);
+    loop {
+        tokio::select! {
+            _ = &mut deadline => return,
+            notice = rx.recv() => match notice {
+                Ok(n) if n.channel == channel && n.payload == payload => return,
+                Ok(_) => {}
+                Err(broadcast::error::RecvError::Lagged(_)) => return,
+                Err(broadcast::error::RecvError::Closed) => {
+                    deadline.await;
+                    return;
+                }
+            },
+        }
+    }
+}
