@@ -1307,6 +1307,49 @@ async fn gateways_on_postgres_serve_each_others_responses_and_runs_and_end_a_dea
     let _ = res.body().await;
     assert_eq!(get_json(&a, &format!("/v1/responses/{id1}")).await.0, 404);
 
+    // One turn at a time in a session, whichever instance it reaches.
+    let chat = |text: &str, stream: bool| json!({"model": "m", "stream": stream, "messages": [{"role": "user", "content": text}]});
+    let mut long = client()
+        .post(a.url("/v1/chat/completions"))
+        .bearer_auth(KEY)
+        .insert_header(("X-Hermes-Session-Id", "shared-session"))
+        .send_json(&chat("steer me", true))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let first = futures_util::StreamExt::next(&mut long).await;
+    assert!(matches!(first, Some(Ok(_))), "the turn runs on a");
+    let in_session = |gw: &Gateway, text: &str| {
+        client()
+            .post(gw.url("/v1/chat/completions"))
+            .bearer_auth(KEY)
+            .insert_header(("X-Hermes-Session-Id", "shared-session"))
+            .send_json(&chat(text, false))
+    };
+    let mut busy = in_session(&b, "meanwhile")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let e: Value = busy.json().await.unwrap_or_default();
+    assert_eq!(
+        (busy.status().as_u16(), e["error"]["code"].as_str()),
+        (409, Some("session_busy")),
+        "{e}"
+    );
+    let _ = long.body().limit(1 << 20).await;
+    // Free once the turn on `a` ended (its lease is released as it ends).
+    let mut freed = false;
+    for _ in 0..50 {
+        let mut after = in_session(&b, "after")
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let _ = after.body().await;
+        if after.status() == 200 {
+            freed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(freed, "the session stayed busy after its turn\n{}", a.log());
+
     // Runs and responses on `a` are steered, stopped and cancelled through
     // `b`, which passes each request on to `a`.
     let (s, run) = post_json(&a, "/v1/runs", &json!({"input": "steer me"}), None).await;

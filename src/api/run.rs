@@ -207,6 +207,16 @@ impl Drop for Tail {
 }
 
 /// The answer for a turn whose record could not be written.
+/// Claims session `id` for a turn (see [`AppState::claim_session`]).
+async fn claim(
+    state: &web::Data<AppState>,
+    id: &str,
+) -> Result<Option<super::state::OwnedSessionGuard>, ApiError> {
+    AppState::claim_session(state, id)
+        .await
+        .map_err(|e| storage_error(&e))
+}
+
 pub fn storage_error(e: &StoreError) -> ApiError {
     ApiError {
         code: Some("storage_error"),
@@ -255,7 +265,7 @@ impl Run {
         let (session_id, guard, history, transcript) = match r.session {
             RunSession::Fixed { id, exclusive } => {
                 let guard = if exclusive {
-                    Some(AppState::claim_session(state, &id).ok_or_else(|| busy(&id))?)
+                    Some(claim(state, &id).await?.ok_or_else(|| busy(&id))?)
                 } else {
                     None
                 };
@@ -291,8 +301,9 @@ impl Run {
                         });
                     }
                 }
-                let guard =
-                    AppState::claim_session(state, &session_id).ok_or_else(|| busy(&session_id))?;
+                let guard = claim(state, &session_id)
+                    .await?
+                    .ok_or_else(|| busy(&session_id))?;
                 let (history, prefix, pending) = match requested {
                     Some(_) => {
                         let stored = sessions::load(&state.store, &key).await.map_err(|e| {

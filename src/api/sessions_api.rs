@@ -293,12 +293,17 @@ pub async fn delete(
     let viewer = viewer(&req, &state);
     let key = resolve(&state, &id, viewer.clone()).await?;
     let _busy = match key.strip_prefix(API_PREFIX) {
-        Some(sid) => Some(AppState::claim_session(&state, sid).ok_or_else(|| {
-            ApiError::conflict(
-                format!("A turn is running in session {id}; delete it once the turn ended"),
-                "session_busy",
-            )
-        })?),
+        Some(sid) => Some(
+            AppState::claim_session(&state, sid)
+                .await
+                .map_err(|e| super::run::storage_error(&e))?
+                .ok_or_else(|| {
+                    ApiError::conflict(
+                        format!("A turn is running in session {id}; delete it once the turn ended"),
+                        "session_busy",
+                    )
+                })?,
+        ),
         None => None,
     };
     let deleted = sessions::delete(&state.store, &key, viewer)

@@ -205,6 +205,9 @@ pub struct AppState {
 pub struct OwnedSessionGuard {
     state: actix_web::web::Data<AppState>,
     id: String,
+    /// With other instances sharing the store: the session's lease, so a
+    /// turn in it runs on one instance at a time.
+    _lease: Option<crate::platforms::consumer::TurnLease>,
 }
 
 impl Drop for OwnedSessionGuard {
@@ -335,22 +338,38 @@ impl AppState {
         self.draining.store(true, Ordering::Release);
     }
 
-    /// Claims a session for one turn; `None` when a turn already runs in it.
-    pub fn claim_session(
+    /// Claims API session `id` for one turn; `None` when a turn already
+    /// runs in it, here or (PostgreSQL) on another instance.
+    pub async fn claim_session(
         state: &actix_web::web::Data<Self>,
         id: &str,
-    ) -> Option<OwnedSessionGuard> {
-        let mut set = state
-            .busy_sessions
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        if !set.insert(id.to_string()) {
-            return None;
+    ) -> Result<Option<OwnedSessionGuard>, crate::db::StoreError> {
+        {
+            let mut set = state
+                .busy_sessions
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            if !set.insert(id.to_string()) {
+                return Ok(None);
+            }
         }
-        Some(OwnedSessionGuard {
+        // Claimed here first: the guard frees it again however this ends.
+        let mut guard = OwnedSessionGuard {
             state: state.clone(),
             id: id.to_string(),
-        })
+            _lease: None,
+        };
+        if matches!(state.store, crate::store::Store::Postgres(_)) {
+            match state
+                .leases
+                .take_for_turn(&format!("session:api:{id}"))
+                .await?
+            {
+                Some(lease) => guard._lease = Some(lease),
+                None => return Ok(None),
+            }
+        }
+        Ok(Some(guard))
     }
 }
 

@@ -235,6 +235,42 @@ impl Leases {
         }
     }
 
+    /// Takes lease `name` for as long as the returned [`TurnLease`] lives
+    /// (one running turn of a session across instances), renewing it every
+    /// [`RENEW_EVERY`]; `None` while another instance holds it.
+    pub async fn take_for_turn(
+        &self,
+        name: &str,
+    ) -> Result<Option<TurnLease>, crate::db::StoreError> {
+        let (store, me) = (self.inner.store.clone(), self.instance().to_string());
+        if store.acquire_lease(name, &me, LEASE_TTL).await?.is_none() {
+            return Ok(None);
+        }
+        let renewer = {
+            let (store, me, name) = (store.clone(), me.clone(), name.to_string());
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(RENEW_EVERY).await;
+                    match store.acquire_lease(&name, &me, LEASE_TTL).await {
+                        Ok(Some(_)) => {}
+                        // The turn goes on; another instance may start one
+                        // in this session meanwhile, which the lease exists
+                        // to prevent: say so.
+                        Ok(None) => log::warn!("{name}: another instance took it during a turn"),
+                        Err(e) => log::warn!("{name}: cannot renew it: {e}"),
+                    }
+                }
+            })
+            .abort_handle()
+        };
+        Ok(Some(TurnLease {
+            name: name.to_string(),
+            holder: me,
+            store,
+            renewer,
+        }))
+    }
+
     /// Whether `holder` is a gateway of this home whose process has ended.
     fn is_gone(&self, holder: &str) -> bool {
         self.inner
@@ -384,6 +420,23 @@ impl Leases {
                 Err(e) => log::warn!("cannot release the consumer lease {name}: {e}"),
             }
         }
+    }
+}
+
+/// A lease held while a turn runs ([`Leases::take_for_turn`]); released
+/// when dropped.
+pub struct TurnLease {
+    name: String,
+    holder: String,
+    store: Store,
+    renewer: tokio::task::AbortHandle,
+}
+
+impl Drop for TurnLease {
+    fn drop(&mut self) {
+        self.renewer.abort();
+        // Queued at once: the next turn, here or elsewhere, may start.
+        drop(self.store.release_lease(&self.name, &self.holder));
     }
 }
 
@@ -556,6 +609,31 @@ mod tests {
             assert!(!other.alive_elsewhere(Some("a")).await);
             assert!(twin.announce().await.unwrap_or_else(|e| panic!("{e}")));
             twin.depart().await;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_turn_lease_is_one_instances_until_dropped() {
+        for b in crate::store::test_backends::all().await {
+            let (a, other) = (
+                Leases::new(b.store.clone(), "a", None),
+                Leases::new(b.store.clone(), "b", None),
+            );
+            let held = a.take_for_turn("session:api:s1").await;
+            let held = held.unwrap_or_else(|e| panic!("{e}"));
+            assert!(held.is_some());
+            let busy = other.take_for_turn("session:api:s1").await;
+            assert!(matches!(busy, Ok(None)), "{}", b.store.backend());
+            // Other sessions are free.
+            assert!(matches!(
+                other.take_for_turn("session:api:s2").await,
+                Ok(Some(_))
+            ));
+            drop(held);
+            // The release is queued as the lease drops; the store answers
+            // in order, so the next take sees it.
+            let next = other.take_for_turn("session:api:s1").await;
+            assert!(matches!(next, Ok(Some(_))), "{}", b.store.backend());
         }
     }
 
