@@ -13,6 +13,7 @@
 //! Correctness checks (every delta in order, exact text, no errors) do.
 
 mod chat;
+mod instances;
 mod load;
 mod procs;
 mod sink;
@@ -22,6 +23,7 @@ use std::time::{Duration, Instant};
 
 use chat::{delivery_recovery, platform_takeover, stream_preview};
 use hermes::testing::fake_upstream::{FakeUpstream, Recorded, Reply, ScriptedCall, numbered_words};
+use instances::two_instances;
 use load::{Target, pct};
 use serde_json::json;
 
@@ -862,7 +864,18 @@ const SCENARIOS: &[Scenario] = &[
          full runs only (not in --quick unless named by --only: the 10 s lease sets its length)",
         platform_takeover
     ),
+    scenario!(
+        "two_instances",
+        "stored-response and chat throughput of two instances on one PostgreSQL against one \
+         (a measurement: on 2 shared cores the load, the fake and PostgreSQL compete with \
+         both); needs HERMES_TEST_POSTGRES_URL (tests/postgres/start.sh)",
+        two_instances
+    ),
 ];
+
+/// Scenarios that need a PostgreSQL server (`HERMES_TEST_POSTGRES_URL`);
+/// skipped, and said so, without one.
+const NEEDS_POSTGRES: &[&str] = &["two_instances"];
 
 /// Scenarios left out of `--quick` (unless `--only` names them): their
 /// length is set by the gateway's timers, not by a size the quick plan can
@@ -929,6 +942,11 @@ fn main() {
         if plan.quick && only.is_none() && FULL_ONLY.contains(name) {
             println!("\n== {name}: not run in --quick mode (run it with --only {name})");
             report.push(json!({"scenario": name, "target": target, "skipped": "quick mode"}));
+            continue;
+        }
+        if NEEDS_POSTGRES.contains(name) && std::env::var_os("HERMES_TEST_POSTGRES_URL").is_none() {
+            println!("\n== {name}: needs a PostgreSQL (eval \"$(tests/postgres/start.sh)\")");
+            report.push(json!({"scenario": name, "target": target, "skipped": "no PostgreSQL"}));
             continue;
         }
         let mut per_run: Vec<Figures> = Vec::new();
