@@ -27,6 +27,7 @@ pub mod pg_listen;
 pub mod pg_responses;
 pub mod pg_runs;
 pub mod pg_sessions;
+pub mod pg_tls;
 pub mod responses;
 
 use futures_util::future::BoxFuture;
@@ -150,6 +151,7 @@ mod tests {
         for url in [
             format!("postgres://u:{secret}@[::1"),
             format!("postgres://u:{secret}@127.0.0.1:1/x?sslmode=require"),
+            format!("postgres://u:{secret}@127.0.0.1:1/x?sslmode=require&sslrootcert=/none"),
         ] {
             let e = Pg::connect(&url, 1).await.err().map(|e| e.to_string());
             let e = e.unwrap_or_else(|| panic!("{url} connected"));
@@ -167,6 +169,48 @@ mod tests {
         let shown = pg::describe(&format!("postgres://u:{secret}@db.internal:6543/hermes"));
         assert_eq!(shown, "db.internal:6543/hermes");
         assert_eq!(pg::describe("host=/run/pg dbname=x"), "/run/pg/x");
+    }
+
+    #[tokio::test]
+    async fn tls_is_used_when_the_url_asks_and_the_certificate_is_verified() {
+        let Some(url) = postgres_url() else { return };
+        let url = fresh_postgres_db(&url).await;
+        let ca = std::env::var("HERMES_TEST_POSTGRES_CA").unwrap_or_default();
+        // Verified against the test CA: connected, and the server says TLS.
+        let tls = Pg::connect(&format!("{url}?sslmode=verify-full&sslrootcert={ca}"), 1).await;
+        let tls = tls.unwrap_or_else(|e| panic!("{e}"));
+        let on: bool = tls
+            .call(|c| async move {
+                Ok(c.query_one(
+                    "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+                    &[],
+                )
+                .await?
+                .get(0))
+            })
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(on, "the connection is encrypted");
+        // A certificate no known CA signed: refused, and said why.
+        let e = Pg::connect(&format!("{url}?sslmode=require"), 1)
+            .await
+            .err();
+        let e = e.map(|e| e.to_string()).unwrap_or_default();
+        assert!(e.to_lowercase().contains("certificate"), "{e}");
+        // Without sslmode=require: plain, as before.
+        let plain = Pg::connect(&url, 1).await.unwrap_or_else(|e| panic!("{e}"));
+        let on: bool = plain
+            .call(|c| async move {
+                Ok(c.query_one(
+                    "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+                    &[],
+                )
+                .await?
+                .get(0))
+            })
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(!on);
     }
 
     #[tokio::test]

@@ -20,10 +20,12 @@ use std::time::Duration;
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
 use futures_util::future::BoxFuture;
 use tokio::sync::{broadcast, mpsc, oneshot};
-use tokio_postgres::NoTls;
 use tokio_postgres::config::SslMode;
+use tokio_postgres::tls::{MakeTlsConnect, TlsConnect};
+use tokio_postgres::{NoTls, Socket};
 
 use super::pg_listen::{self, Notice};
+use super::pg_tls;
 use crate::db::StoreError;
 
 /// Default number of pooled connections per instance (`storage.pool_size`).
@@ -224,7 +226,7 @@ fn config_error(what: &str) -> StoreError {
 /// Where `url` points, for the logs: hosts, ports and database, never the
 /// user or password.
 pub fn describe(url: &str) -> String {
-    let Ok(c) = tokio_postgres::Config::from_str(url) else {
+    let Ok(c) = tokio_postgres::Config::from_str(&pg_tls::prepare(url).url) else {
         return "(an invalid URL)".into();
     };
     let hosts: Vec<String> = c
@@ -254,41 +256,26 @@ impl Pg {
     /// the migrations this database has not seen. Fails when the server
     /// cannot be reached, so a gateway never reports ready without its store.
     pub async fn connect(url: &str, pool_size: usize) -> Result<Self, StoreError> {
-        let mut config = tokio_postgres::Config::from_str(url).map_err(|_| {
+        let prepared = pg_tls::prepare(url);
+        let mut config = tokio_postgres::Config::from_str(&prepared.url).map_err(|_| {
             config_error("the PostgreSQL URL is not a valid connection string or URL")
         })?;
-        if config.get_ssl_mode() == SslMode::Require {
-            return Err(config_error(
-                "the PostgreSQL URL asks for TLS (sslmode=require), which this build cannot do yet",
-            ));
-        }
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(CONNECT_TIMEOUT);
         }
         if config.get_application_name().is_none() {
             config.application_name("hermes");
         }
-        let listen_config = config.clone();
-        let manager = Manager::from_config(
-            config,
-            NoTls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
-        let pool = Pool::builder(manager)
-            .max_size(pool_size.max(1))
-            .runtime(Runtime::Tokio1)
-            .wait_timeout(Some(POOL_WAIT))
-            .create_timeout(Some(CONNECT_TIMEOUT))
-            .build()
-            .map_err(|e| config_error(&format!("cannot build the PostgreSQL pool: {e}")))?;
-
         let (rt, stop) = spawn_runtime()?;
+        let (notices, _) = broadcast::channel(pg_listen::BUFFER);
+        let pool = if config.get_ssl_mode() == SslMode::Require {
+            let tls = pg_tls::connector(prepared.root_cert.as_deref())?;
+            open_pool(config, tls, pool_size, &rt, &notices)?
+        } else {
+            open_pool(config, NoTls, pool_size, &rt, &notices)?
+        };
         let (ordered, jobs) = mpsc::unbounded_channel::<OrderedJob>();
         rt.spawn(run_ordered(pool.clone(), jobs));
-        let (notices, _) = broadcast::channel(pg_listen::BUFFER);
-        rt.spawn(pg_listen::run(listen_config, notices.clone()));
         let pg = Self {
             inner: Arc::new(Inner {
                 pool,
@@ -360,11 +347,59 @@ impl Pg {
     }
 }
 
+/// The pool of connections to `config` over `tls` (plain or rustls), and
+/// the notification listener beside it on the runtime `rt`.
+fn open_pool<T>(
+    config: tokio_postgres::Config,
+    tls: T,
+    pool_size: usize,
+    rt: &tokio::runtime::Handle,
+    notices: &broadcast::Sender<Notice>,
+) -> Result<Pool, StoreError>
+where
+    T: MakeTlsConnect<Socket> + Clone + Sync + Send + 'static,
+    T::Stream: Sync + Send,
+    T::TlsConnect: Sync + Send,
+    <T::TlsConnect as TlsConnect<Socket>>::Future: Send,
+{
+    rt.spawn(pg_listen::run(config.clone(), tls.clone(), notices.clone()));
+    let manager = Manager::from_config(
+        config,
+        tls,
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    Pool::builder(manager)
+        .max_size(pool_size.max(1))
+        .runtime(Runtime::Tokio1)
+        .wait_timeout(Some(POOL_WAIT))
+        .create_timeout(Some(CONNECT_TIMEOUT))
+        .build()
+        .map_err(|e| config_error(&format!("cannot build the PostgreSQL pool: {e}")))
+}
+
 /// A pooled connection, or why there is none.
 async fn get(pool: &Pool) -> Result<Object, StoreError> {
     pool.get()
         .await
-        .map_err(|e| StoreError::Pool(e.to_string()))
+        .map_err(|e| StoreError::Pool(with_causes(&e)))
+}
+
+/// An error and its causes, "outer: inner: innermost" (a failed TLS
+/// handshake says why only in its cause). Never a URL: the driver's errors
+/// do not quote the connection string.
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let part = c.to_string();
+        if !text.ends_with(&part) {
+            text = format!("{text}: {part}");
+        }
+        cause = c.source();
+    }
+    text
 }
 
 /// Runs the ordered lane's jobs one after another until every handle is gone.

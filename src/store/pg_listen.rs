@@ -11,7 +11,8 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use tokio::sync::broadcast;
-use tokio_postgres::{AsyncMessage, NoTls};
+use tokio_postgres::tls::{MakeTlsConnect, TlsConnect};
+use tokio_postgres::{AsyncMessage, Socket};
 
 /// The channel a released lease's name is announced on.
 pub const LEASES: &str = "hermes_leases";
@@ -41,10 +42,16 @@ pub struct Notice {
 /// Listens on [`CHANNELS`] with a connection of its own and passes each
 /// notification to `tx`, connecting again whenever the connection ends.
 /// Runs until its runtime stops.
-pub async fn run(config: tokio_postgres::Config, tx: broadcast::Sender<Notice>) {
+pub async fn run<T>(config: tokio_postgres::Config, tls: T, tx: broadcast::Sender<Notice>)
+where
+    T: MakeTlsConnect<Socket> + Clone + Sync + Send + 'static,
+    T::Stream: Sync + Send,
+    T::TlsConnect: Sync + Send,
+    <T::TlsConnect as TlsConnect<Socket>>::Future: Send,
+{
     let mut said_down = false;
     loop {
-        match config.connect(NoTls).await {
+        match config.connect(tls.clone()).await {
             Ok((client, mut conn)) => {
                 // The connection must be polled for the LISTEN to complete,
                 // so its messages are read on a task of their own.
