@@ -171,6 +171,16 @@ mod tests {
         assert_eq!(pg::describe("host=/run/pg dbname=x"), "/run/pg/x");
     }
 
+    /// Whether `pg`'s connections are encrypted, as the server sees them.
+    async fn encrypted(pg: &Pg) -> bool {
+        pg.call(|c| async move {
+            let sql = "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()";
+            Ok(c.query_one(sql, &[]).await?.get(0))
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+    }
+
     #[tokio::test]
     async fn tls_is_used_when_the_url_asks_and_the_certificate_is_verified() {
         let Some(url) = postgres_url() else { return };
@@ -179,18 +189,7 @@ mod tests {
         // Verified against the test CA: connected, and the server says TLS.
         let tls = Pg::connect(&format!("{url}?sslmode=verify-full&sslrootcert={ca}"), 1).await;
         let tls = tls.unwrap_or_else(|e| panic!("{e}"));
-        let on: bool = tls
-            .call(|c| async move {
-                Ok(c.query_one(
-                    "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
-                    &[],
-                )
-                .await?
-                .get(0))
-            })
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
-        assert!(on, "the connection is encrypted");
+        assert!(encrypted(&tls).await, "the connection is encrypted");
         // A certificate no known CA signed: refused, and said why.
         let e = Pg::connect(&format!("{url}?sslmode=require"), 1)
             .await
@@ -199,18 +198,7 @@ mod tests {
         assert!(e.to_lowercase().contains("certificate"), "{e}");
         // Without sslmode=require: plain, as before.
         let plain = Pg::connect(&url, 1).await.unwrap_or_else(|e| panic!("{e}"));
-        let on: bool = plain
-            .call(|c| async move {
-                Ok(c.query_one(
-                    "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
-                    &[],
-                )
-                .await?
-                .get(0))
-            })
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
-        assert!(!on);
+        assert!(!encrypted(&plain).await);
     }
 
     #[tokio::test]
