@@ -136,7 +136,7 @@ impl ResponseStoreActor {
     /// Whether other instances share the store (their writes and deletes
     /// do not pass through this actor).
     fn shared(&self) -> bool {
-        matches!(self.store, Store::Postgres(_))
+        self.store.is_shared()
     }
 
     fn min_created_at(&self) -> i64 {

@@ -166,7 +166,10 @@ pub fn write(c: &mut Connection, id: &str, events: &[Arc<Event>]) -> Result<(), 
 /// state they go with: a run's row, a response's final object).
 pub fn write_in(c: &Connection, id: &str, events: &[Arc<Event>]) -> Result<(), StoreError> {
     let mut ins = c.prepare_cached(
-        "INSERT OR REPLACE INTO stream_events (stream_id, seq, kind, data) VALUES (?1, ?2, ?3, ?4)",
+        // The first event written with a number keeps it: a writer that was
+        // cut off (its run ended as interrupted by another gateway) never
+        // overwrites the event that ended it.
+        "INSERT OR IGNORE INTO stream_events (stream_id, seq, kind, data) VALUES (?1, ?2, ?3, ?4)",
     )?;
     for e in events {
         ins.execute(params![id, e.seq as i64, e.kind, e.data])?;

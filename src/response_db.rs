@@ -319,22 +319,26 @@ pub fn live(c: &Connection) -> Result<Vec<(String, Option<String>)>, StoreError>
         .collect::<Result<_, _>>()?)
 }
 
-/// Replaces a response object and marks it no longer running, with the
-/// events that close it, in one transaction.
+/// Replaces the object of a response that is still running and marks it
+/// no longer running, with the events that close it, in one transaction;
+/// `false` (nothing written) when it ended meanwhile.
 pub fn settle(
     c: &mut Connection,
     id: &str,
     response: &str,
     events: &[std::sync::Arc<crate::journal::Event>],
-) -> Result<(), StoreError> {
+) -> Result<bool, StoreError> {
     let tx = c.transaction()?;
-    crate::journal::write_in(&tx, id, events)?;
-    tx.execute(
-        "UPDATE responses SET response = ?2, live = 0, instance = NULL WHERE id = ?1",
+    let n = tx.execute(
+        "UPDATE responses SET response = ?2, live = 0, instance = NULL WHERE id = ?1 AND live = 1",
         params![id, response],
     )?;
+    if n == 0 {
+        return Ok(false);
+    }
+    crate::journal::write_in(&tx, id, events)?;
     tx.commit()?;
-    Ok(())
+    Ok(true)
 }
 
 /// Number of stored responses.

@@ -164,11 +164,13 @@ pub fn remove(c: &Connection, id: &str) -> Result<(), StoreError> {
     journal::delete(c, id)
 }
 
-/// Writes a run's changing fields.
+/// Writes a run's changing fields, while it is still active: a run another
+/// gateway ended as interrupted stays so.
 pub fn update(c: &Connection, r: &RunRow) -> Result<(), StoreError> {
     c.prepare_cached(
         "UPDATE runs SET status = ?2, started_at = ?3, finished_at = ?4, output_text = ?5,
-           usage = ?6, error = ?7, pending_approval = ?8, instance = ?9 WHERE id = ?1",
+           usage = ?6, error = ?7, pending_approval = ?8, instance = ?9
+         WHERE id = ?1 AND status IN ('queued', 'running', 'requires_approval')",
     )?
     .execute(params![
         r.id,
@@ -234,8 +236,8 @@ pub fn interrupted_event(id: &str, last: i64) -> std::sync::Arc<journal::Event> 
 
 /// Ends run `id`, cut off while active (its instance is gone):
 /// `interrupted`, with the text it had streamed and a `run.interrupted`
-/// event after its last one. Nothing when it is no longer active.
-pub fn interrupt(c: &mut Connection, id: &str, now: i64) -> Result<(), StoreError> {
+/// event after its last one. Nothing (`false`) when it is no longer active.
+pub fn interrupt(c: &mut Connection, id: &str, now: i64) -> Result<bool, StoreError> {
     let tx = c.transaction()?;
     let events = journal::read_after(&tx, id, 0)?;
     let n = tx.execute(
@@ -245,7 +247,7 @@ pub fn interrupt(c: &mut Connection, id: &str, now: i64) -> Result<(), StoreErro
         params![id, now, streamed_text(&events)],
     )?;
     if n == 0 {
-        return Ok(());
+        return Ok(false);
     }
     let last: i64 = tx.query_row(
         "SELECT COALESCE(MAX(seq), 0) FROM stream_events WHERE stream_id = ?1",
@@ -254,5 +256,5 @@ pub fn interrupt(c: &mut Connection, id: &str, now: i64) -> Result<(), StoreErro
     )?;
     journal::write_in(&tx, id, &[interrupted_event(id, last)])?;
     tx.commit()?;
-    Ok(())
+    Ok(true)
 }

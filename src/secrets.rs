@@ -34,23 +34,26 @@ pub fn mask(secret: &str) -> String {
 /// `host=… password=…` both hold one. The rest (host, database) stays, as
 /// it is what a reader checks.
 pub fn mask_url_password(url: &str) -> String {
-    if let Some((scheme, rest)) = url.split_once("://") {
-        // The credentials end at the last `@` before the path.
-        let authority_end = rest.find('/').unwrap_or(rest.len());
-        if let Some(at) = rest[..authority_end].rfind('@')
-            && let Some(colon) = rest[..at].find(':')
-        {
-            return format!("{scheme}://{}:…{}", &rest[..colon], &rest[at..]);
-        }
-        return url.to_string();
+    // `password=` in a URL's query or a key-value string, quoted or not.
+    static KEY_VALUE: LazyLock<Option<Regex>> =
+        LazyLock::new(|| Regex::new(r"(?i)(\bpassword\s*=\s*)('(?:[^'\\]|\\.)*'|[^\s&#]*)").ok());
+    let masked = match KEY_VALUE.as_ref() {
+        Some(re) => re.replace_all(url, "${1}…").into_owned(),
+        // Cannot happen (a fixed pattern); never show what may be a secret.
+        None => return mask(url),
+    };
+    let Some((scheme, rest)) = masked.split_once("://") else {
+        return masked;
+    };
+    // The user-info ends at the last `@` before the query: a password may
+    // hold `/` or `@`.
+    let query_at = rest.find(['?', '#']).unwrap_or(rest.len());
+    if let Some(at) = rest[..query_at].rfind('@')
+        && let Some(colon) = rest[..at].find(':')
+    {
+        return format!("{scheme}://{}:…{}", &rest[..colon], &rest[at..]);
     }
-    url.split_whitespace()
-        .map(|part| match part.split_once('=') {
-            Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=…"),
-            _ => part.to_string(),
-        })
-        .collect::<Vec<_>>()
-        .join(" ")
+    masked
 }
 
 /// Patterns of secrets that may appear inside free text. Each match is passed
@@ -152,6 +155,19 @@ mod tests {
         assert_eq!(
             mask_url_password("host=db user=h password=s3cret dbname=x"),
             "host=db user=h password=… dbname=x"
+        );
+        for url in [
+            "postgres://u@db/x?sslmode=require&password=s3cret",
+            "postgres://u:s3/cret@db/x",
+            "host=db password = s3cret",
+            "host=db password='s3 cret' user=u",
+        ] {
+            let shown = mask_url_password(url);
+            assert!(!shown.contains("s3"), "{url} -> {shown}");
+        }
+        assert_eq!(
+            mask_url_password("postgres://u@db/x?password=s3cret&sslmode=require"),
+            "postgres://u@db/x?password=…&sslmode=require"
         );
     }
 }

@@ -1413,11 +1413,25 @@ async fn gateways_on_postgres_serve_each_others_responses_and_runs_and_end_a_dea
     let (s, again) = post_json(&b, "/v1/runs", &run_body, Some("shared-key")).await;
     assert_eq!((s, again["id"].as_str()), (202, Some(run_id.as_str())));
 
+    // A background response on `a` too, running when `a` dies.
+    let body = json!({"input": "background", "background": true});
+    let (_, resp) = post_json(&a, "/v1/responses", &body, None).await;
+    let cut = resp["id"].as_str().unwrap_or_default().to_string();
+
     // `a` dies mid-run: `b` ends the run as interrupted once `a`'s presence
     // runs out, and the reader following it through `b` sees that end.
     a.signal(libc::SIGKILL);
     let _ = a.wait_exit(Duration::from_secs(10));
     let killed = Instant::now();
+    // Until then, what must reach `a` cannot: 503, after the 5 s wait (its
+    // presence lasts at least 7 s more: renewed every 3 s for 10 s).
+    let steer = format!("/v1/runs/{run_id}/steer");
+    let (s, e) = post_json(&b, &steer, &json!({"input": "hello?"}), None).await;
+    assert_eq!(
+        (s, e["error"]["code"].as_str()),
+        (503, Some("instance_unavailable")),
+        "{e}"
+    );
     let rest = sse_events(&mut watch, |e| e.iter().any(|e| e.0 == "run.interrupted")).await;
     eprintln!("the dead gateway's run ended after {:?}", killed.elapsed());
     assert_eq!(
@@ -1441,4 +1455,18 @@ async fn gateways_on_postgres_serve_each_others_responses_and_runs_and_end_a_dea
         .filter(|q| q.body.to_string().contains("long run"))
         .count();
     assert_eq!(runs_asked, 1, "nothing is run twice");
+    // The response it was running ends incomplete (interrupted) too.
+    let mut ended = Value::Null;
+    for _ in 0..100 {
+        ended = get_json(&b, &format!("/v1/responses/{cut}")).await.1;
+        if ended["status"] != "in_progress" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(ended["status"], "incomplete", "{ended}");
+    assert_eq!(
+        ended["incomplete_details"]["reason"], "interrupted",
+        "{ended}"
+    );
 }

@@ -127,7 +127,7 @@ async fn execute(state: &AppState, target: &str, body: &Value) -> Outcome {
 /// Serves the commands addressed to this instance for the life of the
 /// gateway (PostgreSQL; nothing to serve on SQLite).
 pub fn serve(state: actix_web::web::Data<AppState>) {
-    if !matches!(state.store, crate::store::Store::Postgres(_)) {
+    if !state.store.is_shared() {
         return;
     }
     actix::spawn(async move {
@@ -136,11 +136,17 @@ pub fn serve(state: actix_web::web::Data<AppState>) {
         loop {
             match state.store.take_commands(&me).await {
                 Ok(commands) => {
+                    // Each on its own: one that waits (an approval's queue)
+                    // never holds up the others past their askers' wait.
                     for c in commands {
-                        let outcome = execute(&state, &c.target, &c.body).await;
-                        if let Err(e) = state.store.answer_command(c.id, &outcome.to_json()).await {
-                            log::warn!("cannot answer a command about {}: {e}", c.target);
-                        }
+                        let state = state.clone();
+                        actix::spawn(async move {
+                            let outcome = execute(&state, &c.target, &c.body).await;
+                            let answer = outcome.to_json();
+                            if let Err(e) = state.store.answer_command(c.id, &answer).await {
+                                log::warn!("cannot answer a command about {}: {e}", c.target);
+                            }
+                        });
                     }
                 }
                 Err(e) => log::warn!("cannot read the commands for this gateway: {e}"),

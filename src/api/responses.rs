@@ -1051,8 +1051,9 @@ pub async fn interrupt_left_over(
             kind,
             data,
         });
-        store.settle_response(&id, object, vec![last]).await?;
-        ended += 1;
+        if store.settle_response(&id, object, vec![last]).await? {
+            ended += 1;
+        }
     }
     if ended > 0 {
         log::warn!("{ended} response(s) cut off by a stopped gateway end incomplete (interrupted)");

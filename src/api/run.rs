@@ -206,7 +206,6 @@ impl Drop for Tail {
     }
 }
 
-/// The answer for a turn whose record could not be written.
 /// Claims session `id` for a turn (see [`AppState::claim_session`]).
 async fn claim(
     state: &web::Data<AppState>,
@@ -217,6 +216,7 @@ async fn claim(
         .map_err(|e| storage_error(&e))
 }
 
+/// The answer for a turn whose record could not be written.
 pub fn storage_error(e: &StoreError) -> ApiError {
     ApiError {
         code: Some("storage_error"),

@@ -847,8 +847,9 @@ pub async fn interrupt_left_over(
 ) -> Result<usize, StoreError> {
     let mut ended = 0;
     for (id, instance) in store.active_runs().await? {
-        if leases.cut_off(instance.as_deref(), at_start).await {
-            store.interrupt_run(&id, now()).await?;
+        if leases.cut_off(instance.as_deref(), at_start).await
+            && store.interrupt_run(&id, now()).await?
+        {
             ended += 1;
         }
     }

@@ -207,11 +207,13 @@ pub struct OwnedSessionGuard {
     id: String,
     /// With other instances sharing the store: the session's lease, so a
     /// turn in it runs on one instance at a time.
-    _lease: Option<crate::platforms::consumer::TurnLease>,
+    lease: Option<crate::platforms::consumer::TurnLease>,
 }
 
 impl Drop for OwnedSessionGuard {
     fn drop(&mut self) {
+        // The lease is given up first: a next turn here takes it afresh.
+        drop(self.lease.take());
         self.state
             .busy_sessions
             .lock()
@@ -357,15 +359,15 @@ impl AppState {
         let mut guard = OwnedSessionGuard {
             state: state.clone(),
             id: id.to_string(),
-            _lease: None,
+            lease: None,
         };
-        if matches!(state.store, crate::store::Store::Postgres(_)) {
+        if state.store.is_shared() {
             match state
                 .leases
                 .take_for_turn(&format!("session:api:{id}"))
                 .await?
             {
-                Some(lease) => guard._lease = Some(lease),
+                Some(lease) => guard.lease = Some(lease),
                 None => return Ok(None),
             }
         }

@@ -85,6 +85,12 @@ fn raise_fd_limit() {
 /// gateway that has died (sharing the store): with the 10 s presence lease,
 /// such work ends within about 15 s.
 const LEFT_OVER_SWEEP: Duration = Duration::from_secs(5);
+/// The names of the API sessions' turn leases (see `AppState::claim_session`).
+const SESSION_LEASES: &str = "session:";
+/// How long a session's ended turn lease is kept before its row goes.
+const FORGET_LEASES_AFTER: Duration = Duration::from_secs(3600);
+/// How often a start whose instance id is in use tries to claim it again.
+const ANNOUNCE_RETRY: Duration = Duration::from_secs(1);
 
 /// Builds and binds everything. Must run inside an actix system.
 pub async fn start(loaded: &Loaded) -> Result<Running, StartError> {
@@ -126,8 +132,8 @@ pub async fn start(loaded: &Loaded) -> Result<Running, StartError> {
     let liveness = Liveness::claim(&loaded.home, &instance)?;
     let leases = Leases::new(store.clone(), &instance, Some(liveness));
     // Instances on other machines see this one through the shared store.
-    if matches!(store, Store::Postgres(_)) && !leases.announce().await? {
-        return Err(crate::platforms::liveness::ClaimError::Taken(instance).into());
+    if store.is_shared() {
+        announce(&leases).await?;
     }
     log::info!("instance {instance}, storage {}", leases.backend());
     let responses = start_response_store(&leases, &pool, &c.api_server.response_store).await?;
@@ -183,6 +189,32 @@ pub async fn start(loaded: &Loaded) -> Result<Running, StartError> {
         pool,
         router,
     })
+}
+
+/// Says this instance runs ([`Leases::announce`]). Another process with
+/// its id may be this one's predecessor that died (a fixed id, or
+/// `<hostname>-<pid>` in a container where the pid is always 1): its
+/// presence lasts until its lease runs out, so the claim is tried again
+/// until then before the id is refused as taken.
+async fn announce(leases: &Leases) -> Result<(), StartError> {
+    use crate::platforms::consumer::{LEASE_TTL, RENEW_EVERY};
+    let deadline = tokio::time::Instant::now() + LEASE_TTL + RENEW_EVERY;
+    let mut told = false;
+    while !leases.announce().await? {
+        if tokio::time::Instant::now() >= deadline {
+            let id = leases.instance().to_string();
+            return Err(crate::platforms::liveness::ClaimError::Taken(id).into());
+        }
+        if !told {
+            log::warn!(
+                "instance id {} is in use (a previous process that died?); waiting for it to expire",
+                leases.instance()
+            );
+            told = true;
+        }
+        tokio::time::sleep(ANNOUNCE_RETRY).await;
+    }
+    Ok(())
 }
 
 /// The store `storage` names: this home's `state.db` (`db`), or the
@@ -307,7 +339,10 @@ async fn start_response_store(
             let store = sweeper.store();
             let swept = async {
                 crate::api::responses::interrupt_left_over(store, &sweeper, false).await?;
-                crate::api::runs::interrupt_left_over(store, &sweeper, false).await
+                crate::api::runs::interrupt_left_over(store, &sweeper, false).await?;
+                store
+                    .forget_leases(SESSION_LEASES, FORGET_LEASES_AFTER)
+                    .await
             };
             if let Err(e) = swept.await {
                 log::warn!("cannot end the work of stopped gateways: {e}");

@@ -139,33 +139,47 @@ impl Leases {
     /// instance already has this id (two gateways must never share one: each
     /// would take the other's leases for its own).
     pub async fn announce(&self) -> Result<bool, crate::db::StoreError> {
-        let (store, me) = (self.inner.store.clone(), self.instance().to_string());
-        let name = presence_name(&me);
-        // Held by this process, not by the id: a second process with the
-        // same id is then told apart and refused.
-        let token = format!("{me}#{}", uuid::Uuid::new_v4().simple());
-        let Some(lease) = store.acquire_lease(&name, &token, LEASE_TTL).await? else {
+        let me = self.instance();
+        let lost = format!(
+            "another gateway runs with the instance id {me:?}; give each its own \
+             storage.instance_id (HERMES_INSTANCE_ID)"
+        );
+        let Some((token, renewer)) = self.take_renewed(&presence_name(me), lost).await? else {
             return Ok(false);
         };
-        let (store2, token2) = (store.clone(), token.clone());
-        let renewer = tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(RENEW_EVERY).await;
-                match store2.acquire_lease(&name, &token2, LEASE_TTL).await {
-                    Ok(Some(l)) if l.generation == lease.generation => {}
-                    Ok(_) => log::error!(
-                        "another gateway runs with the instance id {me:?}; give each its own \
-                         storage.instance_id (HERMES_INSTANCE_ID)"
-                    ),
-                    Err(e) => log::warn!("cannot renew this instance's presence: {e}"),
-                }
-            }
-        });
-        let old = self.presence().replace((renewer.abort_handle(), token));
-        if let Some((old, _)) = old {
+        if let Some((old, _)) = self.presence().replace((renewer, token)) {
             old.abort();
         }
         Ok(true)
+    }
+
+    /// Takes lease `name` for a holder token of its own (this instance's id
+    /// and a random part: a second holder from this instance, or a second
+    /// process with its id, is told apart) and keeps it renewed every
+    /// [`RENEW_EVERY`] until the returned renewer is aborted; `lost` is
+    /// logged if a renewal finds it taken. `None` while another holds it.
+    async fn take_renewed(
+        &self,
+        name: &str,
+        lost: String,
+    ) -> Result<Option<(String, tokio::task::AbortHandle)>, crate::db::StoreError> {
+        let store = self.inner.store.clone();
+        let token = format!("{}#{}", self.instance(), uuid::Uuid::new_v4().simple());
+        let Some(lease) = store.acquire_lease(name, &token, LEASE_TTL).await? else {
+            return Ok(None);
+        };
+        let (name, holder) = (name.to_string(), token.clone());
+        let renewer = tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(RENEW_EVERY).await;
+                match store.acquire_lease(&name, &holder, LEASE_TTL).await {
+                    Ok(Some(l)) if l.generation == lease.generation => {}
+                    Ok(_) => log::error!("{lost}"),
+                    Err(e) => log::warn!("cannot renew the lease {name}: {e}"),
+                }
+            }
+        });
+        Ok(Some((token, renewer.abort_handle())))
     }
 
     /// Ends this instance's presence ([`Leases::announce`]): the very last
@@ -242,33 +256,18 @@ impl Leases {
         &self,
         name: &str,
     ) -> Result<Option<TurnLease>, crate::db::StoreError> {
-        let (store, me) = (self.inner.store.clone(), self.instance().to_string());
-        if store.acquire_lease(name, &me, LEASE_TTL).await?.is_none() {
-            return Ok(None);
-        }
-        let renewer = {
-            let (store, me, name) = (store.clone(), me.clone(), name.to_string());
-            tokio::spawn(async move {
-                loop {
-                    tokio::time::sleep(RENEW_EVERY).await;
-                    match store.acquire_lease(&name, &me, LEASE_TTL).await {
-                        Ok(Some(_)) => {}
-                        // The turn goes on; another instance may start one
-                        // in this session meanwhile, which the lease exists
-                        // to prevent: say so.
-                        Ok(None) => log::warn!("{name}: another instance took it during a turn"),
-                        Err(e) => log::warn!("{name}: cannot renew it: {e}"),
-                    }
-                }
-            })
-            .abort_handle()
-        };
-        Ok(Some(TurnLease {
-            name: name.to_string(),
-            holder: me,
-            store,
-            renewer,
-        }))
+        // The turn goes on if another instance took it meanwhile (which the
+        // lease exists to prevent): say so.
+        let lost = format!("{name}: another instance took it during a turn");
+        Ok(self
+            .take_renewed(name, lost)
+            .await?
+            .map(|(holder, renewer)| TurnLease {
+                name: name.to_string(),
+                holder,
+                store: self.inner.store.clone(),
+                renewer,
+            }))
     }
 
     /// Whether `holder` is a gateway of this home whose process has ended.

@@ -25,8 +25,9 @@ pub const COMMAND_WAIT: Duration = Duration::from_secs(5);
 const ANSWER_POLL: Duration = Duration::from_secs(1);
 /// How often an instance looks for commands addressed to it without news.
 pub const COMMAND_POLL: Duration = Duration::from_secs(2);
-/// Commands older than this are removed by the instance they were for
-/// (their asker gave up long ago, or died before cleaning up).
+/// Commands older than this (by the database's clock) are removed by the
+/// instance they were for (their asker gave up long ago, or died before
+/// cleaning up).
 const STALE_AFTER_SECS: i64 = 60;
 
 /// A command taken by the instance it is for.
@@ -38,13 +39,10 @@ pub struct Command {
     pub body: Value,
 }
 
-fn now() -> i64 {
-    crate::clock::unix_now() as i64
-}
-
 impl Store {
     /// Sends `body` about `target` to `instance` and waits for its answer;
-    /// `None` when none came within [`COMMAND_WAIT`] (or on SQLite, where
+    /// `None` when none came within [`COMMAND_WAIT`] (twice that once the
+    /// instance took the command: it is being carried out) or on SQLite, where
     /// no other instance can be asked).
     pub async fn ask(
         &self,
@@ -64,8 +62,8 @@ impl Store {
                 let id = tx
                     .query_one(
                         "INSERT INTO commands (instance, target, body, created_at)
-                         VALUES ($1, $2, $3, $4) RETURNING id",
-                        &[&instance, &target, &body, &now()],
+                         VALUES ($1, $2, $3, (extract(epoch FROM now()))::bigint) RETURNING id",
+                        &[&instance, &target, &body],
                     )
                     .await?
                     .get(0);
@@ -75,14 +73,23 @@ impl Store {
                 Ok(id)
             })
             .await?;
-        let deadline = tokio::time::Instant::now() + COMMAND_WAIT;
+        let mut deadline = tokio::time::Instant::now() + COMMAND_WAIT;
+        let mut extended = false;
         let answer = loop {
             if let Some(a) = answer_of(pg, id).await? {
                 break Some(a);
             }
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
             if left.is_zero() {
-                break None;
+                // Withdrawn unless already taken: a command taken is being
+                // carried out, so its answer is waited for once more rather
+                // than reported as not done.
+                if extended || withdraw(pg, id).await? {
+                    break None;
+                }
+                extended = true;
+                deadline += COMMAND_WAIT;
+                continue;
             }
             pg_listen::wait_for(
                 &mut news,
@@ -110,8 +117,9 @@ impl Store {
         let instance = instance.to_string();
         pg.call(move |c| async move {
             c.execute(
-                "DELETE FROM commands WHERE instance = $1 AND created_at < $2",
-                &[&instance, &(now() - STALE_AFTER_SECS)],
+                "DELETE FROM commands WHERE instance = $1
+                   AND created_at < (extract(epoch FROM now()))::bigint - $2",
+                &[&instance, &STALE_AFTER_SECS],
             )
             .await?;
             let rows = c
@@ -170,6 +178,17 @@ impl Store {
             Store::Postgres(pg) => Some(pg.subscribe()),
         }
     }
+}
+
+/// Withdraws command `id` if nobody took it yet; whether it did.
+async fn withdraw(pg: &Pg, id: i64) -> Result<bool, StoreError> {
+    pg.call(move |c| async move {
+        let gone = c
+            .execute("DELETE FROM commands WHERE id = $1 AND taken = 0", &[&id])
+            .await?;
+        Ok(gone > 0)
+    })
+    .await
 }
 
 /// The answer of command `id`, once written.

@@ -91,8 +91,10 @@ impl Store {
         };
         // Subscribed before the first read: nothing written after it is missed.
         let news = pg.subscribe();
-        let stored = self.events_after(id, after).await?;
+        // Whether it is open is read before the events: the events a closing
+        // write adds are then in this read (or followed after it).
         let open = self.stream_open(id).await?;
+        let stored = self.events_after(id, after).await?;
         if !open {
             return Ok(Box::pin(futures_util::stream::iter(
                 stored.into_iter().map(Arc::new),

@@ -212,6 +212,31 @@ impl Store {
         queued
     }
 
+    /// Deletes the leases named `prefix…` that expired (or were released)
+    /// more than `age` ago: a session's turn lease is taken once per turn,
+    /// and its row would otherwise stay for good. Returns how many.
+    pub async fn forget_leases(&self, prefix: &str, age: Duration) -> Result<usize, StoreError> {
+        let (pattern, age) = (format!("{}%", prefix.replace(['%', '_'], "")), millis(age));
+        let sql = |now: &str| {
+            format!("DELETE FROM leases WHERE name LIKE $1 AND expires_at < {now} - $2")
+        };
+        match self {
+            Store::Sqlite(db) => {
+                db.call(move |c| {
+                    Ok(c.execute(&sql(SQLITE_NOW_MS), rusqlite::params![pattern, age])?)
+                })
+                .await
+            }
+            Store::Postgres(pg) => {
+                pg.call(move |c| async move {
+                    let n = c.execute(&sql(PG_NOW_MS), &[&pattern, &age]).await?;
+                    Ok(usize::try_from(n).unwrap_or(usize::MAX))
+                })
+                .await
+            }
+        }
+    }
+
     /// From now on, the leases other instances give up (see [`Releases`]).
     pub fn releases(&self) -> Releases {
         match self {
@@ -291,6 +316,10 @@ mod tests {
             assert!(ok(s.release_lease("discord:bot", "b").await));
             assert!(ok(s.lease("discord:bot").await).is_some());
             assert_eq!(ok(s.live_lease("discord:bot").await), None);
+            // Old released rows under a prefix can be forgotten; live ones stay.
+            assert_eq!(ok(s.forget_leases("discord:", Duration::ZERO).await), 1);
+            assert_eq!(ok(s.lease("discord:bot").await), None);
+            assert_eq!(ok(s.forget_leases("telegram:", Duration::ZERO).await), 0);
         }
     }
 

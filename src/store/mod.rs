@@ -58,6 +58,14 @@ impl Store {
     }
 }
 
+impl Store {
+    /// Whether other gateway instances may share this store (PostgreSQL):
+    /// their writes and deletes do not pass through this process.
+    pub fn is_shared(&self) -> bool {
+        matches!(self, Store::Postgres(_))
+    }
+}
+
 impl From<Db> for Store {
     fn from(db: Db) -> Self {
         Store::Sqlite(db)

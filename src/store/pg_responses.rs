@@ -316,16 +316,21 @@ pub async fn settle(
     id: &str,
     response: &str,
     events: &[Arc<Event>],
-) -> Result<(), StoreError> {
+) -> Result<bool, StoreError> {
     let tx = c.transaction().await?;
+    let n = tx
+        .execute(
+            "UPDATE responses SET response = $2, live = 0, instance = NULL
+             WHERE id = $1 AND live = 1",
+            &[&id, &response],
+        )
+        .await?;
+    if n == 0 {
+        return Ok(false);
+    }
     pg_runs::write_events(&tx, id, events).await?;
-    tx.execute(
-        "UPDATE responses SET response = $2, live = 0, instance = NULL WHERE id = $1",
-        &[&id, &response],
-    )
-    .await?;
     tx.commit().await?;
-    Ok(())
+    Ok(true)
 }
 
 /// Number of stored responses.

@@ -37,7 +37,7 @@ fn active_statuses() -> &'static [&'static str] {
 }
 
 /// Writes events of a stream (one statement; an event already stored under
-/// its number is replaced) and announces the stream on
+/// its number is kept) and announces the stream on
 /// [`super::pg_listen::EVENTS`], which other instances hear when the
 /// transaction commits.
 pub async fn write_events(
@@ -48,16 +48,15 @@ pub async fn write_events(
     if events.is_empty() {
         return Ok(());
     }
-    // One row per number, the last one given winning (as `INSERT OR REPLACE`
-    // one by one would): `ON CONFLICT DO UPDATE` may not touch a row twice.
+    // The first event written with a number keeps it (as SQLite's
+    // `INSERT OR IGNORE`): a writer cut off by another instance never
+    // overwrites the event that ended its stream.
     let mut seen = HashSet::new();
-    let mut batch: Vec<&Event> = events
+    let batch: Vec<&Event> = events
         .iter()
-        .rev()
         .filter(|e| seen.insert(e.seq))
         .map(|e| e.as_ref())
         .collect();
-    batch.reverse();
     let seqs: Vec<i64> = batch.iter().map(|e| e.seq as i64).collect();
     let kinds: Vec<&str> = batch.iter().map(|e| e.kind.as_str()).collect();
     let data: Vec<&str> = batch.iter().map(|e| e.data.as_str()).collect();
@@ -65,7 +64,7 @@ pub async fn write_events(
         "INSERT INTO stream_events (stream_id, seq, kind, data)
          SELECT $1, seq, kind, data FROM unnest($2::bigint[], $3::text[], $4::text[])
            AS t(seq, kind, data)
-         ON CONFLICT (stream_id, seq) DO UPDATE SET kind = EXCLUDED.kind, data = EXCLUDED.data",
+         ON CONFLICT (stream_id, seq) DO NOTHING",
         &[&id, &seqs, &kinds, &data],
     )
     .await?;
@@ -266,11 +265,13 @@ pub async fn remove(c: &mut Object, id: &str) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// Writes a run's changing fields (and the instance running it).
+/// Writes a run's changing fields (and the instance running it), while it
+/// is still active: a run another instance ended as interrupted stays so.
 pub async fn update(c: &impl GenericClient, r: &RunRow) -> Result<(), StoreError> {
     c.execute(
         "UPDATE runs SET status = $2, started_at = $3, finished_at = $4, output_text = $5,
-           usage = $6, error = $7, pending_approval = $8, instance = $9 WHERE id = $1",
+           usage = $6, error = $7, pending_approval = $8, instance = $9
+         WHERE id = $1 AND status IN ('queued', 'running', 'requires_approval')",
         &[
             &r.id,
             &r.status,
@@ -339,7 +340,7 @@ pub async fn active(c: &Object) -> Result<Vec<(String, Option<String>)>, StoreEr
 /// Ends a run whose instance is gone, if it is still active: `interrupted`,
 /// with the text it had streamed as its output and a `run.interrupted`
 /// event after its last one. A run that ended meanwhile is left alone.
-pub async fn interrupt(c: &mut Object, id: &str, now: i64) -> Result<(), StoreError> {
+pub async fn interrupt(c: &mut Object, id: &str, now: i64) -> Result<bool, StoreError> {
     let tx = c.transaction().await?;
     let text = streamed_text(&read_events_after(&tx, id, 0).await?);
     let n = tx
@@ -351,7 +352,7 @@ pub async fn interrupt(c: &mut Object, id: &str, now: i64) -> Result<(), StoreEr
         .await?;
     if n == 0 {
         tx.rollback().await?;
-        return Ok(());
+        return Ok(false);
     }
     let last: i64 = tx
         .query_one(
@@ -362,5 +363,5 @@ pub async fn interrupt(c: &mut Object, id: &str, now: i64) -> Result<(), StoreEr
         .get(0);
     write_events(&tx, id, &[interrupted_event(id, last)]).await?;
     tx.commit().await?;
-    Ok(())
+    Ok(true)
 }

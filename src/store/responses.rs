@@ -132,8 +132,14 @@ impl Store {
         .await)
     }
 
-    /// Replaces a response object, no longer running, with closing events.
-    pub fn settle_response(&self, id: &str, object: String, events: Vec<Arc<Event>>) -> Answer<()> {
+    /// Ends a running response: its object, no longer running, with closing
+    /// events; `false` when it ended meanwhile (nothing is written).
+    pub fn settle_response(
+        &self,
+        id: &str,
+        object: String,
+        events: Vec<Arc<Event>>,
+    ) -> Answer<bool> {
         let id = id.to_string();
         either!(
             self,
@@ -208,8 +214,9 @@ impl Store {
             .await)
     }
 
-    /// Ends run `id`, cut off while active, as interrupted.
-    pub fn interrupt_run(&self, id: &str, now: i64) -> Answer<()> {
+    /// Ends run `id`, cut off while active, as interrupted; `false` when it
+    /// was no longer active.
+    pub fn interrupt_run(&self, id: &str, now: i64) -> Answer<bool> {
         let id = id.to_string();
         either!(self, |c| run_db::interrupt(c, &id, now), |mut c| {
             pg_runs::interrupt(&mut c, &id, now).await
@@ -382,13 +389,20 @@ mod tests {
                 ok(s.live_responses().await),
                 vec![("r".to_string(), Some("gw-a".to_string()))]
             );
-            ok(s.settle_response(
-                "r",
-                "{\"status\":\"incomplete\"}".into(),
-                vec![ev(1, "response.incomplete", "{}")],
-            )
-            .await);
+            assert!(ok(s
+                .settle_response(
+                    "r",
+                    "{\"status\":\"incomplete\"}".into(),
+                    vec![ev(1, "response.incomplete", "{}")],
+                )
+                .await));
             assert!(ok(s.live_responses().await).is_empty());
+            // Ended already (by its own instance, say): settling again
+            // writes nothing, neither the object nor an event.
+            let again =
+                s.settle_response("r", "{}".into(), vec![ev(2, "response.incomplete", "{}")]);
+            assert!(!ok(again.await), "{}", s.backend());
+            assert_eq!(ok(s.events_after("r", 1).await), vec![]);
             assert_eq!(
                 ok(s.response("r").await).map(|r| r.response),
                 Some("{\"status\":\"incomplete\"}".into())
@@ -503,9 +517,9 @@ mod tests {
                 a,
                 Some(("interrupted".into(), Some(5), "Hello".into(), None))
             );
-            let kinds = kinds(s, "run_a", 0).await;
+            let stored = kinds(s, "run_a", 0).await;
             assert_eq!(
-                kinds,
+                stored,
                 vec![
                     (1, "run.started".into()),
                     (2, "message.delta".into()),
@@ -514,8 +528,22 @@ mod tests {
                 ]
             );
             // Once ended, interrupting again adds nothing.
-            ok(s.interrupt_run("run_a", 6).await);
+            assert!(!ok(s.interrupt_run("run_a", 6).await));
             assert_eq!(ok(s.events_after("run_a", 3).await).len(), 1);
+            // Its gateway, not dead after all, writes on: the run stays
+            // interrupted and the event that ended it keeps its number.
+            let mut late = run("run_a", "k", 1);
+            late.status = "completed".into();
+            ok(
+                s.record_events("run_a", Some(late), vec![ev(4, "run.completed", "{}")])
+                    .await,
+            );
+            let kept = ok(s.run("run_a").await).map(|r| r.status);
+            assert_eq!(kept.as_deref(), Some("interrupted"), "{}", s.backend());
+            assert_eq!(
+                kinds(s, "run_a", 3).await,
+                vec![(4, "run.interrupted".to_string())]
+            );
             // Old finished runs go with their events; active ones stay.
             ok(s.insert_run(run("run_c", "k", 1), None, 1).await);
             assert_eq!(ok(s.evict_runs(2).await), 2);
