@@ -107,16 +107,24 @@ pub async fn pass_on(
     })
 }
 
+/// Does `op` to `target`, this instance's own live work (a request that
+/// reached it, or a command passed on by another instance).
+pub async fn here(state: &AppState, target: &str, op: Op) -> Outcome {
+    match op {
+        Op::StopRun => super::runs::stop_here(state, target),
+        Op::SteerRun(text) => super::runs::steer_here(state, target, text),
+        Op::Decide {
+            approval_id,
+            approve,
+        } => super::runs::decide_here(state, target, &approval_id, approve).await,
+        Op::CancelResponse => super::responses::cancel_here(state, target),
+    }
+}
+
 /// What this instance does with a command: acts on its own live work.
 async fn execute(state: &AppState, target: &str, body: &Value) -> Outcome {
     match Op::from_json(body) {
-        Some(Op::StopRun) => super::runs::stop_here(state, target),
-        Some(Op::SteerRun(text)) => super::runs::steer_here(state, target, text),
-        Some(Op::Decide {
-            approval_id,
-            approve,
-        }) => super::runs::decide_here(state, target, &approval_id, approve).await,
-        Some(Op::CancelResponse) => super::responses::cancel_here(state, target),
+        Some(op) => here(state, target, op).await,
         None => {
             log::warn!("ignoring a command this build does not know: {body}");
             Outcome::NotRunning

@@ -845,15 +845,10 @@ async fn stop_running(state: &AppState, r: &StoredResponse) -> Result<(), ApiErr
     }
     // Ends once its last state and event are written (read from the store
     // when another instance runs it).
-    match state.store.read_stream(&state.journals, id, i64::MAX).await {
-        Ok(rest) => {
-            let closed = rest.for_each(|_| async {});
-            if tokio::time::timeout(CANCEL_WAIT, closed).await.is_err() {
-                log::warn!("response {id}: still running {CANCEL_WAIT:?} after it was cancelled");
-            }
-        }
-        Err(e) => log::warn!("response {id}: cannot wait for its end: {e}"),
-    }
+    state
+        .store
+        .wait_until_ended(&state.journals, id, CANCEL_WAIT)
+        .await;
     Ok(())
 }
 

@@ -677,21 +677,10 @@ pub async fn stop(
     }
     // Ends once the run wrote its last state and event (read from the
     // store when another instance runs it).
-    match state
+    state
         .store
-        .read_stream(&state.journals, &id, i64::MAX)
-        .await
-    {
-        Ok(rest) => {
-            if tokio::time::timeout(STOP_WAIT, rest.for_each(|_| async {}))
-                .await
-                .is_err()
-            {
-                log::warn!("run {id}: still running {STOP_WAIT:?} after it was stopped");
-            }
-        }
-        Err(e) => log::warn!("run {id}: cannot wait for its end: {e}"),
-    }
+        .wait_until_ended(&state.journals, &id, STOP_WAIT)
+        .await;
     let row = owned(&state, &req, &id).await?;
     Ok(HttpResponse::Ok().json(row.to_json()))
 }
@@ -754,14 +743,7 @@ pub(super) async fn decide_here(
 /// task (`live`), or the instance running it.
 async fn act(state: &AppState, row: &RunRow, live: bool, op: Op) -> Result<Outcome, ApiError> {
     if live {
-        return Ok(match op {
-            Op::SteerRun(text) => steer_here(state, &row.id, text),
-            Op::Decide {
-                approval_id,
-                approve,
-            } => decide_here(state, &row.id, &approval_id, approve).await,
-            Op::StopRun | Op::CancelResponse => stop_here(state, &row.id),
-        });
+        return Ok(remote::here(state, &row.id, op).await);
     }
     match remote::elsewhere(state, row.instance.as_deref()).filter(|_| !row.finished()) {
         Some(other) => remote::pass_on(state, other, &row.id, op).await,

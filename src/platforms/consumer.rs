@@ -212,21 +212,14 @@ impl Leases {
         let Some(other) = instance.filter(|&i| i != self.instance()) else {
             return false;
         };
-        if self
-            .inner
-            .liveness
-            .as_ref()
-            .is_some_and(|l| l.is_alive(other))
-        {
-            return true;
-        }
-        if self
-            .inner
-            .liveness
-            .as_ref()
-            .is_some_and(|l| l.is_gone(other))
-        {
-            return false;
+        if let Some(l) = &self.inner.liveness {
+            // A gateway of this home: its lock tells, when it has one.
+            if l.is_alive(other) {
+                return true;
+            }
+            if l.is_gone(other) {
+                return false;
+            }
         }
         match self.inner.store.live_lease(&presence_name(other)).await {
             Ok(live) => live.is_some(),

@@ -117,6 +117,29 @@ impl Store {
         )))
     }
 
+    /// Waits (up to `limit`) until stream `id` has written its last event,
+    /// here or on another instance (a stopped run, a cancelled response);
+    /// says so in the log when it did not.
+    pub async fn wait_until_ended(
+        &self,
+        journals: &journal::Journals,
+        id: &str,
+        limit: std::time::Duration,
+    ) {
+        use futures_util::StreamExt;
+        match self.read_stream(journals, id, i64::MAX).await {
+            Ok(rest) => {
+                if tokio::time::timeout(limit, rest.for_each(|_| async {}))
+                    .await
+                    .is_err()
+                {
+                    log::warn!("{id}: still running {limit:?} after it was stopped");
+                }
+            }
+            Err(e) => log::warn!("{id}: cannot wait for its end: {e}"),
+        }
+    }
+
     /// Whether stream `id` may still get events (PostgreSQL; see [`OPEN_SQL`]).
     async fn stream_open(&self, id: &str) -> Result<bool, StoreError> {
         let Store::Postgres(pg) = self else {
