@@ -140,7 +140,7 @@ pub fn serve(state: actix_web::web::Data<AppState>) {
     }
     actix::spawn(async move {
         let me = state.leases.instance().to_string();
-        let mut news = state.store.command_news();
+        let mut news = state.store.news();
         loop {
             match state.store.take_commands(&me).await {
                 Ok(commands) => {
@@ -159,7 +159,12 @@ pub fn serve(state: actix_web::web::Data<AppState>) {
                 }
                 Err(e) => log::warn!("cannot read the commands for this gateway: {e}"),
             }
-            crate::store::Store::wait_for_commands(&mut news, &me).await;
+            news.wait(
+                crate::store::pg_listen::COMMANDS,
+                &me,
+                crate::store::commands::COMMAND_POLL,
+            )
+            .await;
         }
     });
 }

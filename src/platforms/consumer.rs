@@ -300,7 +300,7 @@ impl Leases {
         let mut standing_by = false;
         // Subscribed before the first try: a release between a try and the
         // wait after it is not missed.
-        let mut releases = self.inner.store.releases();
+        let mut news = self.inner.store.news();
         loop {
             if self.holdings().stopping {
                 return None;
@@ -350,7 +350,8 @@ impl Leases {
                     );
                 }
             }
-            releases.wait(&name, STANDBY_RETRY).await;
+            news.wait(crate::store::pg_listen::LEASES, &name, STANDBY_RETRY)
+                .await;
         }
     }
 

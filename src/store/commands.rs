@@ -13,9 +13,8 @@
 use std::time::Duration;
 
 use serde_json::Value;
-use tokio::sync::broadcast;
 
-use super::pg_listen::{self, Notice};
+use super::pg_listen;
 use super::{Pg, Store};
 use crate::db::StoreError;
 
@@ -161,23 +160,6 @@ impl Store {
         })
         .await
     }
-
-    /// Waits up to [`COMMAND_POLL`], or less once a command for `instance`
-    /// is announced. `news` comes from [`Store::command_news`].
-    pub async fn wait_for_commands(news: &mut Option<broadcast::Receiver<Notice>>, instance: &str) {
-        match news {
-            Some(rx) => pg_listen::wait_for(rx, pg_listen::COMMANDS, instance, COMMAND_POLL).await,
-            None => tokio::time::sleep(COMMAND_POLL).await,
-        }
-    }
-
-    /// The notifications to wait on with [`Store::wait_for_commands`].
-    pub fn command_news(&self) -> Option<broadcast::Receiver<Notice>> {
-        match self {
-            Store::Sqlite(_) => None,
-            Store::Postgres(pg) => Some(pg.subscribe()),
-        }
-    }
 }
 
 /// Withdraws command `id` if nobody took it yet; whether it did.
@@ -221,7 +203,7 @@ mod tests {
         let serving = {
             let runner = runner.clone();
             tokio::spawn(async move {
-                let mut news = runner.command_news();
+                let mut news = runner.news();
                 let mut served = Vec::new();
                 while served.len() < 2 {
                     for c in runner.take_commands("gw-b").await.unwrap_or_default() {
@@ -229,7 +211,7 @@ mod tests {
                         let _ = runner.answer_command(c.id, &answer).await;
                         served.push(c.id);
                     }
-                    Store::wait_for_commands(&mut news, "gw-b").await;
+                    news.wait(pg_listen::COMMANDS, "gw-b", COMMAND_POLL).await;
                 }
                 served
             })

@@ -8,7 +8,8 @@
 //! sees a generation other than its own knows it lost the lease in between.
 //! Releasing sets the expiry to 0 (the row and its generation stay), so the
 //! next instance can take it at once; on PostgreSQL the release is announced
-//! (`NOTIFY`), so a standby instance hears of it at once ([`Releases`]). On
+//! (`NOTIFY` on [`super::pg_listen::LEASES`]), so a standby instance hears of it at
+//! once ([`Store::news`]). On
 //! either backend an instance's lease
 //! operations land in the order it made them (PostgreSQL: the ordered lane),
 //! so a renewal already on its way never lands after a release.
@@ -17,10 +18,8 @@ use std::time::Duration;
 
 use futures_util::future::BoxFuture;
 use rusqlite::OptionalExtension;
-use tokio::sync::broadcast;
 
 use super::Store;
-use super::pg_listen::{self, Notice};
 use crate::db::StoreError;
 
 /// A lease as it stands in the store.
@@ -69,7 +68,7 @@ fn take_over_sql(now: &str) -> String {
 
 const RELEASE_SQL: &str = "UPDATE leases SET expires_at = 0 WHERE name = $1 AND holder = $2";
 /// [`RELEASE_SQL`] that also announces the release on
-/// [`pg_listen::LEASES`], so standby instances take the lease at once.
+/// [`super::pg_listen::LEASES`], so standby instances take the lease at once.
 const PG_RELEASE_SQL: &str = "WITH r AS (
         UPDATE leases SET expires_at = 0 WHERE name = $1 AND holder = $2 RETURNING name
     ) SELECT pg_notify('hermes_leases', name) FROM r";
@@ -78,22 +77,6 @@ const READ_SQL: &str = "SELECT holder, expires_at, generation FROM leases WHERE 
 /// [`READ_SQL`] for a lease that has not expired, by the database's clock.
 fn read_live_sql(now: &str) -> String {
     format!("{READ_SQL} AND expires_at > {now}")
-}
-
-/// The leases given up by instances sharing a PostgreSQL store, as they
-/// announce them. SQLite has no such news: there, waiting is plain waiting.
-pub struct Releases(Option<broadcast::Receiver<Notice>>);
-
-impl Releases {
-    /// Waits `limit`, or less once lease `name` is given up (or when news may
-    /// have been missed: the caller re-reads the lease either way).
-    pub async fn wait(&mut self, name: &str, limit: Duration) {
-        let Some(rx) = &mut self.0 else {
-            tokio::time::sleep(limit).await;
-            return;
-        };
-        pg_listen::wait_for(rx, pg_listen::LEASES, name, limit).await;
-    }
 }
 
 /// A lease from a row of `holder, expires_at, generation`.
@@ -237,14 +220,6 @@ impl Store {
         }
     }
 
-    /// From now on, the leases other instances give up (see [`Releases`]).
-    pub fn releases(&self) -> Releases {
-        match self {
-            Store::Sqlite(_) => Releases(None),
-            Store::Postgres(pg) => Releases(Some(pg.subscribe())),
-        }
-    }
-
     /// The lease on `name` as it stands (expired or not), if it was ever taken.
     pub async fn lease(&self, name: &str) -> Result<Option<Lease>, StoreError> {
         self.read_lease(name, READ_SQL.to_string(), READ_SQL.to_string())
@@ -286,6 +261,7 @@ impl Store {
 mod tests {
     use super::super::test_backends;
     use super::*;
+    use crate::store::pg_listen;
 
     const TTL: Duration = Duration::from_secs(10);
 
@@ -376,7 +352,7 @@ mod tests {
             Store::Postgres(ok(super::super::Pg::connect(&url, 1).await)),
         );
         assert!(ok(holder.acquire_lease("l", "a", TTL).await).is_some());
-        let mut releases = standby.releases();
+        let mut releases = standby.news();
         // Barrier: the standby's listener is up once it hears a probe.
         let mut heard = false;
         for _ in 0..100 {
@@ -388,7 +364,7 @@ mod tests {
                     })
                     .await);
             }
-            let probe = releases.wait("probe", Duration::from_millis(100));
+            let probe = releases.wait(pg_listen::LEASES, "probe", Duration::from_millis(100));
             if tokio::time::timeout(Duration::from_millis(90), probe)
                 .await
                 .is_ok()
@@ -402,15 +378,17 @@ mod tests {
         assert!(ok(holder.release_lease("l", "a").await));
         let woke = tokio::time::timeout(
             Duration::from_secs(10),
-            releases.wait("l", Duration::from_secs(60)),
+            releases.wait(pg_listen::LEASES, "l", Duration::from_secs(60)),
         )
         .await;
         assert!(woke.is_ok(), "the release was not heard");
         assert!(ok(standby.acquire_lease("l", "b", TTL).await).is_some());
         // SQLite has no news of releases: the wait is the whole limit.
-        let mut plain = Releases(None);
+        let mut plain = pg_listen::News::default();
         let t = std::time::Instant::now();
-        plain.wait("l", Duration::from_millis(50)).await;
+        plain
+            .wait(pg_listen::LEASES, "l", Duration::from_millis(50))
+            .await;
         assert!(t.elapsed() >= Duration::from_millis(50));
     }
 

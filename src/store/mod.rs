@@ -64,6 +64,15 @@ impl Store {
     pub fn is_shared(&self) -> bool {
         matches!(self, Store::Postgres(_))
     }
+
+    /// What other instances announce from now on (a released lease, a
+    /// command, new events); nothing on SQLite.
+    pub fn news(&self) -> pg_listen::News {
+        match self {
+            Store::Sqlite(_) => pg_listen::News::default(),
+            Store::Postgres(pg) => pg_listen::News::from_receiver(pg.subscribe()),
+        }
+    }
 }
 
 impl From<Db> for Store {

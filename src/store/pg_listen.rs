@@ -125,3 +125,25 @@ pub async fn wait_for(
         }
     }
 }
+
+/// What other instances announce, as this instance hears it from the
+/// moment this was made ([`super::Store::news`]). On SQLite there is no one
+/// to hear: waiting is plain waiting.
+#[derive(Default)]
+pub struct News(Option<broadcast::Receiver<Notice>>);
+
+impl News {
+    /// News from `rx`.
+    pub fn from_receiver(rx: broadcast::Receiver<Notice>) -> Self {
+        Self(Some(rx))
+    }
+
+    /// Waits `limit`, or less once `payload` is announced on `channel` (see
+    /// [`wait_for`]).
+    pub async fn wait(&mut self, channel: &str, payload: &str, limit: Duration) {
+        match &mut self.0 {
+            Some(rx) => wait_for(rx, channel, payload, limit).await,
+            None => tokio::time::sleep(limit).await,
+        }
+    }
+}
