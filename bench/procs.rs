@@ -125,7 +125,18 @@ pub async fn start_gateway_in(
         .and_then(|l| l.local_addr())
         .map_err(|e| e.to_string())?
         .port();
-    let mut cmd = Command::new(hermes_bin());
+    // BENCH_WRAP="heaptrack -o /tmp/gw" runs the gateway under a profiler.
+    // Its figures then describe the wrapper's process, not the gateway's.
+    let wrap = std::env::var("BENCH_WRAP").unwrap_or_default();
+    let mut wrap = wrap.split_whitespace();
+    let mut cmd = match wrap.next() {
+        Some(tool) => {
+            let mut c = Command::new(tool);
+            c.args(wrap).arg(hermes_bin());
+            c
+        }
+        None => Command::new(hermes_bin()),
+    };
     cmd.arg("gateway")
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())

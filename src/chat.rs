@@ -134,17 +134,15 @@ async fn drive(settings: Arc<AgentSettings>, message: String) -> Outcome {
                     ended_with_newline = true;
                 }
             }
-            AgentEvent::ToolStarted { name, preview, .. } => eprintln!("⚙ {name}: {preview}"),
-            AgentEvent::ToolFinished {
-                name,
-                ok,
-                duration,
-                result,
-                ..
-            } => {
-                let mark = if ok { "✓" } else { "✗" };
-                let first = result.lines().next().unwrap_or("");
-                eprintln!("  {mark} {name} ({:.1} s) {first}", duration.as_secs_f64());
+            AgentEvent::ToolStarted(t) => eprintln!("⚙ {}: {}", t.name, t.preview),
+            AgentEvent::ToolFinished(t) => {
+                let mark = if t.ok { "✓" } else { "✗" };
+                let first = t.result.lines().next().unwrap_or("");
+                eprintln!(
+                    "  {mark} {} ({:.1} s) {first}",
+                    t.name,
+                    t.duration.as_secs_f64()
+                );
             }
             AgentEvent::ReasoningDelta(_)
             | AgentEvent::Usage(_)

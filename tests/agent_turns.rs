@@ -137,9 +137,11 @@ async fn two_tool_rounds_carry_results_with_matching_ids_and_usage_sums() {
         .filter(|e| matches!(e, AgentEvent::SegmentBreak))
         .count();
     assert_eq!(breaks, 2);
-    assert!(events.iter().any(
-        |e| matches!(e, AgentEvent::ToolFinished { name, ok: true, .. } if name == "read_file")
-    ));
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, AgentEvent::ToolFinished(t) if t.ok && t.name == "read_file"))
+    );
     // The turn's new messages form a valid transcript tail.
     let roles: Vec<_> = outcome.messages.iter().map(|m| m.role).collect();
     use hermes::openai::Role::*;
@@ -175,8 +177,8 @@ async fn parallel_tool_calls_run_concurrently_and_answer_in_order() {
     let finished: Vec<_> = events
         .iter()
         .filter_map(|e| {
-            if let AgentEvent::ToolFinished { call_id, .. } = e {
-                Some(call_id.as_str())
+            if let AgentEvent::ToolFinished(t) = e {
+                Some(t.call_id.as_str())
             } else {
                 None
             }
@@ -471,7 +473,7 @@ async fn bad_tool_arguments_go_back_to_the_model_and_the_turn_goes_on() {
     assert!(
         events
             .iter()
-            .any(|e| matches!(e, AgentEvent::ToolFinished { ok: false, .. }))
+            .any(|e| matches!(e, AgentEvent::ToolFinished(t) if !t.ok))
     );
 }
 

@@ -100,7 +100,39 @@ impl TurnOutcome {
     }
 }
 
+/// A tool call begins.
+#[derive(Debug, Clone)]
+pub struct ToolStart {
+    pub call_id: String,
+    pub name: String,
+    pub arguments: String,
+    pub preview: String,
+}
+
+/// A tool call ended.
+#[derive(Debug, Clone)]
+pub struct ToolEnd {
+    pub call_id: String,
+    pub name: String,
+    pub result: String,
+    pub ok: bool,
+    pub duration: Duration,
+}
+
+/// A tool call waits for the client's approval.
+#[derive(Debug, Clone)]
+pub struct ApprovalAsk {
+    pub call_id: String,
+    pub name: String,
+    pub arguments: String,
+    pub reason: String,
+}
+
 /// One event of a running turn.
+///
+/// The rare, large events are boxed so an event is 32 bytes: every open
+/// stream's event channel allocates a block of 32 slots, and at the old
+/// 104 bytes that block was 3.3 KiB of each stream's memory.
 #[derive(Debug, Clone)]
 pub enum AgentEvent {
     /// Answer text, as the upstream streamed it.
@@ -108,32 +140,22 @@ pub enum AgentEvent {
     /// Model reasoning, where the upstream sends it; never part of the answer.
     ReasoningDelta(String),
     /// A tool call begins.
-    ToolStarted {
-        call_id: String,
-        name: String,
-        arguments: String,
-        preview: String,
-    },
+    ToolStarted(Box<ToolStart>),
     /// A tool call ended.
-    ToolFinished {
-        call_id: String,
-        name: String,
-        result: String,
-        ok: bool,
-        duration: Duration,
-    },
+    ToolFinished(Box<ToolEnd>),
     /// A tool call needs the client's approval before it may run; the turn
     /// ends after this batch (paused) instead of calling the model again.
-    ApprovalRequired {
-        call_id: String,
-        name: String,
-        arguments: String,
-        reason: String,
-    },
+    ApprovalRequired(Box<ApprovalAsk>),
     /// A tool batch begins: text after it is a new paragraph of the answer.
     SegmentBreak,
     /// Running token totals of the turn.
-    Usage(Usage),
+    Usage(Box<Usage>),
     /// The turn ended; exactly one per turn, always last.
     Finished(Box<TurnOutcome>),
 }
+
+/// Bytes one event may take: each open stream's event channel holds a block
+/// of 32 of them (tokio's block size) for as long as it lives.
+const EVENT_SIZE_LIMIT: usize = 32;
+// An open stream holds one block of events; a new large variant must be boxed.
+const _: () = assert!(std::mem::size_of::<AgentEvent>() <= EVENT_SIZE_LIMIT);

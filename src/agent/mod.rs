@@ -24,7 +24,8 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 pub use events::{
-    AgentEvent, FailureKind, INTERRUPTED_MARK, PendingApproval, TurnOutcome, TurnStatus,
+    AgentEvent, ApprovalAsk, FailureKind, INTERRUPTED_MARK, PendingApproval, ToolEnd, ToolStart,
+    TurnOutcome, TurnStatus,
 };
 
 use crate::config::Loaded;
@@ -342,7 +343,7 @@ pub async fn run_turn(
         if let Some(u) = &completion.usage {
             st.usage.add(u);
         }
-        let _ = events.send(AgentEvent::Usage(st.usage)).await;
+        let _ = events.send(AgentEvent::Usage(Box::new(st.usage))).await;
 
         if !completion.tool_calls.is_empty() && !summary {
             let msg =
@@ -449,12 +450,12 @@ async fn run_tools(
             toolbox.approval_needed(&tc.function.name, &tc.function.arguments, ctx)
         {
             let _ = events
-                .send(AgentEvent::ApprovalRequired {
+                .send(AgentEvent::ApprovalRequired(Box::new(ApprovalAsk {
                     call_id: tc.id.clone(),
                     name: tc.function.name.clone(),
                     arguments: tc.function.arguments.clone(),
                     reason: reason.clone(),
-                })
+                })))
                 .await;
             return ToolOutput::needs_approval(reason);
         }
@@ -508,24 +509,24 @@ async fn run_one(
 
 async fn announce(tc: &ToolCall, events: &EventSink) {
     let _ = events
-        .send(AgentEvent::ToolStarted {
+        .send(AgentEvent::ToolStarted(Box::new(ToolStart {
             call_id: tc.id.clone(),
             name: tc.function.name.clone(),
             arguments: tc.function.arguments.clone(),
             preview: preview(&tc.function.arguments),
-        })
+        })))
         .await;
 }
 
 async fn finished(tc: &ToolCall, out: &ToolOutput, duration: Duration, events: &EventSink) {
     let _ = events
-        .send(AgentEvent::ToolFinished {
+        .send(AgentEvent::ToolFinished(Box::new(ToolEnd {
             call_id: tc.id.clone(),
             name: tc.function.name.clone(),
             result: out.text.chars().take(EVENT_RESULT_CHARS).collect(),
             ok: out.ok,
             duration,
-        })
+        })))
         .await;
 }
 

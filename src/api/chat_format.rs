@@ -421,26 +421,21 @@ impl ChunkFramer {
             AgentEvent::ReasoningDelta(r) if self.progress == ToolProgress::Reasoning => {
                 out.push(self.chunk(&format!("{{\"reasoning_content\":{}}}", json_str(r)), None));
             }
-            AgentEvent::ToolStarted {
-                call_id,
-                name,
-                preview,
-                ..
-            } => match self.progress {
+            AgentEvent::ToolStarted(t) => match self.progress {
                 ToolProgress::Off => {}
-                ToolProgress::Events => out.push(progress_frame(name, call_id, preview, "running")),
+                ToolProgress::Events => {
+                    out.push(progress_frame(&t.name, &t.call_id, &t.preview, "running"));
+                }
                 ToolProgress::Reasoning => {
-                    let line = format!("🔧 {}\n", label(name, preview));
+                    let line = format!("🔧 {}\n", label(&t.name, &t.preview));
                     out.push(self.chunk(
                         &format!("{{\"reasoning_content\":{}}}", json_str(&line)),
                         None,
                     ));
                 }
             },
-            AgentEvent::ToolFinished { call_id, name, .. }
-                if self.progress == ToolProgress::Events =>
-            {
-                out.push(progress_frame(name, call_id, "", "completed"));
+            AgentEvent::ToolFinished(t) if self.progress == ToolProgress::Events => {
+                out.push(progress_frame(&t.name, &t.call_id, "", "completed"));
             }
             _ => {}
         }

@@ -14,7 +14,7 @@ use serde_json::{Map, Value, json};
 use super::chat_format::Frame;
 use super::error::ApiError;
 use super::sampling::{ModelParams, responses_params};
-use crate::agent::{AgentEvent, FailureKind, TurnOutcome, TurnStatus};
+use crate::agent::{AgentEvent, ApprovalAsk, FailureKind, ToolStart, TurnOutcome, TurnStatus};
 use crate::clock::unix_now;
 use crate::config::ToolItems;
 use crate::openai::{Content, FunctionCall, Message, Role, ToolCall, Usage};
@@ -782,12 +782,13 @@ impl ResponseBuilder {
                 );
             }
             AgentEvent::SegmentBreak => self.close_message(out),
-            AgentEvent::ToolStarted {
-                call_id,
-                name,
-                arguments,
-                ..
-            } => {
+            AgentEvent::ToolStarted(t) => {
+                let ToolStart {
+                    call_id,
+                    name,
+                    arguments,
+                    ..
+                } = &**t;
                 self.close_message(out);
                 match self.mode {
                     ToolItems::McpCall => self.mcp_call_started(call_id, name, arguments, out),
@@ -799,27 +800,23 @@ impl ResponseBuilder {
                     ToolItems::None => {}
                 }
             }
-            AgentEvent::ToolFinished {
-                call_id,
-                result,
-                ok,
-                ..
-            } => match self.mode {
-                ToolItems::McpCall => self.mcp_call_finished(call_id, result, *ok, out),
+            AgentEvent::ToolFinished(t) => match self.mode {
+                ToolItems::McpCall => self.mcp_call_finished(&t.call_id, &t.result, t.ok, out),
                 ToolItems::FunctionCall => {
-                    let item = json!({"type": "function_call_output", "id": new_id("fco"), "call_id": call_id,
-                                      "output": result, "status": "completed"});
-                    self.calls.insert(call_id.clone(), self.output.len());
+                    let item = json!({"type": "function_call_output", "id": new_id("fco"), "call_id": t.call_id,
+                                      "output": t.result, "status": "completed"});
+                    self.calls.insert(t.call_id.clone(), self.output.len());
                     self.add_item(item, out);
                 }
                 ToolItems::None => {}
             },
-            AgentEvent::ApprovalRequired {
-                call_id,
-                name,
-                arguments,
-                ..
-            } => {
+            AgentEvent::ApprovalRequired(a) => {
+                let ApprovalAsk {
+                    call_id,
+                    name,
+                    arguments,
+                    ..
+                } = &**a;
                 self.close_message(out);
                 let id = new_id("mcpr");
                 let item = json!({"type": "mcp_approval_request", "id": id, "server_label": SERVER_LABEL,

@@ -399,8 +399,8 @@ impl Run {
                 self.first_text = Some(now);
                 tail.metrics.first_token(now - tail.started);
             }
-            AgentEvent::ToolFinished { name, ok, .. } => {
-                tail.metrics.tool_call(name, *ok);
+            AgentEvent::ToolFinished(t) => {
+                tail.metrics.tool_call(&t.name, t.ok);
             }
             _ => {}
         }
@@ -412,7 +412,12 @@ impl Run {
     /// ERROR log line and a `500 storage_error` for the client.
     pub async fn finish(&mut self, outcome: &TurnOutcome) -> Result<(), ApiError> {
         match self.tail.take() {
-            Some(tail) => tail.record(outcome).await.map_err(|e| storage_error(&e)),
+            // Boxed: the storage write's future is large and runs once, while
+            // the streams that await this hold their futures for their whole
+            // life (it would size every open stream's state).
+            Some(tail) => Box::pin(tail.record(outcome))
+                .await
+                .map_err(|e| storage_error(&e)),
             None => Ok(()),
         }
     }

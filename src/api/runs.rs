@@ -388,24 +388,13 @@ fn agent_event(ev: &AgentEvent) -> Option<(String, String)> {
         AgentEvent::TextDelta(d) if !d.is_empty() => {
             Some(event("message.delta", json!({"delta": d})))
         }
-        AgentEvent::ToolStarted {
-            call_id,
-            name,
-            arguments,
-            ..
-        } => Some(event(
+        AgentEvent::ToolStarted(t) => Some(event(
             "tool.started",
-            json!({"call_id": call_id, "name": name, "arguments": arguments}),
+            json!({"call_id": t.call_id, "name": t.name, "arguments": t.arguments}),
         )),
-        AgentEvent::ToolFinished {
-            call_id,
-            name,
-            ok,
-            duration,
-            ..
-        } => Some(event(
+        AgentEvent::ToolFinished(t) => Some(event(
             "tool.completed",
-            json!({"call_id": call_id, "name": name, "ok": ok, "duration_ms": duration.as_millis() as u64}),
+            json!({"call_id": t.call_id, "name": t.name, "ok": t.ok, "duration_ms": t.duration.as_millis() as u64}),
         )),
         _ => None,
     }
@@ -499,7 +488,7 @@ async fn drive(
             Some(ev) => ev,
             None => break TurnOutcome::failed("the agent stopped unexpectedly"),
         };
-        if matches!(ev, AgentEvent::ToolFinished { .. }) && waiting.take().is_some() {
+        if matches!(ev, AgentEvent::ToolFinished(_)) && waiting.take().is_some() {
             // The approval timed out: the tool refused the command.
             resumed(&mut p, &live).await;
         }

@@ -27,9 +27,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use actix_http::HttpMessage;
+use awc::error::PayloadError;
 use awc::http::StatusCode;
 use bytes::Bytes;
-use futures_util::StreamExt;
+use futures_util::{Stream, StreamExt};
 use serde::Serialize;
 use serde_json::Value;
 
@@ -356,8 +358,14 @@ impl UpstreamClient {
             forward_whole(&completion, sink).await;
             return Ok(completion);
         }
+        // Only the body is read from here on: the response head (its header
+        // map, a few KiB) and the request's spent timer are freed now rather
+        // than held for the whole stream.
+        let mut resp = resp;
+        let body = resp.take_payload();
+        drop(resp);
         let mut acc = accumulate::StreamAccumulator::new();
-        match self.read_stream(resp, &mut acc, sink).await {
+        match self.read_stream(body, &mut acc, sink).await {
             Ok(()) => {
                 let (completion, tail) = acc.finish();
                 for d in tail {
@@ -455,7 +463,7 @@ impl UpstreamClient {
 
     async fn read_stream<S: DeltaSink>(
         &self,
-        mut resp: awc::ClientResponse,
+        mut resp: impl Stream<Item = Result<Bytes, PayloadError>> + Unpin,
         acc: &mut accumulate::StreamAccumulator,
         sink: &mut S,
     ) -> Result<(), UpstreamError> {
@@ -593,7 +601,7 @@ impl UpstreamClient {
 /// Reads what is left of a stream's body after `[DONE]` (normally only the
 /// chunked terminator), so awc hands the connection back to its pool: a
 /// response dropped before its end closes the connection.
-async fn finish_body(resp: &mut awc::ClientResponse) {
+async fn finish_body(resp: &mut (impl Stream<Item = Result<Bytes, PayloadError>> + Unpin)) {
     let mut left = MAX_TRAILING_BYTES;
     let drain = async {
         while let Some(Ok(bytes)) = resp.next().await {
