@@ -121,8 +121,11 @@ impl Handler<RunTurn> for AgentActor {
         let session = self.session.clone();
         let user = msg.input.user.clone();
         let events = msg.events;
+        let mut input = msg.input;
         let turn = async move {
-            let run = run_turn(&settings, &history, msg.input, session, &events, &cancel);
+            // The input by reference: a turn future holds one copy of it
+            // for its whole life, not two.
+            let run = run_turn(&settings, &history, &mut input, session, &events, &cancel);
             // A panic in one turn must not take the arbiter thread with it.
             let outcome = AssertUnwindSafe(run)
                 .catch_unwind()

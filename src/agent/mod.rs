@@ -241,7 +241,7 @@ async fn stopped(cancel: &CancellationToken, events: &EventSink) {
 pub async fn run_turn(
     settings: &AgentSettings,
     history: &[Message],
-    input: TurnInput,
+    input: &mut TurnInput,
     session: SessionTools,
     events: &EventSink,
     cancel: &CancellationToken,
@@ -283,7 +283,7 @@ pub async fn run_turn(
             st.messages.push(m);
         }
     }
-    if let Some(user) = input.user {
+    if let Some(user) = input.user.take() {
         convo.push(user);
     }
     let mut calls = 0;

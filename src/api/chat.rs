@@ -147,11 +147,10 @@ async fn complete(
     if matches!(outcome.status, TurnStatus::Failed | TurnStatus::Cancelled) {
         headers.push(("X-Hermes-Completed".into(), "false".into()));
     }
-    let body = completion_body(&completion_id(), unix_now(), &p.model, &outcome);
     Ok(Stored {
         status: 200,
         headers,
-        body: Bytes::from(body.to_string()),
+        body: completion_body(&completion_id(), unix_now(), &p.model, &outcome),
     })
 }
 

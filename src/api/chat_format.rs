@@ -6,6 +6,8 @@
 //! frames. Chunks are assembled from pre-rendered prefixes so relaying a delta
 //! costs one string escape, not a JSON tree.
 
+use bytes::Bytes;
+use serde::Serialize;
 use serde_json::{Value, json};
 
 use super::error::ApiError;
@@ -307,30 +309,63 @@ pub fn answer_text(outcome: &TurnOutcome) -> String {
 }
 
 /// The non-streaming response body.
-pub fn completion_body(id: &str, created: u64, model: &str, outcome: &TurnOutcome) -> Value {
-    json!({
-        "id": id,
-        "object": "chat.completion",
-        "created": created,
-        "model": model,
-        "choices": [{
-            "index": 0,
-            "message": {"role": "assistant", "content": answer_text(outcome)},
-            "logprobs": null,
-            "finish_reason": finish_reason(outcome.status),
+pub fn completion_body(id: &str, created: u64, model: &str, outcome: &TurnOutcome) -> Bytes {
+    let body = CompletionOut {
+        id,
+        object: "chat.completion",
+        created,
+        model,
+        choices: [ChoiceOut {
+            index: 0,
+            message: MessageOut {
+                role: "assistant",
+                content: answer_text(outcome),
+            },
+            logprobs: None,
+            finish_reason: finish_reason(outcome.status),
         }],
-        "usage": usage_json(&outcome.usage),
-    })
+        usage: &outcome.usage,
+    };
+    // Serialised straight from borrowed fields: building a `Value` tree
+    // and printing it through `Display` was 3 % of a plain request's CPU.
+    // These fields cannot fail to serialise.
+    serde_json::to_vec(&body)
+        .map(Bytes::from)
+        .unwrap_or_default()
+}
+
+/// A `chat.completion` object, as [`completion_body`] writes it.
+#[derive(Serialize)]
+struct CompletionOut<'a> {
+    id: &'a str,
+    object: &'static str,
+    created: u64,
+    model: &'a str,
+    choices: [ChoiceOut; 1],
+    /// Serialises as Chat Completions shows usage, `"estimated": true`
+    /// included when some of it is our estimate.
+    usage: &'a Usage,
+}
+
+#[derive(Serialize)]
+struct ChoiceOut {
+    index: u32,
+    message: MessageOut,
+    /// Always `null`: no log probabilities are relayed.
+    logprobs: Option<()>,
+    finish_reason: &'static str,
+}
+
+#[derive(Serialize)]
+struct MessageOut {
+    role: &'static str,
+    content: String,
 }
 
 /// Usage as Chat Completions shows it; `"estimated": true` when some of it
 /// is our estimate because the model server reported none.
-fn usage_json(u: &Usage) -> Value {
-    let mut v = json!({"prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens, "total_tokens": u.total_tokens});
-    if u.estimated {
-        v["estimated"] = Value::Bool(true);
-    }
-    v
+fn usage_json(u: &Usage) -> String {
+    serde_json::to_string(u).unwrap_or_default()
 }
 
 /// One SSE frame of a chat stream.
