@@ -245,7 +245,6 @@ async fn stream(
     };
     let frames = Box::pin(futures_util::stream::unfold(st, next_frame));
     Ok(sse_out::respond(
-        &req,
         frames,
         live.keep_alive,
         &state.metrics,

@@ -509,7 +509,6 @@ pub async fn create(
         }));
         actix::spawn(drive(run, builder, record, Sink::Client(tx), done_tx));
         return Ok(sse_out::respond(
-            &req,
             frames,
             live.keep_alive,
             &state.metrics,
@@ -535,7 +534,6 @@ pub async fn create(
                 .map(response_frame),
         );
         return Ok(sse_out::respond(
-            &req,
             frames,
             live.keep_alive,
             &state.metrics,
@@ -925,13 +923,7 @@ pub async fn get(
     );
     let frames = events.map(response_frame);
     let keep_alive = state.live().keep_alive;
-    Ok(sse_out::respond(
-        &req,
-        frames,
-        keep_alive,
-        &state.metrics,
-        "",
-    ))
+    Ok(sse_out::respond(frames, keep_alive, &state.metrics, ""))
 }
 
 /// `POST /v1/responses/{id}/cancel`: stops a running response; it is

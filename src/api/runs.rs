@@ -621,7 +621,6 @@ pub async fn events(
     });
     let keep_alive = state.live().keep_alive;
     Ok(sse_out::respond(
-        &req,
         frames,
         keep_alive,
         &state.metrics,
