@@ -15,6 +15,9 @@ pub struct Gateway {
     child: Child,
     pub base: String,
     pub pid: u32,
+    /// Started under `BENCH_WRAP`: `pid` is the profiler's, which leads a
+    /// process group with the gateway in it.
+    wrapped: bool,
     /// Spawn to first `/health` 200.
     pub ready_after: Duration,
     _dir: tempfile::TempDir,
@@ -22,15 +25,19 @@ pub struct Gateway {
 
 impl Drop for Gateway {
     fn drop(&mut self) {
-        if std::env::var_os("BENCH_WRAP").is_some() {
-            // A profiler writes its data when interrupted, not when killed.
-            // SAFETY: signalling our own child.
-            unsafe {
-                libc::kill(self.pid as i32, libc::SIGINT);
-            }
+        if self.wrapped {
+            // The profiler writes its data once the gateway is gone, not when
+            // killed itself: interrupt the gateway (it drains and exits) and
+            // wait for the profiler to finish.
+            self.signal(libc::SIGINT);
             let deadline = Instant::now() + START_LIMIT;
             while Instant::now() < deadline && matches!(self.child.try_wait(), Ok(None)) {
                 std::thread::sleep(Duration::from_millis(10));
+            }
+            // Whatever is left of the group (a profiler that hung).
+            // SAFETY: signalling our own child's process group.
+            unsafe {
+                libc::kill(-(self.pid as i32), libc::SIGKILL);
             }
         }
         let _ = self.child.kill();
@@ -47,6 +54,27 @@ impl Drop for Gateway {
 }
 
 impl Gateway {
+    /// Sends `sig` to the gateway itself: when wrapped, the child of the
+    /// profiler that runs our binary (a signal to the profiler's group
+    /// would also stop the profiler's helpers before they write).
+    fn signal(&self, sig: i32) {
+        let mut target = self.pid;
+        if self.wrapped {
+            let children =
+                std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", self.pid))
+                    .unwrap_or_default();
+            let gateway = children
+                .split_whitespace()
+                .filter_map(|c| c.parse::<u32>().ok())
+                .find(|c| std::fs::read_link(format!("/proc/{c}/exe")).ok() == Some(hermes_bin()));
+            target = gateway.unwrap_or(self.pid);
+        }
+        // SAFETY: signalling our own child or its child.
+        unsafe {
+            libc::kill(target as i32, sig);
+        }
+    }
+
     /// `HERMES_HOME` of this gateway.
     pub fn home(&self) -> PathBuf {
         self._dir.path().join("home")
@@ -64,10 +92,7 @@ impl Gateway {
     /// Stops it with SIGTERM (a clean shutdown checkpoints the database) and
     /// hands back its directory for a restart.
     pub fn stop(mut self) -> Result<tempfile::TempDir, String> {
-        // SAFETY: signalling our own child.
-        unsafe {
-            libc::kill(self.pid as i32, libc::SIGTERM);
-        }
+        self.signal(libc::SIGTERM);
         let deadline = Instant::now() + START_LIMIT;
         while Instant::now() < deadline {
             if let Ok(Some(_)) = self.child.try_wait() {
@@ -140,13 +165,15 @@ pub async fn start_gateway_in(
     // Its figures then describe the wrapper's process, not the gateway's.
     let wrap = std::env::var("BENCH_WRAP").unwrap_or_default();
     let mut wrap = wrap.split_whitespace();
-    let mut cmd = match wrap.next() {
+    let (mut cmd, wrapped) = match wrap.next() {
         Some(tool) => {
             let mut c = Command::new(tool);
             c.args(wrap).arg(hermes_bin());
-            c
+            // Its own group, so what is left of it can be cleared at the end.
+            std::os::unix::process::CommandExt::process_group(&mut c, 0);
+            (c, true)
         }
-        None => Command::new(hermes_bin()),
+        None => (Command::new(hermes_bin()), false),
     };
     cmd.arg("gateway")
         .env_clear()
@@ -177,6 +204,7 @@ pub async fn start_gateway_in(
         child,
         base: format!("http://127.0.0.1:{port}"),
         pid,
+        wrapped,
         ready_after: Duration::ZERO,
         _dir: dir,
     };
