@@ -57,11 +57,11 @@ fn put_lines(out: &mut BytesMut, prefix: &str, data: &str) {
 fn put_field(out: &mut BytesMut, name: &str, value: &str) {
     out.put_slice(name.as_bytes());
     out.put_slice(b": ");
-    for part in value.split(['\r', '\n']).enumerate() {
-        if part.0 > 0 {
+    for (i, piece) in value.split(['\r', '\n']).enumerate() {
+        if i > 0 {
             out.put_u8(b' ');
         }
-        out.put_slice(part.1.as_bytes());
+        out.put_slice(piece.as_bytes());
     }
     out.put_u8(b'\n');
 }
