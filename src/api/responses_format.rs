@@ -14,7 +14,7 @@ use serde_json::{Map, Value, json};
 use super::chat_format::Frame;
 use super::error::ApiError;
 use super::sampling::{ModelParams, responses_params};
-use crate::agent::{AgentEvent, ApprovalAsk, FailureKind, ToolStart, TurnOutcome, TurnStatus};
+use crate::agent::{AgentEvent, FailureKind, TurnOutcome, TurnStatus};
 use crate::clock::unix_now;
 use crate::config::ToolItems;
 use crate::openai::{Content, FunctionCall, Message, Role, ToolCall, Usage};
@@ -783,18 +783,14 @@ impl ResponseBuilder {
             }
             AgentEvent::SegmentBreak => self.close_message(out),
             AgentEvent::ToolStarted(t) => {
-                let ToolStart {
-                    call_id,
-                    name,
-                    arguments,
-                    ..
-                } = &**t;
                 self.close_message(out);
                 match self.mode {
-                    ToolItems::McpCall => self.mcp_call_started(call_id, name, arguments, out),
+                    ToolItems::McpCall => {
+                        self.mcp_call_started(&t.call_id, &t.name, &t.arguments, out);
+                    }
                     ToolItems::FunctionCall => {
-                        let item = json!({"type": "function_call", "id": new_id("fc"), "call_id": call_id,
-                                          "name": name, "arguments": arguments, "status": "completed"});
+                        let item = json!({"type": "function_call", "id": new_id("fc"), "call_id": t.call_id,
+                                          "name": t.name, "arguments": t.arguments, "status": "completed"});
                         self.add_item(item, out);
                     }
                     ToolItems::None => {}
@@ -811,12 +807,7 @@ impl ResponseBuilder {
                 ToolItems::None => {}
             },
             AgentEvent::ApprovalRequired(a) => {
-                let ApprovalAsk {
-                    call_id,
-                    name,
-                    arguments,
-                    ..
-                } = &**a;
+                let (call_id, name, arguments) = (&a.call_id, &a.name, &a.arguments);
                 self.close_message(out);
                 let id = new_id("mcpr");
                 let item = json!({"type": "mcp_approval_request", "id": id, "server_label": SERVER_LABEL,
