@@ -207,8 +207,11 @@ impl Db {
             source,
         })?;
         conn.busy_timeout(BUSY_TIMEOUT)?;
-        conn.pragma_update(None, "journal_mode", "WAL")?;
+        // `synchronous` first: switching a new file to WAL writes its
+        // header through a rollback journal, which the default (FULL)
+        // syncs twice and NORMAL once: one fsync less on a fresh start.
         conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         migrate(&mut conn)?;
         let (tx, rx) = std_mpsc::channel::<Job>();
