@@ -3,18 +3,21 @@
 //! arrives, from the run's event channel straight into the SSE body.
 
 use std::collections::VecDeque;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
 
 use actix_web::{HttpRequest, HttpResponse, web};
 use bytes::Bytes;
+use futures_util::Stream;
 
 use super::body::read_json;
 use super::chat_format::{ChatRequest, ChunkFramer, Frame, completion_body, parse_request};
 use super::error::ApiError;
 use super::idempotency::{Begin, Stored, body_hash};
-use super::run::{Run, RunRequest, RunSession, SESSION_HEADER, tool_progress};
+use super::run::{Recording, Run, RunRequest, RunSession, SESSION_HEADER, tool_progress};
 use super::sse_out;
 use super::state::AppState;
-use crate::agent::{AgentEvent, TurnStatus};
+use crate::agent::{AgentEvent, TurnOutcome, TurnStatus};
 
 /// Route label for metrics.
 const ROUTE: &str = "/v1/chat/completions";
@@ -154,53 +157,78 @@ async fn complete(
     })
 }
 
-struct StreamState {
+/// A chat stream's frames, polled by the SSE body. Written by hand rather
+/// than as an `async` loop: such a loop's future holds a second copy of its
+/// state across every await, and an open stream keeps its future for its
+/// whole life.
+struct ChatFrames {
     run: Run,
     framer: ChunkFramer,
+    /// Frames made and not yet taken.
     queue: VecDeque<Frame>,
+    /// Where the framer writes one event's frames (kept, so an event does
+    /// not allocate).
+    scratch: Vec<Frame>,
+    /// The turn being written, once the agent finished.
+    recording: Option<Recording>,
     done: bool,
 }
 
-/// The next frame of a chat stream; `None` after `[DONE]`.
-async fn next_frame(mut st: StreamState) -> Option<(Frame, StreamState)> {
-    loop {
-        if let Some(f) = st.queue.pop_front() {
-            return Some((f, st));
+impl ChatFrames {
+    /// The closing frames once the turn is written (or failed to be).
+    fn close(&mut self, recorded: Result<(), ApiError>, o: &TurnOutcome) {
+        let out = &mut self.scratch;
+        match recorded {
+            // The answer reached the client but is not stored: say so.
+            Err(e) => out.push(self.framer.error(&e)),
+            Ok(()) if matches!(o.status, TurnStatus::Failed) => {
+                out.push(self.framer.error(&ApiError::turn_failed(o, "messages")));
+            }
+            Ok(()) => self.framer.finish(o.status, &o.usage, out),
         }
-        if st.done {
-            return None;
-        }
-        let mut frames = Vec::new();
-        match st.run.events.recv().await {
-            Some(AgentEvent::Finished(o)) => {
-                if let Err(e) = st.run.finish(&o).await {
-                    // The answer reached the client but is not stored: say so.
-                    frames.push(st.framer.error(&e));
-                } else {
-                    match o.status {
-                        TurnStatus::Failed => {
-                            frames.push(st.framer.error(&ApiError::turn_failed(&o, "messages")));
-                        }
-                        status => st.framer.finish(status, &o.usage, &mut frames),
+        self.end();
+    }
+
+    /// Queues `[DONE]` after what the scratch holds; nothing follows it.
+    fn end(&mut self) {
+        self.scratch.push(Frame::Data("[DONE]".into()));
+        self.done = true;
+    }
+}
+
+impl Stream for ChatFrames {
+    type Item = Frame;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Frame>> {
+        let this = self.get_mut();
+        loop {
+            if let Some(f) = this.queue.pop_front() {
+                return Poll::Ready(Some(f));
+            }
+            if let Some(recording) = &mut this.recording {
+                let (recorded, o) = ready!(recording.as_mut().poll(cx));
+                this.recording = None;
+                this.close(recorded, &o);
+            } else if this.done {
+                return Poll::Ready(None);
+            } else {
+                match ready!(this.run.events.poll_recv(cx)) {
+                    Some(AgentEvent::Finished(o)) => {
+                        this.recording = Some(this.run.finish_owned(o));
+                    }
+                    Some(ev) => {
+                        this.run.observe(&ev);
+                        this.framer.event(&ev, &mut this.scratch);
+                    }
+                    None => {
+                        let e = ApiError::agent_failed("the agent stopped unexpectedly");
+                        this.scratch.push(this.framer.error(&e));
+                        this.end();
                     }
                 }
-                frames.push(Frame::Data("[DONE]".into()));
-                st.done = true;
             }
-            Some(ev) => {
-                st.run.observe(&ev);
-                st.framer.event(&ev, &mut frames);
-            }
-            None => {
-                frames.push(
-                    st.framer
-                        .error(&ApiError::agent_failed("the agent stopped unexpectedly")),
-                );
-                frames.push(Frame::Data("[DONE]".into()));
-                st.done = true;
-            }
+            this.queue.extend(this.scratch.drain(..));
         }
-        st.queue.extend(frames);
     }
 }
 
@@ -237,13 +265,14 @@ async fn stream(
         progress,
     );
     let first = framer.role();
-    let st = StreamState {
+    let frames = ChatFrames {
         run,
         framer,
         queue: VecDeque::from([first]),
+        scratch: Vec::new(),
+        recording: None,
         done: false,
     };
-    let frames = Box::pin(futures_util::stream::unfold(st, next_frame));
     Ok(sse_out::respond(
         frames,
         live.keep_alive,

@@ -7,6 +7,8 @@
 //! away (the client disconnected and actix dropped the handler or the stream)
 //! the turn notices the closed channel and is interrupted.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -411,15 +413,18 @@ impl Run {
     /// client's next request sees it), and the metrics. A failed write is an
     /// ERROR log line and a `500 storage_error` for the client.
     pub async fn finish(&mut self, outcome: &TurnOutcome) -> Result<(), ApiError> {
-        match self.tail.take() {
-            // Boxed: the storage write's future is large and runs once, while
-            // the streams that await this hold their futures for their whole
-            // life (it would size every open stream's state).
-            Some(tail) => Box::pin(tail.record(outcome))
-                .await
-                .map_err(|e| storage_error(&e)),
-            None => Ok(()),
-        }
+        // Boxed: the storage write's future is large and runs once, while
+        // the streams that await this hold their futures for their whole
+        // life (it would size every open stream's state).
+        Box::pin(record(self.tail.take(), outcome)).await
+    }
+
+    /// As [`Run::finish`], as a future that owns the outcome and gives it
+    /// back: for a stream polled by hand, which cannot hold a borrow of
+    /// itself across polls.
+    pub fn finish_owned(&mut self, outcome: Box<TurnOutcome>) -> Recording {
+        let tail = self.tail.take();
+        Box::pin(async move { (record(tail, &outcome).await, outcome) })
     }
 
     /// Waits for the turn's end, observing every event; records it.
@@ -439,6 +444,17 @@ impl Run {
     /// Interrupts the turn (the client left, or the drain ran out of time).
     pub fn interrupt(&self) {
         self.agent.do_send(crate::actors::agent::Interrupt);
+    }
+}
+
+/// The write of a finished turn: whether it was stored, and the outcome.
+pub type Recording = Pin<Box<dyn Future<Output = (Result<(), ApiError>, Box<TurnOutcome>)>>>;
+
+/// Writes the turn if it still needs writing (`tail` is `None` once it was).
+async fn record(tail: Option<Tail>, outcome: &TurnOutcome) -> Result<(), ApiError> {
+    match tail {
+        Some(tail) => tail.record(outcome).await.map_err(|e| storage_error(&e)),
+        None => Ok(()),
     }
 }
 
