@@ -167,7 +167,7 @@ struct ChatFrames {
     /// Frames made and not yet taken.
     queue: VecDeque<Frame>,
     /// Where the framer writes one event's frames (kept, so an event does
-    /// not allocate).
+    /// not allocate a new list for them).
     scratch: Vec<Frame>,
     /// The turn being written, once the agent finished.
     recording: Option<Recording>,
