@@ -164,11 +164,9 @@ async fn complete(
 struct ChatFrames {
     run: Run,
     framer: ChunkFramer,
-    /// Frames made and not yet taken.
+    /// Frames made and not yet taken (one list for the stream's life, so
+    /// an event does not allocate a new one).
     queue: VecDeque<Frame>,
-    /// Where the framer writes one event's frames (kept, so an event does
-    /// not allocate a new list for them).
-    scratch: Vec<Frame>,
     /// The turn being written, once the agent finished.
     recording: Option<Recording>,
     done: bool,
@@ -177,21 +175,21 @@ struct ChatFrames {
 impl ChatFrames {
     /// The closing frames once the turn is written (or failed to be).
     fn close(&mut self, recorded: Result<(), ApiError>, o: &TurnOutcome) {
-        let out = &mut self.scratch;
+        let out = &mut self.queue;
         match recorded {
             // The answer reached the client but is not stored: say so.
-            Err(e) => out.push(self.framer.error(&e)),
+            Err(e) => out.push_back(self.framer.error(&e)),
             Ok(()) if matches!(o.status, TurnStatus::Failed) => {
-                out.push(self.framer.error(&ApiError::turn_failed(o, "messages")));
+                out.push_back(self.framer.error(&ApiError::turn_failed(o, "messages")));
             }
             Ok(()) => self.framer.finish(o.status, &o.usage, out),
         }
         self.end();
     }
 
-    /// Queues `[DONE]` after what the scratch holds; nothing follows it.
+    /// Queues `[DONE]`; nothing follows it.
     fn end(&mut self) {
-        self.scratch.push(Frame::Data("[DONE]".into()));
+        self.queue.push_back(Frame::Data("[DONE]".into()));
         self.done = true;
     }
 }
@@ -218,16 +216,15 @@ impl Stream for ChatFrames {
                     }
                     Some(ev) => {
                         this.run.observe(&ev);
-                        this.framer.event(&ev, &mut this.scratch);
+                        this.framer.event(&ev, &mut this.queue);
                     }
                     None => {
                         let e = ApiError::agent_failed("the agent stopped unexpectedly");
-                        this.scratch.push(this.framer.error(&e));
+                        this.queue.push_back(this.framer.error(&e));
                         this.end();
                     }
                 }
             }
-            this.queue.extend(this.scratch.drain(..));
         }
     }
 }
@@ -269,7 +266,6 @@ async fn stream(
         run,
         framer,
         queue: VecDeque::from([first]),
-        scratch: Vec::new(),
         recording: None,
         done: false,
     };

@@ -6,6 +6,8 @@
 //! frames. Chunks are assembled from pre-rendered prefixes so relaying a delta
 //! costs one string escape, not a JSON tree.
 
+use std::collections::VecDeque;
+
 use bytes::Bytes;
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -437,7 +439,7 @@ impl ChunkFramer {
     }
 
     /// Frames for one agent event (none for events the client does not see).
-    pub fn event(&mut self, ev: &AgentEvent, out: &mut Vec<Frame>) {
+    pub fn event(&mut self, ev: &AgentEvent, out: &mut VecDeque<Frame>) {
         match ev {
             AgentEvent::TextDelta(t) => {
                 if t.is_empty() {
@@ -450,27 +452,29 @@ impl ChunkFramer {
                 };
                 self.pending_break = false;
                 self.sent_text = true;
-                out.push(self.chunk(&format!("{{\"content\":{}}}", json_str(&text)), None));
+                out.push_back(self.chunk(&format!("{{\"content\":{}}}", json_str(&text)), None));
             }
             AgentEvent::SegmentBreak => self.pending_break = true,
             AgentEvent::ReasoningDelta(r) if self.progress == ToolProgress::Reasoning => {
-                out.push(self.chunk(&format!("{{\"reasoning_content\":{}}}", json_str(r)), None));
+                out.push_back(
+                    self.chunk(&format!("{{\"reasoning_content\":{}}}", json_str(r)), None),
+                );
             }
             AgentEvent::ToolStarted(t) => match self.progress {
                 ToolProgress::Off => {}
                 ToolProgress::Events => {
-                    out.push(progress_frame(&t.name, &t.call_id, &t.preview, "running"));
+                    out.push_back(progress_frame(&t.name, &t.call_id, &t.preview, "running"));
                 }
                 ToolProgress::Reasoning => {
                     let line = format!("🔧 {}\n", label(&t.name, &t.preview));
-                    out.push(self.chunk(
+                    out.push_back(self.chunk(
                         &format!("{{\"reasoning_content\":{}}}", json_str(&line)),
                         None,
                     ));
                 }
             },
             AgentEvent::ToolFinished(t) if self.progress == ToolProgress::Events => {
-                out.push(progress_frame(&t.name, &t.call_id, "", "completed"));
+                out.push_back(progress_frame(&t.name, &t.call_id, "", "completed"));
             }
             _ => {}
         }
@@ -479,20 +483,20 @@ impl ChunkFramer {
     /// The closing frames after a turn ended with text (completed,
     /// incomplete, or cancelled at shutdown: then the interrupted mark first),
     /// the finish chunk and the optional usage chunk.
-    pub fn finish(&self, status: TurnStatus, usage: &Usage, out: &mut Vec<Frame>) {
+    pub fn finish(&self, status: TurnStatus, usage: &Usage, out: &mut VecDeque<Frame>) {
         if status == TurnStatus::Cancelled {
             let mark = if self.sent_text {
                 INTERRUPTED_MARK
             } else {
                 INTERRUPTED_MARK.trim_start()
             };
-            out.push(self.chunk(&format!("{{\"content\":{}}}", json_str(mark)), None));
+            out.push_back(self.chunk(&format!("{{\"content\":{}}}", json_str(mark)), None));
         }
-        out.push(self.chunk("{}", Some(finish_reason(status))));
+        out.push_back(self.chunk("{}", Some(finish_reason(status))));
         if self.include_usage {
             // The usage chunk replaces `"usage":null` with the figures.
             let prefix = self.prefix.trim_end_matches("\"usage\":null,");
-            out.push(Frame::Data(format!(
+            out.push_back(Frame::Data(format!(
                 "{prefix}\"choices\":[],\"usage\":{}}}",
                 usage_json(usage)
             )));
@@ -602,7 +606,7 @@ mod tests {
     }
 
     /// The JSON of each data frame (`null` for named ones).
-    fn parsed(out: &[Frame]) -> Vec<Value> {
+    fn parsed(out: &VecDeque<Frame>) -> Vec<Value> {
         out.iter()
             .map(|fr| match fr {
                 Frame::Data(d) => serde_json::from_str(d).unwrap_or(Value::Null),
@@ -614,7 +618,7 @@ mod tests {
     #[test]
     fn frames_are_valid_chunks() {
         let mut f = ChunkFramer::new("chatcmpl-1", 7, "m", true, ToolProgress::Off);
-        let mut out = vec![f.role()];
+        let mut out = VecDeque::from([f.role()]);
         f.event(&AgentEvent::TextDelta("a\"b".into()), &mut out);
         f.event(&AgentEvent::SegmentBreak, &mut out);
         f.event(&AgentEvent::TextDelta("c".into()), &mut out);
@@ -646,7 +650,7 @@ mod tests {
     #[test]
     fn an_interrupted_stream_stops_with_the_mark_not_length() {
         let mut f = ChunkFramer::new("c", 1, "m", false, ToolProgress::Off);
-        let mut out = Vec::new();
+        let mut out = VecDeque::new();
         f.event(&AgentEvent::TextDelta("half".into()), &mut out);
         f.finish(TurnStatus::Cancelled, &Usage::default(), &mut out);
         let v = parsed(&out);
