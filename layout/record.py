@@ -26,7 +26,7 @@ differs between `cargo build --release` and the benchmark's
     layout/record.py /tmp/hermes-plain target/release/hermes
 
 A stale file is harmless: names it lists that no longer exist are skipped,
-and new functions go where the compiler puts them. Needs valgrind and curl.
+and new functions go where the compiler puts them. Needs valgrind.
 """
 
 import json
@@ -163,6 +163,8 @@ def record(binary):
     fake = binary.parent / "hermes-fake-upstream"
     if not fake.exists():
         fake = ROOT / "target" / "release" / "hermes-fake-upstream"
+    if not fake.exists():
+        sys.exit(f"no {fake}: build it with `cargo build --release --features testing`")
     phases = []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

@@ -6,7 +6,7 @@
 //! async worker ever blocks on disk. Schema changes are numbered migrations
 //! applied at open, tracked in `PRAGMA user_version`.
 
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc as std_mpsc;
 
@@ -273,45 +273,86 @@ const SIDE_SUFFIX: &str = ".new";
 /// no journal on disk and no syncs until it is whole, twice (the file, then
 /// the directory that names it): about 1.5 ms less of a first start of 12
 /// (BENCHMARKS.md, Round 6). A crash meanwhile leaves no half-built
-/// database under `path`, only a side file the next first start replaces.
+/// database under `path`, only a side file the next start removes or
+/// rebuilds.
 ///
-/// The link never replaces a database another process created meanwhile.
-/// Anything that goes wrong here only means the database is created in
-/// place by [`Db::open`], as before, which reports the errors. Returns
-/// whether it built the database.
+/// Two processes starting on one fresh home never share the side file: it
+/// is locked while it is built, and only the holder of the lock on the file
+/// the side name points to may remove that name. The link never replaces a
+/// database that exists. Anything that goes wrong here only means the
+/// database is created in place by [`Db::open`], as before, which reports
+/// the errors. Returns whether it built a database (linked to `path`
+/// unless another process created one there first).
 fn create(path: &Path) -> bool {
-    if std::fs::symlink_metadata(path).is_ok() {
-        return false;
-    }
     let mut side = path.as_os_str().to_owned();
     side.push(SIDE_SUFFIX);
     let side = PathBuf::from(side);
-    let built = build(&side).and_then(|()| publish(&side, path));
-    if let Err(e) = &built {
+    if std::fs::symlink_metadata(path).is_ok() {
+        // A side file nobody is building is left from a crash (after the
+        // link, a second name of the database).
+        if lock_side(&side, false).is_some() {
+            let _ = std::fs::remove_file(&side);
+        }
+        return false;
+    }
+    let Some(file) = lock_side(&side, true) else {
+        return false;
+    };
+    // Created meanwhile, or the side file is also another file's name (a
+    // crash after the link, then a rename): emptying it would destroy that.
+    if std::fs::symlink_metadata(path).is_ok() || file.metadata().map_or(true, |m| m.nlink() != 1) {
+        let _ = std::fs::remove_file(&side);
+        return false;
+    }
+    let built = build(&side, &file).and_then(|()| publish(&side, &file, path));
+    if names(&side, &file) {
+        let _ = std::fs::remove_file(&side);
+    }
+    // The directory that names the database, synced once the side name is
+    // gone.
+    let synced = built.and_then(|()| sync_dir(path));
+    if let Err(e) = &synced {
         log::debug!(
             "building {} aside failed ({e}); creating it in place",
             path.display()
         );
     }
-    let _ = std::fs::remove_file(&side);
-    built.is_ok()
+    synced.is_ok()
 }
 
-/// Creates the database file `side` (mode 0600), migrates it and switches
-/// it to WAL, then syncs it once.
-fn build(side: &Path) -> Result<(), StoreError> {
+/// Opens the side file (creating it, mode 0600, when `create`) and locks it
+/// without waiting. `None` when another process holds it, or when its name
+/// no longer points to it (its holder removed the name before letting go).
+fn lock_side(side: &Path, create: bool) -> Option<std::fs::File> {
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(create)
+        .truncate(false)
+        .mode(0o600)
+        .open(side)
+        .ok()?;
+    file.try_lock().ok()?;
+    names(side, &file).then_some(file)
+}
+
+/// Whether the name `side` points to the open file `file`.
+fn names(side: &Path, file: &std::fs::File) -> bool {
+    match (std::fs::symlink_metadata(side), file.metadata()) {
+        (Ok(n), Ok(f)) => n.dev() == f.dev() && n.ino() == f.ino(),
+        _ => false,
+    }
+}
+
+/// Empties the locked side file `file` (a crash may have left half a
+/// database in it), migrates it as a new database through SQLite and
+/// switches it to WAL, then syncs it once.
+fn build(side: &Path, file: &std::fs::File) -> Result<(), StoreError> {
     let create = |source| StoreError::Create {
         path: side.to_path_buf(),
         source,
     };
-    // Left by a first start that crashed.
-    let _ = std::fs::remove_file(side);
-    std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(side)
-        .map_err(create)?;
+    file.set_len(0).map_err(create)?;
     {
         let mut conn = Connection::open(side)?;
         // Nothing here needs to survive a crash before the sync below:
@@ -322,32 +363,41 @@ fn build(side: &Path) -> Result<(), StoreError> {
         migrate(&mut conn)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
     }
-    std::fs::File::open(side)
-        .and_then(|f| f.sync_all())
-        .map_err(create)
+    file.sync_all().map_err(create)
 }
 
-/// Gives the built database `side` the name `path` unless `path` exists
-/// (a hard link fails rather than replace), then syncs the directory so
-/// the name survives a crash.
-fn publish(side: &Path, path: &Path) -> Result<(), StoreError> {
+/// Gives the built database the name `path` unless `path` exists (a hard
+/// link fails rather than replace one). SQLite wrote it through the name
+/// `side`; that name still pointing to the locked `file` shows it is the
+/// file that was synced.
+fn publish(side: &Path, file: &std::fs::File, path: &Path) -> Result<(), StoreError> {
     let create = |source| StoreError::Create {
         path: path.to_path_buf(),
         source,
     };
-    match std::fs::hard_link(side, path) {
-        Ok(()) => {}
-        // Another process created it first: that one is used.
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Ok(()),
-        Err(e) => return Err(create(e)),
+    if !names(side, file) {
+        return Err(create(std::io::Error::other("the side file was replaced")));
     }
+    match std::fs::hard_link(side, path) {
+        Ok(()) => Ok(()),
+        // Another process created it first: that one is used.
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(create(e)),
+    }
+}
+
+/// Syncs the directory holding `path`, so a new name in it survives a crash.
+fn sync_dir(path: &Path) -> Result<(), StoreError> {
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
     };
     std::fs::File::open(dir)
         .and_then(|d| d.sync_all())
-        .map_err(create)
+        .map_err(|source| StoreError::Create {
+            path: dir.to_path_buf(),
+            source,
+        })
 }
 
 /// Applies the migrations the database has not seen yet, each in a transaction.
@@ -434,6 +484,11 @@ mod tests {
         let path = dir.path().join("state.db");
         assert!(create(&path));
         assert_eq!(version_at(&path) as usize, schema_version());
+        // Already in WAL, so opening it writes nothing.
+        let mode: String = Connection::open(&path)
+            .and_then(|c| c.pragma_query_value(None, "journal_mode", |r| r.get(0)))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(mode, "wal");
         assert!(!create(&path), "an existing database was built again");
     }
 
@@ -442,14 +497,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
         let path = dir.path().join("state.db");
         let side = dir.path().join("state.db.new");
-        build(&side).unwrap_or_else(|e| panic!("{e}"));
+        let file = lock_side(&side, true).unwrap_or_else(|| panic!("cannot lock the side file"));
+        build(&side, &file).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(version_at(&side) as usize, schema_version());
         // Another process created the database while this one built its own.
         let theirs = Connection::open(&path).unwrap_or_else(|e| panic!("{e}"));
         theirs
             .pragma_update(None, "user_version", 42)
             .unwrap_or_else(|e| panic!("{e}"));
-        publish(&side, &path).unwrap_or_else(|e| panic!("{e}"));
+        publish(&side, &file, &path).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(
             version_at(&path),
             42,
@@ -461,11 +517,53 @@ mod tests {
     fn a_side_file_left_by_a_crash_is_rebuilt() {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
         let path = dir.path().join("state.db");
+        let side = dir.path().join("state.db.new");
         // A first start that died while writing its side file.
-        std::fs::write(dir.path().join("state.db.new"), b"half a database")
-            .unwrap_or_else(|e| panic!("{e}"));
-        assert!(Db::open(&path).is_ok());
+        std::fs::write(&side, b"half a database").unwrap_or_else(|e| panic!("{e}"));
+        assert!(create(&path));
         assert_eq!(version_at(&path) as usize, schema_version());
-        assert!(!dir.path().join("state.db.new").exists());
+        assert!(!side.exists());
+    }
+
+    #[test]
+    fn a_side_file_another_process_is_building_is_left_alone() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let path = dir.path().join("state.db");
+        let side = dir.path().join("state.db.new");
+        let _theirs = lock_side(&side, true).unwrap_or_else(|| panic!("cannot lock the side file"));
+        std::fs::write(&side, b"their half").unwrap_or_else(|e| panic!("{e}"));
+        assert!(!create(&path));
+        assert_eq!(std::fs::read(&side).unwrap_or_default(), b"their half");
+        assert!(!path.exists());
+    }
+
+    #[test]
+    fn a_second_name_left_by_a_crash_after_the_link_is_removed() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let path = dir.path().join("state.db");
+        let side = dir.path().join("state.db.new");
+        assert!(create(&path));
+        std::fs::hard_link(&path, &side).unwrap_or_else(|e| panic!("{e}"));
+        assert!(!create(&path));
+        assert!(!side.exists());
+        assert_eq!(version_at(&path) as usize, schema_version());
+    }
+
+    #[test]
+    fn a_side_name_shared_with_another_file_never_empties_it() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let path = dir.path().join("state.db");
+        let side = dir.path().join("state.db.new");
+        // A crash after the link left a second name; the database was then
+        // renamed away (a backup), so only the side name is next to it.
+        let backup = dir.path().join("backup.db");
+        std::fs::write(&backup, b"the user's data").unwrap_or_else(|e| panic!("{e}"));
+        std::fs::hard_link(&backup, &side).unwrap_or_else(|e| panic!("{e}"));
+        assert!(!create(&path));
+        assert_eq!(
+            std::fs::read(&backup).unwrap_or_default(),
+            b"the user's data"
+        );
+        assert!(!side.exists());
     }
 }
