@@ -198,6 +198,12 @@ async fn drive_events(
     let mut typing = tokio::time::interval(every.unwrap_or(NO_TYPING));
     loop {
         tokio::select! {
+            // The interval's first tick is ready at once: the indicator is
+            // shown as the turn starts, even when the answer is ready too.
+            biased;
+            _ = typing.tick(), if every.is_some() => {
+                out.typing.do_send(Typing { chat: chat.clone(), done: false });
+            }
             ev = rx.recv() => match ev? {
                 AgentEvent::TextDelta(t) => {
                     let _ = preview.delta.send(stream_preview::Delta(t)).await;
@@ -208,9 +214,6 @@ async fn drive_events(
                 AgentEvent::Finished(o) => return Some(*o),
                 _ => {}
             },
-            _ = typing.tick(), if every.is_some() => {
-                out.typing.do_send(Typing { chat: chat.clone(), done: false });
-            }
         }
     }
 }
