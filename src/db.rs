@@ -284,9 +284,7 @@ const SIDE_SUFFIX: &str = ".new";
 /// the errors. Returns whether it built a database (linked to `path`
 /// unless another process created one there first).
 fn create(path: &Path) -> bool {
-    let mut side = path.as_os_str().to_owned();
-    side.push(SIDE_SUFFIX);
-    let side = PathBuf::from(side);
+    let side = side_path(path);
     if std::fs::symlink_metadata(path).is_ok() {
         // A side file nobody is building is left from a crash (after the
         // link, a second name of the database).
@@ -318,6 +316,13 @@ fn create(path: &Path) -> bool {
         );
     }
     synced.is_ok()
+}
+
+/// Where the database `path` is built: beside it, with [`SIDE_SUFFIX`].
+fn side_path(path: &Path) -> PathBuf {
+    let mut side = path.as_os_str().to_owned();
+    side.push(SIDE_SUFFIX);
+    PathBuf::from(side)
 }
 
 /// Opens the side file (creating it, mode 0600, when `create`) and locks it
@@ -478,6 +483,14 @@ mod tests {
             .unwrap_or_else(|e| panic!("{e}"))
     }
 
+    /// An empty home: its directory, the database's path and its side file's.
+    fn fresh_home() -> (tempfile::TempDir, PathBuf, PathBuf) {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let path = dir.path().join("state.db");
+        let side = side_path(&path);
+        (dir, path, side)
+    }
+
     #[test]
     fn a_new_database_is_built_aside_once() {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
@@ -494,9 +507,7 @@ mod tests {
 
     #[test]
     fn a_database_built_aside_never_replaces_one_created_meanwhile() {
-        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-        let path = dir.path().join("state.db");
-        let side = dir.path().join("state.db.new");
+        let (_dir, path, side) = fresh_home();
         let file = lock_side(&side, true).unwrap_or_else(|| panic!("cannot lock the side file"));
         build(&side, &file).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(version_at(&side) as usize, schema_version());
@@ -515,9 +526,7 @@ mod tests {
 
     #[test]
     fn a_side_file_left_by_a_crash_is_rebuilt() {
-        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-        let path = dir.path().join("state.db");
-        let side = dir.path().join("state.db.new");
+        let (_dir, path, side) = fresh_home();
         // A first start that died while writing its side file.
         std::fs::write(&side, b"half a database").unwrap_or_else(|e| panic!("{e}"));
         assert!(create(&path));
@@ -527,9 +536,7 @@ mod tests {
 
     #[test]
     fn a_side_file_another_process_is_building_is_left_alone() {
-        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-        let path = dir.path().join("state.db");
-        let side = dir.path().join("state.db.new");
+        let (_dir, path, side) = fresh_home();
         let _theirs = lock_side(&side, true).unwrap_or_else(|| panic!("cannot lock the side file"));
         std::fs::write(&side, b"their half").unwrap_or_else(|e| panic!("{e}"));
         assert!(!create(&path));
@@ -539,9 +546,7 @@ mod tests {
 
     #[test]
     fn a_second_name_left_by_a_crash_after_the_link_is_removed() {
-        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-        let path = dir.path().join("state.db");
-        let side = dir.path().join("state.db.new");
+        let (_dir, path, side) = fresh_home();
         assert!(create(&path));
         std::fs::hard_link(&path, &side).unwrap_or_else(|e| panic!("{e}"));
         assert!(!create(&path));
@@ -551,9 +556,7 @@ mod tests {
 
     #[test]
     fn a_side_name_shared_with_another_file_never_empties_it() {
-        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-        let path = dir.path().join("state.db");
-        let side = dir.path().join("state.db.new");
+        let (dir, path, side) = fresh_home();
         // A crash after the link left a second name; the database was then
         // renamed away (a backup), so only the side name is next to it.
         let backup = dir.path().join("backup.db");
