@@ -265,3 +265,73 @@ pub fn cpu_ms(pid: u32) -> f64 {
     };
     (ticks(11) + ticks(12)) * 1000.0 / USER_HZ
 }
+
+/// The scripted Python upstream (`bench/upstream.py`), built into this
+/// binary so the benchmark runs from anywhere.
+const PYTHON_UPSTREAM: &str = include_str!("upstream.py");
+
+/// A running Python upstream child; it stops when its standard input closes
+/// (this handle holds it) and is killed when dropped.
+pub struct PythonUpstream {
+    child: Child,
+    pub pid: u32,
+    pub port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for PythonUpstream {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl PythonUpstream {
+    /// Whether `python3` can be run here.
+    pub fn available() -> bool {
+        Command::new("python3")
+            .arg("--version")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    }
+
+    /// Starts it and reads the port it listens on.
+    pub fn start() -> Result<Self, String> {
+        use std::io::BufRead;
+        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let script = dir.path().join("upstream.py");
+        std::fs::write(&script, PYTHON_UPSTREAM).map_err(|e| e.to_string())?;
+        let mut child = Command::new("python3")
+            .arg(&script)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .map_err(|e| format!("cannot start python3: {e}"))?;
+        let pid = child.id();
+        // The first line is the port; the pipe closes if it fails to start.
+        let mut line = String::new();
+        if let Some(out) = child.stdout.take() {
+            let _ = std::io::BufReader::new(out).read_line(&mut line);
+        }
+        // Built first, so a failure below still stops the child.
+        let mut upstream = Self {
+            child,
+            pid,
+            port: 0,
+            _dir: dir,
+        };
+        upstream.port = line
+            .trim()
+            .parse()
+            .map_err(|_| format!("the Python upstream did not start (it printed {line:?})"))?;
+        Ok(upstream)
+    }
+
+    /// Base URL, as the gateway's `OPENAI_BASE_URL`.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}/v1", self.port)
+    }
+}
