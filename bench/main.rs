@@ -187,7 +187,12 @@ async fn non_streaming(p: &Plan) -> Result<Figures, String> {
     let cpu_per_request = gw_cpu_ms / g.len().max(1) as f64;
     let errors = g.iter().chain(d.iter()).filter(|s| !s.ok).count();
     if errors > 0 {
-        return Err(format!("{errors} failed requests at {} req/s", p.rate));
+        return Err(format!(
+            "{errors} failed requests at {} req/s (through the gateway: {}; direct: {})",
+            p.rate,
+            load::failure_summary(&g),
+            load::failure_summary(&d)
+        ));
     }
     let mut gl: Vec<Duration> = g.iter_mut().map(|s| s.latency).collect();
     let mut dl: Vec<Duration> = d.iter_mut().map(|s| s.latency).collect();

@@ -95,6 +95,36 @@ async fn health_needs_no_key_and_carries_the_headers() {
     assert_eq!(res.status(), 200);
 }
 
+/// Longer than actix-web's default keep-alive (5 s), which closed idle
+/// connections that client pools (aiohttp, awc: 15 s) still reuse.
+const CLIENT_POOL_IDLE: Duration = Duration::from_secs(6);
+
+#[actix_web::test]
+async fn an_idle_connection_is_kept_for_the_clients_next_request() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = spawn_app(vec![]).await;
+    let mut s = tokio::net::TcpStream::connect(app.addr)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let req = b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n";
+    for round in 0..2 {
+        if round == 1 {
+            tokio::time::sleep(CLIENT_POOL_IDLE).await;
+        }
+        s.write_all(req).await.unwrap_or_else(|e| panic!("{e}"));
+        let mut buf = [0u8; 4096];
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+            .await
+            .unwrap_or_else(|e| panic!("round {round}: {e}"))
+            .unwrap_or(0);
+        let out = String::from_utf8_lossy(&buf[..n]);
+        assert!(
+            out.starts_with("HTTP/1.1 200"),
+            "round {round}: the connection was closed or failed: {out:?}"
+        );
+    }
+}
+
 #[actix_web::test]
 async fn models_need_the_key() {
     let app = spawn_app(vec![]).await;
