@@ -48,14 +48,19 @@ async fn throughput(
     let runs = targets
         .iter()
         .map(|t| load::closed_loop(t, body, each, Duration::from_secs(secs)));
-    let counts = futures_util::future::join_all(runs).await;
-    let (n, errors) = counts
-        .iter()
-        .fold((0, 0), |acc, c| (acc.0 + c.0, acc.1 + c.1));
-    if errors > 0 {
-        return Err(format!("{errors} of {n} requests failed on {path}"));
+    let mut all = load::Tally::default();
+    for tally in futures_util::future::join_all(runs).await {
+        all.add(tally);
     }
-    Ok(n as f64 / secs as f64)
+    if all.failed() > 0 {
+        return Err(format!(
+            "{} of {} requests failed on {path}: {}",
+            all.failed(),
+            all.requests,
+            all.reasons()
+        ));
+    }
+    Ok(all.requests as f64 / secs as f64)
 }
 
 /// `HERMES_DATABASE_URL` of a fresh database on the test server.

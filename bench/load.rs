@@ -3,6 +3,7 @@
 //! difference between the two is what the gateway adds.
 
 use std::cell::RefCell;
+use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -33,19 +34,51 @@ pub struct Sample {
 
 /// The most common failure reasons of samples, for a failed scenario's message.
 pub fn failure_summary(samples: &[Sample]) -> String {
-    let mut counts: std::collections::BTreeMap<&str, usize> = std::collections::BTreeMap::new();
+    let mut counts = BTreeMap::new();
     for s in samples.iter().filter(|s| !s.ok) {
         *counts
-            .entry(s.error.as_deref().unwrap_or("unknown"))
+            .entry(s.error.clone().unwrap_or_else(|| "unknown".into()))
             .or_default() += 1;
     }
-    let mut v: Vec<_> = counts.into_iter().collect();
-    v.sort_by_key(|e| std::cmp::Reverse(e.1));
+    top_reasons(&counts)
+}
+
+/// The three most common of counted failure reasons, as `3x reason; ...`.
+fn top_reasons(counts: &BTreeMap<String, usize>) -> String {
+    let mut v: Vec<_> = counts.iter().collect();
+    v.sort_by_key(|e| std::cmp::Reverse(*e.1));
     v.iter()
         .take(3)
         .map(|(e, n)| format!("{n}x {e}"))
         .collect::<Vec<_>>()
         .join("; ")
+}
+
+/// What closed loops sent: requests, and the failed ones by reason.
+#[derive(Default)]
+pub struct Tally {
+    pub requests: usize,
+    failures: BTreeMap<String, usize>,
+}
+
+impl Tally {
+    /// Requests that failed.
+    pub fn failed(&self) -> usize {
+        self.failures.values().sum()
+    }
+
+    /// Adds another loop's counts to these.
+    pub fn add(&mut self, other: Tally) {
+        self.requests += other.requests;
+        for (reason, n) in other.failures {
+            *self.failures.entry(reason).or_default() += n;
+        }
+    }
+
+    /// The most common failure reasons, for a failed scenario's message.
+    pub fn reasons(&self) -> String {
+        top_reasons(&self.failures)
+    }
 }
 
 /// An awc client with no connection cap and no timeout of its own.
@@ -206,26 +239,21 @@ pub async fn open_loop(t: &Target, body: &str, rate: u32, duration: Duration) ->
 }
 
 /// `workers` clients each sending back-to-back for `duration` (closed loop):
-/// the highest throughput the target sustains. Returns (requests, errors).
-pub async fn closed_loop(
-    t: &Target,
-    body: &str,
-    workers: usize,
-    duration: Duration,
-) -> (usize, usize) {
+/// the highest throughput the target sustains.
+pub async fn closed_loop(t: &Target, body: &str, workers: usize, duration: Duration) -> Tally {
     let c = t.client.clone();
     let end = Instant::now() + duration;
-    let counts = Rc::new(RefCell::new((0usize, 0usize)));
+    let tally = Rc::new(RefCell::new(Tally::default()));
     let mut handles = Vec::new();
     for _ in 0..workers {
-        let (c, t, body, counts) = (c.clone(), t.clone(), body.to_string(), counts.clone());
+        let (c, t, body, tally) = (c.clone(), t.clone(), body.to_string(), tally.clone());
         handles.push(tokio::task::spawn_local(async move {
             while Instant::now() < end {
                 let s = plain(&c, &t, &body).await;
-                let mut n = counts.borrow_mut();
-                n.0 += 1;
-                if !s.ok {
-                    n.1 += 1;
+                let mut n = tally.borrow_mut();
+                n.requests += 1;
+                if let Some(e) = s.error {
+                    *n.failures.entry(e).or_default() += 1;
                 }
             }
         }));
@@ -233,7 +261,7 @@ pub async fn closed_loop(
     for h in handles {
         let _ = h.await;
     }
-    counts.take()
+    tally.take()
 }
 
 /// `n` streams at once; every one must deliver exactly `expect`.

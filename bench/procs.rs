@@ -303,7 +303,9 @@ impl PythonUpstream {
         let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
         let script = dir.path().join("upstream.py");
         std::fs::write(&script, PYTHON_UPSTREAM).map_err(|e| e.to_string())?;
+        // `-I`: no user site-packages or PYTHON* variables change it.
         let mut child = Command::new("python3")
+            .arg("-I")
             .arg(&script)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -311,11 +313,7 @@ impl PythonUpstream {
             .spawn()
             .map_err(|e| format!("cannot start python3: {e}"))?;
         let pid = child.id();
-        // The first line is the port; the pipe closes if it fails to start.
-        let mut line = String::new();
-        if let Some(out) = child.stdout.take() {
-            let _ = std::io::BufReader::new(out).read_line(&mut line);
-        }
+        let out = child.stdout.take();
         // Built first, so a failure below still stops the child.
         let mut upstream = Self {
             child,
@@ -323,6 +321,21 @@ impl PythonUpstream {
             port: 0,
             _dir: dir,
         };
+        // The first line is the port. It is read on a thread so that an
+        // upstream that never prints cannot hang the benchmark; killing
+        // the child (on drop) ends that read.
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let read = out.map(|o| std::io::BufReader::new(o).read_line(&mut line));
+            let _ = tx.send((read, line));
+        });
+        let (read, line) = rx
+            .recv_timeout(START_LIMIT)
+            .map_err(|_| format!("the Python upstream printed no port within {START_LIMIT:?}"))?;
+        if let Some(Err(e)) = read {
+            return Err(format!("cannot read the Python upstream's port: {e}"));
+        }
         upstream.port = line
             .trim()
             .parse()
