@@ -120,7 +120,9 @@ fn load_fake(responder: Box<dyn Fn(&Recorded) -> Reply + Send + Sync>) -> FakeUp
     fake
 }
 
-fn targets(fake: &FakeUpstream, gw: &procs::Gateway) -> (Target, Target) {
+/// Chat completions through the gateway, and straight to its upstream
+/// (base URL `upstream`, as the gateway's `OPENAI_BASE_URL`).
+fn targets(upstream: &str, gw: &procs::Gateway) -> (Target, Target) {
     (
         Target {
             url: format!("{}/v1/chat/completions", gw.base),
@@ -128,7 +130,7 @@ fn targets(fake: &FakeUpstream, gw: &procs::Gateway) -> (Target, Target) {
             client: load::client(),
         },
         Target {
-            url: format!("{}/chat/completions", fake.url()),
+            url: format!("{upstream}/chat/completions"),
             key: None,
             client: load::client(),
         },
@@ -182,7 +184,7 @@ fn full_load_failures(through: &load::Tally, direct: &load::Tally) -> Result<(),
 async fn non_streaming(p: &Plan) -> Result<Figures, String> {
     let fake = load_fake(Box::new(|_| Reply::completion("ok", "stop", (10, 1))));
     let gw = procs::start_gateway(Some(&fake.url()), &[]).await?;
-    let (through, direct) = targets(&fake, &gw);
+    let (through, direct) = targets(&fake.url(), &gw);
     let body = chat("hi", false);
     // Warm up both paths (connections, caches).
     load::closed_loop(&through, &body, 8, WARM_UP).await;
@@ -259,16 +261,7 @@ const PY_CLIENTS: usize = 8;
 async fn python_upstream(p: &Plan) -> Result<Figures, String> {
     let up = procs::PythonUpstream::start()?;
     let gw = procs::start_gateway(Some(&up.url()), &[]).await?;
-    let through = Target {
-        url: format!("{}/v1/chat/completions", gw.base),
-        key: Some(procs::KEY.into()),
-        client: load::client(),
-    };
-    let direct = Target {
-        url: format!("{}/chat/completions", up.url()),
-        key: None,
-        client: load::client(),
-    };
+    let (through, direct) = targets(&up.url(), &gw);
     let body = chat("hi", false);
     load::closed_loop(&through, &body, PY_CLIENTS, WARM_UP).await;
     load::closed_loop(&direct, &body, PY_CLIENTS, WARM_UP).await;
@@ -319,7 +312,7 @@ async fn streaming_relay(p: &Plan) -> Result<Figures, String> {
     }));
     fake.keep_last(p.relay_streams);
     let gw = procs::start_gateway(Some(&fake.url()), &[]).await?;
-    let (through, direct) = targets(&fake, &gw);
+    let (through, direct) = targets(&fake.url(), &gw);
 
     // Unloaded: one stream at a time, what the path itself adds.
     let solo = chat(SOLO, true);
@@ -419,7 +412,7 @@ async fn open_streams(p: &Plan) -> Result<Figures, String> {
         Reply::text_stream(&refs, gap, gap, (10, refs.len() as u64))
     }));
     let gw = procs::start_gateway(Some(&fake.url()), &[]).await?;
-    let (through, _) = targets(&fake, &gw);
+    let (through, _) = targets(&fake.url(), &gw);
     // Warm up so the baseline includes threads, pools and caches.
     load::many_streams(&through, &chat("warm", true), 4, &expect).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -466,7 +459,7 @@ async fn tool_loop(p: &Plan) -> Result<Figures, String> {
         }
     }));
     let gw = procs::start_gateway(Some(&fake.url()), &[]).await?;
-    let (through, direct) = targets(&fake, &gw);
+    let (through, direct) = targets(&fake.url(), &gw);
     let c = load::client();
     let body = chat("read the notes ten times", false);
     let mut turns = Vec::new();
@@ -628,7 +621,7 @@ async fn response_store(p: &Plan) -> Result<Figures, String> {
 async fn prompt_footprint(_: &Plan) -> Result<Figures, String> {
     let fake = FakeUpstream::start(vec![]);
     let gw = procs::start_gateway(Some(&fake.url()), &[]).await?;
-    let (through, _) = targets(&fake, &gw);
+    let (through, _) = targets(&fake.url(), &gw);
     let s = load::plain(&load::client(), &through, &chat("hi", false)).await;
     let req = fake.requests().pop().ok_or("the upstream saw no request")?;
     if !s.ok {

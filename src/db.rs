@@ -493,8 +493,7 @@ mod tests {
 
     #[test]
     fn a_new_database_is_built_aside_once() {
-        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-        let path = dir.path().join("state.db");
+        let (_dir, path, _) = fresh_home();
         assert!(create(&path));
         assert_eq!(version_at(&path) as usize, schema_version());
         // Already in WAL, so opening it writes nothing.
